@@ -1,0 +1,54 @@
+"""``sapiens2`` entry point: one sub-command per module, each exposing ``add_parser`` and ``run``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> module under sapiens2.cli; imported lazily so `sapiens2 synth` never imports torch models etc.
+SUBCOMMANDS = {
+    "features": ("features", "write backbone feature maps for images"),
+    "predict": ("predict", "run task models (pose, seg, normal, pointmap, albedo, matting) on images/videos"),
+    "synth": ("synth", "generate synthetic humans with exact ground truth"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sapiens2",
+        description="Sapiens2 human-centric vision models.",
+        epilog="examples:\n  sapiens2 features photo.jpg -o out/\n  sapiens2 predict --task pose,seg photo.jpg -o out/\n"
+               "  sapiens2 synth --num 100 -o synth/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        mod = importlib.import_module(f"sapiens2.cli.{module}")
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_parser(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the chosen sub-command's module (fast start, and a broken optional module
+    # cannot take the others down).
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    parser = build_parser(only=chosen)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: dataset metadata (keypoints, classes), synthetic humans, loaders."""
