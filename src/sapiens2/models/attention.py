@@ -59,11 +59,12 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 num_prefix: int = 0) -> torch.Tensor:
         b, n, c = x.shape
-        q = self.wq(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(b, n, self.num_heads, self.head_dim)
+        k = self.wk(x).view(b, n, self.num_kv_heads, self.head_dim)
         v = self.wv(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if self.q_norm is not None:
+        if self.q_norm is not None:  # per head, on the contiguous (B, N, heads, D) layout
             q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         if rope is not None:
             sin, cos = rope
             q = apply_rope(q, sin, cos, num_prefix)

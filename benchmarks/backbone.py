@@ -1,0 +1,95 @@
+"""Backbone throughput on this machine, as a share of its own float32 matrix-multiply speed.
+
+    .venv/bin/python benchmarks/backbone.py [--arch sapiens2_0.1b] [--size 1024x768] [--repeats 3]
+
+Counts the forward pass's floating-point operations with torch's FlopCounterMode, times it, and divides
+the achieved GFLOP/s by the GFLOP/s of a plain float32 matmul measured in the same run (interleaved with
+the model runs, so a busy machine slows both alike). Also prints peak resident memory.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import sapiens2
+
+
+def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    # torch's FlopCounterMode knows the CUDA attention kernels but not the CPU one: count QK^T and AV.
+    b, h, nq, d = query_shape
+    nk, dv = key_shape[-2], value_shape[-1]
+    return 2 * b * h * nq * nk * d + 2 * b * h * nq * nk * dv
+
+
+FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mib() -> float:
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / scale / 1024
+
+
+def matmul_gflops(sizes=(2048, 3072), repeats: int = 3) -> float:
+    """The machine's float32 matmul speed: best of a few runs at the sizes where it peaks."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="sapiens2_0.1b")
+    p.add_argument("--size", default="1024x768", help="HxW")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tokenizer", action="store_true")
+    args = p.parse_args()
+    h, w = (int(s) for s in args.size.lower().split("x"))
+
+    torch.manual_seed(0)
+    model = sapiens2.build_backbone(args.arch, img_size=(h, w), use_tokenizer=args.tokenizer).eval()
+    x = torch.randn(1, 3, h, w)
+    rss_before = rss_mib()
+    with torch.inference_mode():
+        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
+            model(x)  # also the warm-up
+        flops = counter.get_total_flops()
+        model_times, mm_rates = [], []
+        for _ in range(args.repeats):
+            mm_rates.append(matmul_gflops())
+            t = time.perf_counter()
+            model(x)
+            model_times.append(time.perf_counter() - t)
+    model_s = statistics.median(model_times)
+    model_rate = flops / model_s / 1e9
+    mm_rate = statistics.median(mm_rates)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
+    print(f"{args.arch}{' +tokenizer' if args.tokenizer else ''} at {h}x{w}: {flops / 1e9:.1f} GFLOP per image, "
+          f"{model_s:.2f} s median of {args.repeats} (min {min(model_times):.2f})")
+    print(f"backbone  {model_rate:8.1f} GFLOP/s")
+    print(f"matmul    {mm_rate:8.1f} GFLOP/s (square 2048/3072 float32, best of 3, median over repeats)")
+    print(f"ratio     {model_rate / mm_rate:8.2f}  (backbone / matmul; 0.9 is the bar)")
+    print(f"memory    peak RSS {peak_rss_mib():.0f} MiB, {rss_before:.0f} MiB after building the model")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Video in and out with OpenCV: frames are streamed one at a time (never all in memory), in RGB uint8.
+
+Writing goes to a hidden temporary file in the destination folder which is renamed into place on
+:meth:`VideoWriter.close`, so an interrupted run never leaves a half-written video under the final name.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import OutputWriteError, VideoReadError
+
+logger = logging.getLogger(__name__)
+
+#: File extensions (lower case, with dot) treated as videos when scanning inputs.
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+    ".ts", ".mts", ".m2ts", ".3gp", ".ogv",
+})
+
+#: Frame rate assumed when a container does not report one.
+FALLBACK_FPS = 30.0
+
+TEMP_TAG = ".s2tmp"  # marks our temporary files (see writers.remove_stale_temp_files)
+
+
+def _open_capture(path: Path) -> cv2.VideoCapture:
+    if not path.exists():
+        raise VideoReadError(path, "file does not exist")
+    if path.is_dir():
+        raise VideoReadError(path, "is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(path, "file is empty (0 bytes)")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise VideoReadError(path, "OpenCV cannot open it (not a video, or an unsupported container/codec)")
+    return capture
+
+
+class VideoSource:
+    """A readable video. Opening checks that the first frame decodes.
+
+    ``fps`` is the container's rate (``FALLBACK_FPS`` when it reports none; ``fps_reported`` says which);
+    ``frame_count`` is the container's count and may be approximate (0 if unknown); ``width``/``height``
+    are those of the decoded frames (after any rotation the container asks for).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        capture = _open_capture(self.path)
+        try:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                raise VideoReadError(self.path, "video has no decodable frames")
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        finally:
+            capture.release()
+        self.fps_reported = bool(math.isfinite(fps) and fps > 0)
+        self.fps = float(fps) if self.fps_reported else FALLBACK_FPS
+        self.frame_count = int(count) if math.isfinite(count) and count > 0 else 0
+        self.height, self.width = int(frame.shape[0]), int(frame.shape[1])
+
+    def __repr__(self) -> str:
+        return (f"VideoSource({str(self.path)!r}, {self.width}x{self.height}, fps={self.fps:g}, "
+                f"frames={self.frame_count})")
+
+    def frames(self, *, step: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(frame_index, rgb)`` for every ``step``-th frame, at most ``max_frames`` of them.
+
+        Each call re-opens the file, so the generator can be iterated again from the start.
+        """
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+        capture = _open_capture(self.path)
+        try:
+            index = yielded = 0
+            while max_frames is None or yielded < max_frames:
+                if index % step == 0:
+                    ok, frame = capture.read()
+                    if not ok:
+                        break
+                    yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                    yielded += 1
+                elif not capture.grab():  # skip without decoding to colour
+                    break
+                index += 1
+        finally:
+            capture.release()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for _, frame in self.frames():
+            yield frame
+
+
+def open_video(path: str | os.PathLike[str]) -> VideoSource:
+    """Open a video for streaming; raises :class:`VideoReadError` if it is missing, unreadable or empty."""
+    return VideoSource(path)
+
+
+class VideoWriter:
+    """Write RGB uint8 frames to a video file atomically.
+
+    The container follows the file extension (normally ``.mp4``). Codecs are tried in order: ``fourcc``
+    (default ``mp4v``, MPEG-4 Part 2, always present in OpenCV's FFmpeg build), then ``avc1`` (H.264, only
+    where OpenCV's FFmpeg has an encoder). If no codec opens for that container, the writer falls back to
+    Motion-JPEG in ``.avi``, logs a warning, and ``path`` becomes the ``.avi`` name. Odd frame sizes are
+    padded by one replicated row/column, as MPEG encoders need even sizes. The frame size is fixed by the
+    first frame (or ``frame_size=(width, height)``); a frame of another size raises ``ValueError``.
+
+    Use as a context manager: on an exception the temporary file is deleted and nothing is published.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, *, fourcc: str = "mp4v",
+                 frame_size: tuple[int, int] | None = None):
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.fourcc = fourcc
+        self.frame_size = frame_size
+        self.frames_written = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._temp: Path | None = None
+        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputWriteError(self.path.parent, f"cannot create output directory ({exc.strerror or exc})") from exc
+        if not os.access(self.path.parent, os.W_OK):
+            raise OutputWriteError(self.path.parent, "output directory is not writable")
+
+    def _try_open(self, final: Path, fourcc: str, size: tuple[int, int]) -> bool:
+        temp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}{TEMP_TAG}{final.suffix}")
+        writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+        if writer.isOpened():
+            self._writer, self._temp, self.path = writer, temp, final
+            return True
+        writer.release()
+        temp.unlink(missing_ok=True)
+        return False
+
+    def _open(self, size: tuple[int, int]) -> None:
+        requested = self.fourcc
+        for fourcc in dict.fromkeys([requested, "avc1"]):
+            if self._try_open(self.path, fourcc, size):
+                if fourcc != requested:
+                    logger.warning("video %s: codec %s unavailable, using %s", self.path, requested, fourcc)
+                self.fourcc = fourcc
+                return
+        fallback = self.path.with_suffix(".avi")
+        if self._try_open(fallback, "MJPG", size):
+            logger.warning("video %s: no %s/avc1 encoder for %s; writing Motion-JPEG to %s instead",
+                           self.path, self.fourcc, self.path.suffix, fallback)
+            self.fourcc = "MJPG"
+            return
+        raise OutputWriteError(self.path, "OpenCV could not open any video encoder (tried "
+                               f"{self.fourcc}, avc1, MJPG/.avi)")
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one RGB uint8 frame (H, W, 3); a grayscale (H, W) frame is accepted too."""
+        if self._closed:
+            raise ValueError(f"video writer for {self.path} is closed")
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8:
+            raise ValueError(f"video frames must be uint8, got {frame.dtype}")
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"video frames must be (H, W, 3) RGB, got shape {frame.shape}")
+        height, width = frame.shape[:2]
+        if self.frame_size is None:
+            self.frame_size = (width, height)
+        if (width, height) != tuple(self.frame_size):
+            raise ValueError(f"frame size {width}x{height} differs from the video's "
+                             f"{self.frame_size[0]}x{self.frame_size[1]}")
+        pad_h, pad_w = height % 2, width % 2
+        if self._writer is None:
+            self._open((width + pad_w, height + pad_h))
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        if pad_h or pad_w:
+            bgr = cv2.copyMakeBorder(bgr, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+        self._writer.write(bgr)
+        self.frames_written += 1
+
+    def close(self) -> Path | None:
+        """Finish the file and move it to ``path``; returns that path (None if no frame was written)."""
+        if self._closed:
+            return self.path if self.frames_written else None
+        self._closed = True
+        if self._writer is None:
+            logger.warning("video %s: no frames were written; no file created", self.path)
+            return None
+        self._writer.release()
+        if not self._temp.exists() or self._temp.stat().st_size == 0:
+            self._temp.unlink(missing_ok=True)
+            raise OutputWriteError(self.path, "the encoder produced no data")
+        try:
+            os.replace(self._temp, self.path)
+        except OSError as exc:
+            self._temp.unlink(missing_ok=True)
+            raise OutputWriteError(self.path, exc.strerror or str(exc)) from exc
+        return self.path
+
+    def abort(self) -> None:
+        """Stop writing and delete the temporary file; nothing is published."""
+        self._closed = True
+        if self._writer is not None:
+            self._writer.release()
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

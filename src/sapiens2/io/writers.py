@@ -1,0 +1,247 @@
+"""Atomic output writers: each file is written to a hidden temporary file in the destination folder and
+moved into place with ``os.replace``, so a crash or a failed write never leaves a partial file under the
+final name (and never damages an existing one). Files are not fsync'ed: the guarantee is against
+interrupted processes, not power loss.
+
+Formats: JSON, PNG (8- and 16-bit), other OpenCV image formats by extension, NPY, and PLY point clouds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from .errors import OutputWriteError
+from .video import TEMP_TAG
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+
+def ensure_directory(folder: PathLike) -> Path:
+    """Create ``folder`` (and parents) if needed; raise :class:`OutputWriteError` if impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(folder, f"cannot create output directory ({exc.strerror or exc})") from exc
+    return folder
+
+
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; on normal exit it replaces ``path``.
+
+    On an exception the temporary file is removed and the exception propagates; ``path`` is untouched.
+    The file gets the usual permissions (0666 minus umask), like a plainly created one.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open supports modes 'wb' and 'w', got {mode!r}")
+    path = Path(path)
+    ensure_directory(path.parent)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TEMP_TAG}")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise OutputWriteError(path, f"cannot create a file in {str(path.parent)!r} "
+                               f"({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+            yield handle
+        os.replace(temp, path)
+    except BaseException as exc:
+        temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+            raise OutputWriteError(path, exc.strerror or str(exc)) from exc
+        raise
+
+
+def write_bytes(path: PathLike, data: bytes) -> Path:
+    """Atomically write raw bytes."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
+
+
+def write_json(path: PathLike, obj: Any, *, indent: int | None = 2, allow_nan: bool = False) -> Path:
+    """Atomically write ``obj`` as UTF-8 JSON. NumPy arrays and scalars and paths are converted.
+
+    The text is produced before the file is opened, so an unserialisable object leaves no file. NaN and
+    infinity are rejected (they are not JSON) unless ``allow_nan``.
+    """
+    text = json.dumps(obj, indent=indent, allow_nan=allow_nan, default=_json_default, ensure_ascii=False)
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+        handle.write("\n")
+    return Path(path)
+
+
+def _to_bgr_order(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[..., 0]
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    if image.ndim == 2:
+        return image
+    raise ValueError(f"image must be (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA; got {image.shape}")
+
+
+def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: int = 95,
+                 png_compression: int = 3) -> bytes:
+    """Encode an RGB/RGBA/gray array (channel order RGB) with OpenCV; ``extension`` picks the format.
+
+    PNG takes uint8 or uint16; bool is stored as 0/255. JPEG drops alpha (it cannot store it).
+    """
+    image = np.asarray(image)
+    if image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"images must be uint8 or uint16 to encode, got {image.dtype} (convert first)")
+    extension = extension.lower() if extension.startswith(".") else "." + extension.lower()
+    if extension in (".jpg", ".jpeg") and image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    params: list[int] = []
+    if extension in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    elif extension == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
+    ok, encoded = cv2.imencode(extension, np.ascontiguousarray(_to_bgr_order(image)), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.dtype} {image.shape} image as {extension}")
+    return encoded.tobytes()
+
+
+def write_image(path: PathLike, image: np.ndarray, *, jpeg_quality: int = 95, png_compression: int = 3) -> Path:
+    """Atomically write an RGB (or RGBA / gray) image; the format follows the file extension."""
+    path = Path(path)
+    if not path.suffix:
+        raise ValueError(f"output image path {str(path)!r} has no extension to choose a format")
+    return write_bytes(path, encode_image(image, path.suffix, jpeg_quality=jpeg_quality,
+                                          png_compression=png_compression))
+
+
+def write_png(path: PathLike, image: np.ndarray, *, compression: int = 3) -> Path:
+    """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    return write_bytes(path, encode_image(image, ".png", png_compression=compression))
+
+
+def write_npy(path: PathLike, array: np.ndarray) -> Path:
+    """Atomically write one array in NumPy's ``.npy`` format (no pickled objects)."""
+    array = np.asarray(array)
+    if array.dtype == object:
+        raise ValueError("refusing to write an object array to .npy (it would need pickle)")
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    return Path(path)
+
+
+def write_ply(path: PathLike, points: np.ndarray, colors: np.ndarray | None = None, *,
+              normals: np.ndarray | None = None, mask: np.ndarray | None = None,
+              binary: bool = True, drop_nonfinite: bool = True) -> Path:
+    """Atomically write a point cloud as PLY: ``binary_little_endian 1.0`` by default, ``ascii`` if
+    ``binary=False``.
+
+    Vertex properties, in order: ``float x, y, z``; then ``float nx, ny, nz`` if ``normals``; then
+    ``uchar red, green, blue`` if ``colors`` (uint8 RGB, or floats in [0, 1]). ``points`` may be (N, 3) or
+    a (H, W, 3) pointmap; ``colors``/``normals`` share its leading shape; ``mask`` (leading shape, bool)
+    keeps only the selected points. Points with a NaN/inf coordinate are dropped unless
+    ``drop_nonfinite=False``.
+    """
+    points = np.asarray(points)
+    if points.ndim < 2 or points.shape[-1] != 3:
+        raise ValueError(f"points must have shape (..., 3), got {points.shape}")
+    lead = points.shape[:-1]
+    keep = np.ones(lead, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if keep.shape != lead:
+        raise ValueError(f"mask shape {keep.shape} does not match points {lead}")
+    if drop_nonfinite:
+        keep = keep & np.isfinite(points).all(axis=-1)
+    fields: list[tuple[str, str, np.ndarray]] = [("xyz", "<f4", points[keep].astype(np.float32))]
+    header_props = ["property float x", "property float y", "property float z"]
+    if normals is not None:
+        normals = np.asarray(normals)
+        if normals.shape != points.shape:
+            raise ValueError(f"normals shape {normals.shape} does not match points {points.shape}")
+        fields.append(("normal", "<f4", normals[keep].astype(np.float32)))
+        header_props += ["property float nx", "property float ny", "property float nz"]
+    if colors is not None:
+        colors = np.asarray(colors)
+        if colors.shape != points.shape:
+            raise ValueError(f"colors shape {colors.shape} does not match points {points.shape}")
+        if colors.dtype != np.uint8:
+            colors = np.rint(np.clip(colors.astype(np.float32), 0.0, 1.0) * 255.0)
+        fields.append(("rgb", "u1", colors[keep].astype(np.uint8)))
+        header_props += ["property uchar red", "property uchar green", "property uchar blue"]
+
+    count = int(keep.sum())
+    header = "\n".join(["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
+                        "comment written by sapiens2", f"element vertex {count}", *header_props,
+                        "end_header"]) + "\n"
+    with atomic_open(path, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        if binary:
+            vertex = np.empty(count, dtype=[(name, dtype, (3,)) for name, dtype, _ in fields])
+            for name, _, values in fields:
+                vertex[name] = values
+            handle.write(vertex.tobytes())
+        else:
+            # %.9g keeps every float32 exactly; colours are whole numbers printed with %d.
+            table = np.concatenate([values.astype(np.float64) for _, _, values in fields], axis=1)
+            formats = [("%.9g" if dtype == "<f4" else "%d") for _, dtype, _ in fields for _ in range(3)]
+            np.savetxt(handle, table, fmt=formats, delimiter=" ")
+    return Path(path)
+
+
+def outputs_exist(expected: Iterable[PathLike]) -> bool:
+    """True when every expected output exists as a non-empty file (writes are atomic, so that means done).
+
+    An empty list gives False: with nothing to check there is no evidence the input was processed.
+    """
+    paths = [Path(p) for p in expected]
+    return bool(paths) and all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+def should_skip(expected: Iterable[PathLike], overwrite: bool = False) -> bool:
+    """Resume rule: skip an input when not overwriting and all its expected outputs already exist."""
+    return not overwrite and outputs_exist(expected)
+
+
+def remove_stale_temp_files(folder: PathLike, recursive: bool = True) -> int:
+    """Delete temporary files left by writes that were killed mid-way; returns how many were removed.
+
+    Only names our writers create (hidden, containing ``.s2tmp``) are touched. Do not run this while
+    another process is writing into the same folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    pattern = f".*{TEMP_TAG}*"
+    removed = 0
+    for temp in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        if temp.is_file():
+            temp.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        logger.info("removed %d stale temporary file(s) under %s", removed, folder)
+    return removed

@@ -1,0 +1,1 @@
+"""Task-specific pre- and post-processing (pose crops and heatmap codec, person detection)."""
