@@ -1,10 +1,26 @@
-"""sapiens2: Meta's Sapiens2 human-centric vision models, loadable from the official checkpoints."""
+"""sapiens2: Meta's Sapiens2 human-centric vision models, loadable from the official checkpoints.
+
+    import sapiens2
+    backbone = sapiens2.load_backbone("sapiens2-pretrain-0.4b")     # or a local .safetensors/.pth file
+    seg = sapiens2.load_model("sapiens2-seg-0.4b")                  # task and arch inferred from the file
+    predictor = sapiens2.Predictor(["pose", "seg"], model="0.4b")   # images in, typed results out
+"""
+from .checkpoints import PUBLISHED_MODELS, list_models, load_backbone, load_model
 from .errors import ArchMismatchError, CheckpointError, InputSizeError, ModelNotAvailableError, Sapiens2Error
-from .models import ARCHS, Sapiens2Backbone, build_backbone, get_arch
+from .models import ARCHS, TASKS, Sapiens2Backbone, Sapiens2TaskModel, build_backbone, build_model, get_arch
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS", "ArchMismatchError", "CheckpointError", "InputSizeError", "ModelNotAvailableError",
-    "Sapiens2Backbone", "Sapiens2Error", "build_backbone", "get_arch",
+    "ARCHS", "ArchMismatchError", "CheckpointError", "InputSizeError", "ModelNotAvailableError", "PUBLISHED_MODELS",
+    "Sapiens2Backbone", "Sapiens2Error", "Sapiens2TaskModel", "TASKS", "build_backbone", "build_model", "get_arch",
+    "list_models", "load_backbone", "load_model",
 ]
+
+
+def __getattr__(name):
+    # The Predictor pulls in OpenCV and the pipelines; import it only when asked for.
+    if name == "Predictor":
+        from .tasks.predictor import Predictor
+        return Predictor
+    raise AttributeError(f"module 'sapiens2' has no attribute {name!r}")

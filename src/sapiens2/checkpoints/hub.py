@@ -1,0 +1,88 @@
+"""Fetch a published checkpoint through ``huggingface_hub`` into its cache, failing fast without a network.
+
+``hf_hub_download`` on its own retries an unreachable server for about half a minute before giving up, so
+the order here is: the local cache first, then offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``,
+read when called), then one metadata request with a short timeout and no retries, and only then the
+download. Every failure is a :class:`ModelNotAvailableError` that says which repo and file to fetch and how
+to pass a local file instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..errors import ModelNotAvailableError
+from .registry import PublishedModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 5.0
+TIMEOUT_ENV = "SAPIENS2_HUB_TIMEOUT"
+
+
+def is_offline() -> bool:
+    """Offline mode as huggingface_hub defines it, read from the environment at call time.
+
+    (huggingface_hub reads it once at import; its own flag, if set, also fails fast through the
+    metadata request, which it refuses to send.)
+    """
+    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").strip().upper()
+    return env in {"1", "ON", "YES", "TRUE"}
+
+
+def cached_checkpoint(model: PublishedModel, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The checkpoint's path in the local Hugging Face cache, or None; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model.repo_id, model.filename, cache_dir=cache_dir)
+    return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
+
+
+def download_checkpoint(model: PublishedModel, *, cache_dir: str | os.PathLike | None = None,
+                        endpoint: str | None = None, timeout: float | None = None) -> Path:
+    """Local path of ``model``'s file, downloaded into the Hugging Face cache if it is not there yet.
+
+    ``endpoint`` defaults to ``HF_ENDPOINT`` (read now) or huggingface.co; ``timeout`` (seconds, default
+    ``$SAPIENS2_HUB_TIMEOUT`` or 5) bounds the reachability check, so an offline machine fails in
+    seconds rather than minutes.
+    """
+    cached = cached_checkpoint(model, cache_dir)
+    if cached is not None:
+        logger.debug("using cached %s", cached)
+        return cached
+    if is_offline():
+        raise ModelNotAvailableError(_message(model, "offline mode is on (HF_HUB_OFFLINE) and it is not in the "
+                                                     "local Hugging Face cache"))
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    if timeout is None:
+        timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    url = hf_hub_url(model.repo_id, model.filename, endpoint=endpoint)
+    try:
+        get_hf_file_metadata(url, timeout=timeout)  # a single request: no retries
+    except Exception as e:  # network errors come from the HTTP client, hub errors from huggingface_hub
+        raise ModelNotAvailableError(_message(model, f"it is not in the local cache and {url} could not be "
+                                                     f"reached ({_reason(e)})")) from e
+    logger.info("downloading %s/%s", model.repo_id, model.filename)
+    try:
+        path = hf_hub_download(model.repo_id, model.filename, cache_dir=cache_dir, endpoint=endpoint,
+                               etag_timeout=timeout)
+    except Exception as e:
+        raise ModelNotAvailableError(_message(model, f"the download failed ({_reason(e)})")) from e
+    return Path(path)
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _message(model: PublishedModel, why: str) -> str:
+    return (
+        f"cannot load {model.name}: {why}. Fetch {model.filename} from the Hugging Face repo {model.repo_id} "
+        f"({model.url}) on a machine with network access, e.g. `{model.download_command}`, then pass the "
+        f"local file instead of the name: `--checkpoint PATH` on the command line, or the file path in "
+        f"Python (load_backbone('/path/to/{model.filename}'))."
+    )
