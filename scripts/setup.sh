@@ -8,4 +8,4 @@ PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -c requirements/constraints.txt -e ".[test]"
+"${PIP[@]}" -c requirements/constraints.txt -e ".[test,curate]"

@@ -240,3 +240,29 @@ def test_gqa_without_materialising_equals_explicit_repeat():
     fused = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
     explicit = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))
     assert torch.allclose(fused, explicit, atol=1e-6)
+
+
+def test_keep_all_tokens_equals_full_pass_and_subsets_use_true_positions():
+    torch.manual_seed(0)
+    m = sapiens2.build_backbone("tiny", rope_dtype="fp32").eval()
+    for blk in m.blocks:  # make attention matter, so a wrong position would show
+        blk.attn.gamma.weight.data.fill_(1.0)
+    x = torch.randn(2, 3, 64, 48)
+    with torch.inference_mode():
+        full = m.forward_tokens(x)
+        everything = m.forward_tokens(x, keep=torch.arange(12).expand(2, -1))
+        assert torch.allclose(everything, full, atol=1e-5)
+        # a permuted keep list gives the full pass's tokens permuted: RoPE follows the index, not the slot
+        perm = torch.stack([torch.randperm(12), torch.randperm(12)])
+        permuted = m.forward_tokens(x, keep=perm)
+        expected = torch.stack([full[i, 9:][perm[i]] for i in range(2)])
+        assert torch.allclose(permuted[:, 9:], expected, atol=1e-5)
+        assert torch.allclose(permuted[:, :9], full[:, :9], atol=1e-5)
+        subset = m.forward_tokens(x, keep=torch.tensor([[5, 1, 9], [0, 11, 3]]))
+        assert subset.shape == (2, 12, 64)
+
+
+def test_keep_indices_must_match_batch():
+    m = sapiens2.build_backbone("tiny")
+    with pytest.raises(ValueError, match="keep must be"):
+        m.forward_tokens(torch.zeros(2, 3, 64, 48), keep=torch.zeros(3, 4, dtype=torch.long))

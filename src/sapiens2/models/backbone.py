@@ -94,7 +94,13 @@ class Sapiens2Backbone(nn.Module):
         return height // s, width // s
 
     # -- forward ------------------------------------------------------------------------------------
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The final-normed tokens (B, 1 + 8 + h*w, C) for a normalised image batch (B, 3, H, W).
+
+        ``keep`` (B, K) int64, optional: indices into the row-major patch grid (after the 4K tokenizer, if any)
+        of the only patch tokens to process, MAE-style; the output is then (B, 1 + 8 + K, C). Each kept token
+        is rotated for its true grid position, so a masked pass costs ~K/(h*w) of a full one.
+        """
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputSizeError(f"expected an image batch (B, 3, H, W), got shape {tuple(x.shape)}")
         h, w = self.grid_size(x.shape[-2], x.shape[-1])
@@ -103,9 +109,16 @@ class Sapiens2Backbone(nn.Module):
             grid = self.tokenizer(grid)
         b = grid.shape[0]
         tokens = grid.flatten(2).transpose(1, 2)
+        sin, cos = self.rope_embed.sin_cos(h, w, device=x.device)
+        if keep is not None:
+            if keep.ndim != 2 or keep.shape[0] != b:
+                raise ValueError(f"keep must be (B={b}, K) patch indices, got shape {tuple(keep.shape)}")
+            keep = keep.to(device=tokens.device, dtype=torch.long)
+            tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
+            sin, cos = sin[keep][:, None], cos[keep][:, None]  # (B, 1, K, D): per sample, broadcast over heads
         prefix = torch.cat((self.cls_token, self.storage_tokens), dim=1).expand(b, -1, -1).to(tokens.dtype)
         tokens = torch.cat((prefix, tokens), dim=1)
-        rope = self.rope_embed.sin_cos(h, w, device=x.device)
+        rope = (sin, cos)
         for blk in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 tokens = checkpoint(blk, tokens, rope, self.num_prefix_tokens, use_reentrant=False)
