@@ -1,0 +1,84 @@
+"""Render metric dicts as a plain-text table and save them as JSON (NaN written as null)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def to_jsonable(value: Any) -> Any:
+    """NumPy scalars/arrays to Python, NaN/inf to None (strict JSON), mappings and sequences recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "nan" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    render = lambda r: "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in  # noqa: E731
+                                         enumerate(zip(r, widths))) + " |"
+    return "\n".join([line, render(header), line, *map(render, rows), line])
+
+
+def format_table(metrics: Mapping[str, Any], title: str | None = None, digits: int = 4) -> str:
+    """Scalars as a two-column ``metric | value`` table; each nested mapping of mappings (e.g. seg ``per_class``)
+    as its own table with one row per item and one column per inner key."""
+    scalars = [[str(k), _fmt(v, digits)] for k, v in metrics.items() if not isinstance(v, Mapping)]
+    parts = []
+    if title:
+        parts.append(title)
+    if scalars:
+        parts.append(_grid(["metric", "value"], scalars))
+    for key, nested in metrics.items():
+        if not isinstance(nested, Mapping) or not nested:
+            continue
+        rows = list(nested.items())
+        if all(isinstance(v, Mapping) for _, v in rows):
+            columns = list(dict.fromkeys(c for _, v in rows for c in v))
+            parts.append(_grid([str(key), *columns], [[str(n), *(_fmt(v.get(c), digits) for c in columns)]
+                                                      for n, v in rows]))
+        else:
+            parts.append(_grid([str(key), "value"], [[str(n), _fmt(v, digits)] for n, v in rows]))
+    return "\n".join(parts)
+
+
+def save_json(metrics: Mapping[str, Any], path: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``{**extra, "metrics": metrics}`` as indented JSON, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = to_jsonable({**extra, "metrics": metrics})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
