@@ -1,0 +1,30 @@
+"""Matting pipeline (official ``vis_matting``): stretch to the model input (INTER_AREA when the width shrinks, else
+INTER_LINEAR), the head's sigmoid output (4, h, w) bilinearly upsampled (align_corners=False) to the original size,
+clipped to [0, 1]; channels 0-2 are the foreground colour pre-multiplied by alpha (RGB), channel 3 is alpha."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from sapiens2.tasks.dense import upsample_to_hwc
+from sapiens2.tasks.preprocess import stretch_resize
+from sapiens2.tasks.results import MattingResult
+
+__all__ = ["matting_input", "matting_result"]
+
+
+def matting_input(rgb: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 -> the (input_h, input_w, 3) uint8 model input."""
+    return stretch_resize(rgb, input_hw, cv2.INTER_LINEAR)
+
+
+def matting_result(output: torch.Tensor, image_hw: tuple[int, int]) -> MattingResult:
+    """Model output (4, h, w) of one image -> alpha (H, W) and premultiplied foreground (H, W, 3) in [0, 1]."""
+    if output.ndim != 3 or output.shape[0] != 4:
+        raise ValueError(f"matting output must be (4, h, w) for one image, got shape {tuple(output.shape)}")
+    foreground = upsample_to_hwc(output[:3], image_hw)  # separate arrays: no (H, W, 4) intermediate to split
+    alpha = upsample_to_hwc(output[3:], image_hw)[..., 0]
+    np.clip(foreground, 0.0, 1.0, out=foreground)
+    np.clip(alpha, 0.0, 1.0, out=alpha)
+    return MattingResult(alpha=alpha, foreground=foreground)

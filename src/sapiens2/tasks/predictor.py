@@ -1,0 +1,448 @@
+"""The Python API: ``Predictor(tasks, model=...)`` -> ``predict(image) -> Prediction`` and a streaming
+``predict_many(images)`` that batches images through each model.
+
+Per group of up to ``batch_size`` images: seg runs once (its foreground blanks the dense outputs' background and can
+supply the pose boxes), pose crops of all people are batched, and every dense task runs one batched forward.
+Pre- and post-processing follow the official tools (see ``seg``, ``dense``, ``matting``, ``pose.pipeline``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
+from sapiens2.tasks.dense import albedo_result, dense_input, normal_result, pointmap_result
+from sapiens2.tasks.matting import matting_input, matting_result
+from sapiens2.tasks.pose.pipeline import (SEG_BOX_SOURCE, BoxSource, PoseImage, as_detections, make_box_source,
+                                         run_top_down)
+from sapiens2.tasks.preprocess import ImageInput, Padding, as_rgb_image, to_model_batch
+from sapiens2.tasks.results import Prediction, SegResult
+from sapiens2.tasks.seg import instance_masks, seg_input, upsampled_argmax, upsampled_softmax
+
+__all__ = ["Predictor", "PredictInput", "StageClock", "ModelRunner", "resolve_device", "PREDICT_TASKS"]
+
+log = logging.getLogger(__name__)
+
+PREDICT_TASKS = ("seg", "pose", "normal", "pointmap", "albedo", "matting")  # also the order they run in
+_DENSE = ("normal", "pointmap", "albedo")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda, then mps, then cpu; anything else as torch understands it."""
+    if isinstance(device, str) and device.lower() == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class StageClock:
+    """Seconds per stage ("load", "pre", "forward", "post"), the device synchronised around each stage so that
+    asynchronous GPU work is charged to the stage that queued it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        _synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize(self.device)
+            self.totals[name] += time.perf_counter() - start
+
+
+class ModelRunner:
+    """One task model on the device: uint8 batches -> normalised tensors -> outputs (inference mode, autocast)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
+                 input_hw: tuple[int, int]):
+        self.model = model
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.input_hw = input_hw
+        self.clock: StageClock | None = None
+        self.forward_calls = 0
+
+    def _stage(self, name: str):
+        return self.clock.stage(name) if self.clock is not None else contextlib.nullcontext()
+
+    def to_input(self, images_uint8) -> torch.Tensor:
+        with self._stage("pre"):
+            return to_model_batch(images_uint8, self.device)
+
+    def forward(self, batch: torch.Tensor):
+        autocast = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+                    if self.amp_dtype is not None else contextlib.nullcontext())
+        with self._stage("forward"), torch.inference_mode(), autocast:
+            self.forward_calls += 1
+            out = self.model(batch)
+        if isinstance(out, tuple):
+            return tuple(o.float() for o in out)
+        return out.float()
+
+
+@dataclass
+class PredictInput:
+    """An image with what the pipelines may need beside the pixels: its file (boxes files are looked up by it),
+    a video frame index, and explicit person boxes ((N, 4) xyxy, (N, 5) with scores, or Detections)."""
+
+    image: ImageInput
+    source: str | os.PathLike | None = None
+    frame_index: int | None = None
+    boxes: object | None = None
+
+
+@dataclass
+class _Loaded:
+    rgb: np.ndarray
+    source: Path | None
+    frame_index: int | None
+    boxes: object | None
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+
+def _parse_tasks(tasks) -> tuple[str, ...]:
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    if not names:
+        raise Sapiens2Error(f"give at least one task of {', '.join(PREDICT_TASKS)}")
+    aliases = {"segmentation": "seg", "normals": "normal", "keypoints": "pose", "depth": "pointmap",
+               "alpha": "matting"}
+    wanted = set()
+    for name in names:
+        t = aliases.get(str(name).strip().lower(), str(name).strip().lower())
+        if t not in PREDICT_TASKS:
+            raise Sapiens2Error(f"unknown task {name!r}; choose from {', '.join(PREDICT_TASKS)}")
+        wanted.add(t)
+    return tuple(t for t in PREDICT_TASKS if t in wanted)
+
+
+def resolve_amp_dtype(dtype, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a user's ``dtype`` choice on ``device``; None means plain float32."""
+    if isinstance(dtype, torch.dtype):
+        d = dtype
+    else:
+        key = str(dtype).lower().removeprefix("torch.")
+        if key not in _DTYPES:
+            raise Sapiens2Error(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+        d = _DTYPES[key]
+    if d == torch.float32:
+        return None
+    if d not in (torch.bfloat16, torch.float16):
+        raise Sapiens2Error(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    if device.type == "cpu" and d == torch.float16:
+        log.warning("float16 is not used on CPU (slow and inaccurate there); running float32. Ask for bfloat16 "
+                    "to use reduced precision on CPU")
+        return None
+    return d
+
+
+def _check_name(task: str, name: str) -> None:
+    """Fail before any download for names that have no checkpoint (albedo; matting other than 1b)."""
+    from sapiens2.checkpoints.registry import list_models, resolve_model_name
+
+    try:
+        resolve_model_name(name, task=task)
+    except ModelNotAvailableError as exc:
+        if task == "albedo":
+            raise ModelNotAvailableError(
+                f"albedo has no public checkpoint, so {name!r} cannot be loaded for it; pass a local albedo "
+                f"checkpoint file or model object, e.g. model={{'albedo': 'my_albedo.safetensors', ...}}") from exc
+        published = ", ".join(list_models(task)) or "none"
+        raise ModelNotAvailableError(
+            f"{task}: {exc}. Published {task} models: {published}; choose one per task, e.g. "
+            f"model={{'{task}': '{published.split(', ')[0]}', ...}}") from exc
+
+
+class Predictor:
+    """Run Sapiens2 tasks on images and get typed results (NumPy, at the original resolution).
+
+    tasks: one or more of "seg", "pose", "normal", "pointmap", "albedo", "matting".
+    model: a size ("0.4b": the published model of that size for every task), a published name or checkpoint path
+        (one task), a dict task -> size / name / path / ``Sapiens2TaskModel``, or a model object (one task).
+        Names are checked before anything is loaded: albedo has no public checkpoint and matting exists at 1b only.
+    device: "auto" (cuda, then mps, then cpu) or a torch device. Model objects are moved there.
+    dtype: "float32", "bfloat16" or "float16", applied with ``torch.autocast`` (weights stay float32); on CPU
+        float16 falls back to float32.
+    batch_size: images per forward for seg / dense / matting, and person crops per forward for pose.
+    flip_test: pose flip test (mirrored crop, heatmaps flipped back with left/right swapped, averaged).
+    detector: pose box source (see ``pose.pipeline.make_box_source``): "auto", "hog", "onnx:PATH", "seg",
+        "whole_image", "file:PATH", a ``BoxFileSource`` or an object with ``detect(rgb) -> Detections``. Boxes given
+        to ``predict(..., boxes=...)`` ((N, 4) / (N, 5) array, Detections, or "seg") take precedence. When none is found the whole image is one box (official)
+        unless ``fallback_whole_image=False``.
+    input_size: (H, W) model input for every task instead of the checkpoint's (1024x768), e.g. for speed; must be
+        multiples of 16; pointmap's scale branch only accepts the size it was trained at.
+    return_probabilities: also return the per-class softmax of seg (29, H, W) float32 (large for big images).
+    mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
+        seg is among the tasks. Seg runs once per image either way.
+    """
+
+    def __init__(self, tasks: str | Sequence[str], model: str | os.PathLike | nn.Module | Mapping = "0.4b", *,
+                 device: str | torch.device = "auto", dtype: str | torch.dtype = "float32", batch_size: int = 4,
+                 flip_test: bool = False, detector="auto", input_size: tuple[int, int] | None = None,
+                 return_probabilities: bool = False, mask_with_seg: bool | None = None,
+                 fallback_whole_image: bool = True, rope_dtype: str = "bf16",
+                 cache_dir: str | os.PathLike | None = None):
+        self.tasks = _parse_tasks(tasks)
+        if int(batch_size) < 1:
+            raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.device = resolve_device(device)
+        self.amp_dtype = resolve_amp_dtype(dtype, self.device)
+        self.flip_test = bool(flip_test)
+        self.return_probabilities = bool(return_probabilities)
+        self.fallback_whole_image = bool(fallback_whole_image)
+        self.mask_with_seg = ("seg" in self.tasks) if mask_with_seg is None else bool(mask_with_seg)
+        if input_size is not None:
+            input_size = (int(input_size[0]), int(input_size[1]))
+        self.box_source: BoxSource | None = None
+        if "pose" in self.tasks:
+            self.box_source = make_box_source(detector, seg_available=self._seg_available(model))
+        needed = list(self.tasks)
+        if self._needs_seg and "seg" not in needed:
+            needed.insert(0, "seg")
+        specs = self._model_specs(model, needed)
+        for task, spec in specs.items():  # names first: fail before downloading anything
+            if isinstance(spec, (str, os.PathLike)) and not Path(spec).exists():
+                _check_name(task, str(spec))
+        self.runners: dict[str, ModelRunner] = {}
+        for task in needed:
+            m = self._load(task, specs[task], rope_dtype, cache_dir)
+            self.runners[task] = ModelRunner(m, self.device, self.amp_dtype, self._input_hw(task, m, input_size))
+
+    # ---- construction helpers ----
+    @property
+    def _needs_seg(self) -> bool:
+        return ("seg" in self.tasks or (self.mask_with_seg and any(t in self.tasks for t in _DENSE))
+                or (self.box_source is not None and self.box_source.needs_seg))
+
+    @staticmethod
+    def _seg_available(model) -> bool:
+        return not isinstance(model, (nn.Module, Mapping)) or (isinstance(model, Mapping) and "seg" in model)
+
+    def _model_specs(self, model, needed: list[str]) -> dict[str, object]:
+        if isinstance(model, Mapping):
+            unknown = [k for k in model if k not in PREDICT_TASKS]
+            if unknown:
+                raise Sapiens2Error(f"model dict has unknown task keys {unknown}; use {', '.join(PREDICT_TASKS)}")
+            missing = [t for t in needed if t not in model]
+            if missing:
+                why = " (seg is needed for the foreground mask / seg boxes)" if missing == ["seg"] else ""
+                raise Sapiens2Error(f"no model given for {', '.join(missing)}{why}; add them to the model dict")
+            return {t: model[t] for t in needed}
+        if isinstance(model, nn.Module):
+            if len(needed) != 1:
+                raise Sapiens2Error(f"one model object cannot serve the tasks {needed}; pass a dict task -> model")
+            return {needed[0]: model}
+        if isinstance(model, (str, os.PathLike)):
+            if Path(model).exists() and len(needed) != 1:
+                raise Sapiens2Error(f"one checkpoint file cannot serve the tasks {needed}; pass a dict task -> path")
+            return {t: model for t in needed}
+        raise Sapiens2Error(f"model must be a size such as '0.4b', a name, a path, a model object or a dict, got "
+                            f"{type(model).__name__}")
+
+    def _load(self, task: str, spec, rope_dtype: str, cache_dir) -> nn.Module:
+        if isinstance(spec, nn.Module):
+            found = getattr(spec, "task", None)
+            if found is not None and found != task:
+                raise Sapiens2Error(f"the model given for {task} is a {found} model")
+            return spec.to(self.device).eval()
+        from sapiens2 import load_model  # lazy: the checkpoint machinery is only needed here
+
+        return load_model(spec, task=task, device=self.device, rope_dtype=rope_dtype, cache_dir=cache_dir).eval()
+
+    @staticmethod
+    def _input_hw(task: str, model: nn.Module, input_size) -> tuple[int, int]:
+        hw = tuple(input_size) if input_size is not None else tuple(getattr(model, "img_size", (1024, 768)))
+        backbone = getattr(model, "backbone", None)
+        if backbone is not None and hasattr(backbone, "grid_size"):
+            grid = backbone.grid_size(*hw)  # raises InputSizeError for sides that are not patch multiples
+            head = getattr(model, "decode_head", None)
+            if task == "pointmap" and hasattr(head, "check_feature_grid"):
+                try:
+                    head.check_feature_grid(*grid, image_hw=hw)
+                except InputSizeError as exc:
+                    raise InputSizeError(f"input_size {hw} does not fit the pointmap model (trained at "
+                                         f"{tuple(model.img_size)}): {exc}") from exc
+        return int(hw[0]), int(hw[1])
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {t: r.model for t, r in self.runners.items()}
+
+    @property
+    def input_sizes(self) -> dict[str, tuple[int, int]]:
+        """(H, W) model input per task (pose: the crop size)."""
+        return {t: r.input_hw for t, r in self.runners.items()}
+
+    # ---- prediction ----
+    def predict(self, image: ImageInput | PredictInput, *, boxes=None, source: str | os.PathLike | None = None,
+                frame_index: int | None = None) -> Prediction:
+        """One image (path, RGB uint8 array, gray / RGBA array or LoadedImage) -> Prediction."""
+        if not isinstance(image, PredictInput):
+            image = PredictInput(image, source=source, frame_index=frame_index, boxes=boxes)
+        return self._predict_group([image])[0]
+
+    __call__ = predict
+
+    def predict_many(self, images: Iterable[ImageInput | PredictInput], *, batch_size: int | None = None
+                     ) -> Iterator[Prediction]:
+        """Predictions in input order, ``batch_size`` images per model forward; the iterable is consumed lazily
+        (at most one batch of images is held)."""
+        size = self.batch_size if batch_size is None else int(batch_size)
+        if size < 1:
+            raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
+        group: list = []
+        for item in images:
+            group.append(item)
+            if len(group) == size:
+                yield from self._predict_group(group)
+                group = []
+        if group:
+            yield from self._predict_group(group)
+
+    def _load_inputs(self, items: list) -> list[_Loaded]:
+        loaded = []
+        for item in items:
+            request = item if isinstance(item, PredictInput) else PredictInput(item)
+            rgb, found = as_rgb_image(request.image)
+            src = Path(request.source) if request.source is not None else found
+            loaded.append(_Loaded(rgb, src, request.frame_index, request.boxes))
+        return loaded
+
+    def _run(self, task: str, inputs: list[np.ndarray]):
+        runner = self.runners[task]
+        return runner.forward(runner.to_input(inputs))
+
+    @staticmethod
+    def _given_boxes(image: _Loaded, seg_mask: np.ndarray | None):
+        """(Detections, label) for boxes passed with the image ("seg" = the seg foreground's components)."""
+        if image.boxes is None:
+            return None
+        if isinstance(image.boxes, str):
+            if image.boxes.lower() != SEG_BOX_SOURCE:
+                raise Sapiens2Error(f"boxes must be an (N, 4) / (N, 5) array, Detections or 'seg', got "
+                                    f"{image.boxes!r}")
+            if seg_mask is None:
+                raise Sapiens2Error("boxes='seg' needs the seg model: add 'seg' to the tasks or use detector='seg'")
+            return BoxSource(SEG_BOX_SOURCE, SEG_BOX_SOURCE).boxes(image.rgb, None, seg_mask), SEG_BOX_SOURCE
+        return as_detections(image.boxes), "given"
+
+    def _predict_group(self, items: list) -> list[Prediction]:
+        clock = StageClock(self.device)
+        for runner in self.runners.values():
+            runner.clock = clock
+        with clock.stage("load"):
+            images = self._load_inputs(items)
+        preds = [Prediction(image_size=im.hw, source=im.source, frame_index=im.frame_index) for im in images]
+        masks: list[np.ndarray | None] = [None] * len(images)
+        seg_logits = None
+
+        if "seg" in self.runners:
+            hw = self.runners["seg"].input_hw
+            with clock.stage("pre"):
+                batch = [seg_input(im.rgb, hw) for im in images]
+            seg_logits = self._run("seg", batch)
+            with clock.stage("post"):
+                masks = [upsampled_argmax(seg_logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
+
+        person_boxes: list[np.ndarray | None] = [None] * len(images)
+        if "pose" in self.tasks:
+            pose_items = []
+            with clock.stage("pre"):
+                for i, im in enumerate(images):
+                    given = self._given_boxes(im, masks[i])
+                    if given is not None:
+                        pose_items.append(PoseImage(im.rgb, *given))
+                    else:
+                        found = self.box_source.boxes(im.rgb, im.source, masks[i])
+                        pose_items.append(PoseImage(im.rgb, found, self.box_source.label))
+            hw = self.runners["pose"].input_hw
+            results = run_top_down(self.runners["pose"], pose_items, input_size=(hw[1], hw[0]),
+                                   batch_size=self.batch_size, flip_test=self.flip_test,
+                                   fallback_whole_image=self.fallback_whole_image, clock=clock)
+            for i, result in enumerate(results):
+                preds[i].pose = result
+                person_boxes[i] = result.boxes
+        else:
+            for i, im in enumerate(images):
+                given = self._given_boxes(im, masks[i])
+                if given is not None:
+                    person_boxes[i] = given[0].boxes
+
+        if "seg" in self.tasks:
+            with clock.stage("post"):
+                for i, im in enumerate(images):
+                    probs = upsampled_softmax(seg_logits[i], im.hw) if self.return_probabilities else None
+                    inst = instance_masks(masks[i], person_boxes[i]) if person_boxes[i] is not None else None
+                    preds[i].seg = SegResult(mask=masks[i], probabilities=probs, instance_masks=inst)
+        del seg_logits
+
+        blank = [(m > 0) if (self.mask_with_seg and m is not None) else None for m in masks]
+        for task in _DENSE:
+            if task not in self.tasks:
+                continue
+            hw = self.runners[task].input_hw
+            with clock.stage("pre"):
+                prepared = [dense_input(im.rgb, hw) for im in images]
+            out = self._run(task, [p[0] for p in prepared])
+            with clock.stage("post"):
+                for i, im in enumerate(images):
+                    pad: Padding = prepared[i][1]
+                    if task == "normal":
+                        preds[i].normal = normal_result(out[i], pad, im.hw, blank[i])
+                    elif task == "albedo":
+                        preds[i].albedo = albedo_result(out[i], pad, im.hw, blank[i])
+                    else:
+                        preds[i].pointmap = pointmap_result(out[0][i], out[1][i], pad, im.hw, blank[i])
+            del out
+
+        if "matting" in self.tasks:
+            hw = self.runners["matting"].input_hw
+            with clock.stage("pre"):
+                batch = [matting_input(im.rgb, hw) for im in images]
+            out = self._run("matting", batch)
+            with clock.stage("post"):
+                for i, im in enumerate(images):
+                    preds[i].matting = matting_result(out[i], im.hw)
+            del out
+
+        for runner in self.runners.values():
+            runner.clock = None
+        share = {name: seconds / len(images) for name, seconds in clock.totals.items()}
+        for p in preds:
+            p.timings = dict(share)
+        return preds
+
+    def __repr__(self) -> str:
+        return (f"Predictor(tasks={list(self.tasks)}, device={self.device}, dtype={self.amp_dtype or torch.float32}, "
+                f"batch_size={self.batch_size}, input_sizes={self.input_sizes})")
+

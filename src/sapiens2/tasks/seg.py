@@ -1,0 +1,105 @@
+"""Body-part segmentation pipeline (official ``vis_seg``): stretch the image to the model input (INTER_AREA when
+the width shrinks, else INTER_CUBIC), logits bilinearly upsampled (align_corners=False) to the original size, argmax.
+
+Large images: the upsampled logits are never held for all 29 classes at once when that would be big; classes are
+upsampled in chunks and reduced into a running max/argmax (first maximum wins, like ``torch.argmax``), so an
+8000x6000 image needs a few (H, W) float32 planes, not a (29, H, W) stack. Probabilities are made only on request.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sapiens2.tasks.preprocess import stretch_resize
+from sapiens2.tasks.results import SegResult
+
+__all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks", "seg_result",
+           "UPSAMPLE_BUDGET"]
+
+# Elements of upsampled logits handled at once (float32: 64M elements = 256 MB).
+UPSAMPLE_BUDGET = 64 * 1024 * 1024
+
+
+def seg_input(rgb: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 -> the (input_h, input_w, 3) uint8 model input."""
+    return stretch_resize(rgb, input_hw, cv2.INTER_CUBIC)
+
+
+def _channel_chunks(channels: int, image_hw: tuple[int, int], budget: int) -> int:
+    return max(1, min(channels, budget // max(1, image_hw[0] * image_hw[1])))
+
+
+def _upsample(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """(C, h, w) -> (C, H, W) float32, bilinear, align_corners=False (identity when the size already matches)."""
+    x = logits.float()
+    if tuple(x.shape[-2:]) == tuple(image_hw):
+        return x
+    return F.interpolate(x[None], size=tuple(image_hw), mode="bilinear", align_corners=False)[0]
+
+
+def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: int = UPSAMPLE_BUDGET) -> torch.Tensor:
+    """argmax over classes of the logits (C, h, w) upsampled to image_hw -> (H, W) uint8 on the logits' device.
+
+    Equal to ``F.interpolate(logits[None], image_hw, mode="bilinear").argmax(1)`` while holding at most
+    ``budget`` upsampled elements at a time."""
+    channels = logits.shape[0]
+    step = _channel_chunks(channels, image_hw, budget)
+    if step >= channels:
+        return _upsample(logits, image_hw).argmax(0).to(torch.uint8)
+    best_val = best_idx = None
+    for start in range(0, channels, step):
+        up = _upsample(logits[start:start + step], image_hw)
+        for offset in range(up.shape[0]):  # in place: no new full-size buffers per class
+            plane = up[offset]
+            if best_val is None:
+                best_val = plane.clone()
+                best_idx = torch.zeros(plane.shape, dtype=torch.uint8, device=plane.device)
+                continue
+            better = plane > best_val  # strict: on a tie the earlier class keeps it, as argmax does
+            best_idx.masked_fill_(better, start + offset)
+            torch.maximum(best_val, plane, out=best_val)
+        del up
+    return best_idx
+
+
+def upsampled_softmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: int = UPSAMPLE_BUDGET) -> np.ndarray:
+    """(C, H, W) float32 NumPy softmax over classes of the upsampled logits, filled chunk by chunk."""
+    channels = logits.shape[0]
+    out = np.empty((channels,) + tuple(image_hw), np.float32)
+    step = _channel_chunks(channels, image_hw, budget)
+    for start in range(0, channels, step):
+        out[start:start + step] = _upsample(logits[start:start + step], image_hw).cpu().numpy()
+    rows = max(1, budget // max(1, channels * image_hw[1]))
+    for top in range(0, image_hw[0], rows):  # in place, a band of rows at a time
+        band = out[:, top:top + rows]
+        band -= band.max(axis=0, keepdims=True)
+        np.exp(band, out=band)
+        band /= band.sum(axis=0, keepdims=True)
+    return out
+
+
+def instance_masks(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(P, H, W) bool: the foreground (class > 0) inside each xyxy person box (inclusive pixel bounds)."""
+    h, w = mask.shape
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    out = np.zeros((len(boxes), h, w), bool)
+    foreground = mask > 0
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        c0, r0 = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
+        c1, r1 = min(w, int(np.ceil(x2)) + 1), min(h, int(np.ceil(y2)) + 1)
+        if c1 > c0 and r1 > r0:
+            out[i, r0:r1, c0:c1] = foreground[r0:r1, c0:c1]
+    return out
+
+
+def seg_result(logits: torch.Tensor, image_hw: tuple[int, int], *, probabilities: bool = False,
+               person_boxes: np.ndarray | None = None) -> SegResult:
+    """Model logits (29, h, w) of one image -> SegResult at the original (H, W)."""
+    if logits.ndim != 3:
+        raise ValueError(f"seg logits must be (C, h, w) for one image, got shape {tuple(logits.shape)}")
+    mask = upsampled_argmax(logits, image_hw).cpu().numpy()
+    probs = upsampled_softmax(logits, image_hw) if probabilities else None
+    instances = instance_masks(mask, person_boxes) if person_boxes is not None else None
+    return SegResult(mask=mask, probabilities=probs, instance_masks=instances)
