@@ -11,6 +11,10 @@ SUBCOMMANDS = {
     "features": ("features", "write backbone feature maps for images"),
     "predict": ("predict", "run task models (pose, seg, normal, pointmap, albedo, matting) on images/videos"),
     "synth": ("synth", "generate synthetic humans with exact ground truth"),
+    "train": ("train", "fine-tune a task model (one process, or many with torchrun)"),
+    "eval": ("eval", "evaluate a task model on a dataset with the published metrics"),
+    "pretrain": ("pretrain", "pretrain a backbone: masked reconstruction + self-distillation"),
+    "curate": ("curate", "curate an image collection into pretraining shards (Ray Data)"),
 }
 
 
@@ -19,7 +23,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="sapiens2",
         description="Sapiens2 human-centric vision models.",
         epilog="examples:\n  sapiens2 features photo.jpg -o out/\n  sapiens2 predict --task pose,seg photo.jpg -o out/\n"
-               "  sapiens2 synth --num 100 -o synth/",
+               "  sapiens2 synth --num 100 -o synth/\n"
+               "  sapiens2 train --task seg --data synth/ --model sapiens2-pretrain-0.4b\n"
+               "  sapiens2 curate photos/ -o curated/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -1,0 +1,261 @@
+"""``sapiens2 predict``: run task models on images, folders and videos and write per-task files."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+_TASK_ALIASES = {"segmentation": "seg", "bodyseg": "seg", "normals": "normal", "keypoints": "pose",
+                 "depth": "pointmap", "alpha": "matting", "matte": "matting"}
+USAGE_ERROR = 2
+
+EPILOG = """\
+examples:
+  sapiens2 predict --task pose photo.jpg -o out/
+  sapiens2 predict --task pose,seg,normal --model 1b photos/ clip.mp4 -o out/
+  sapiens2 predict --checkpoint seg=./sapiens2_0.4b_seg.safetensors --checkpoint ./my_pose.safetensors in/ -o out/
+  sapiens2 predict --task pointmap --device cuda --dtype bfloat16 --batch-size 8 photos/ -o out/
+  sapiens2 predict --task pose --boxes coco_person_boxes.json photos/ -o out/
+  sapiens2 predict --task seg,matting --every 5 clip.mp4 -o out/
+
+outputs (per input, mirroring the input folders; B = <out>/<relative path without extension>):
+  pose      B.pose.json (308 named keypoints [x, y, score] per person + COCO-17, COCO-WholeBody-133,
+            OpenPose BODY_25 / hands / face views), B.pose.png
+  seg       B.seg.png (8-bit class ids), B.seg_vis.png, B.seg_probs.npy with --seg-probs (float16, 29xHxW)
+  normal    B.normal.npy (float32 HxWx3), B.normal.png
+  pointmap  B.pointmap.npy (float32 HxWx3, metres), B.depth.png (16-bit mm, 0 = no data), B.depth_vis.png,
+            B.ply (coloured foreground point cloud)
+  albedo    B.albedo.png          matting   B.alpha.png, B.cutout.png (RGBA)
+  videos    B.<task>.mp4 per task, B.pose.jsonl (header line, then one line per frame), and the data files of
+            each frame as B/<frame:06d>.<suffix>
+
+Inputs whose outputs all exist are skipped (use --overwrite). Unreadable inputs are reported and skipped;
+the exit status is 1 only if no input succeeded, 2 for usage errors."""
+
+
+class UsageError(Exception):
+    """A bad command line: reported in one line, exit status 2."""
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.usage = "%(prog)s [--task TASKS] [--model SIZE|NAME] [--checkpoint [TASK=]PATH] [options] INPUT... -o OUT"
+    p.epilog = EPILOG
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
+    p.add_argument("-t", "--task", action="append", default=[], metavar="TASKS",
+                   help=f"comma-separated tasks: {', '.join(TASKS)} (repeatable; default: the tasks of the "
+                        "--checkpoint files)")
+    p.add_argument("-m", "--model", default="0.4b", metavar="SIZE|NAME",
+                   help="published model size or name for tasks without --checkpoint, e.g. 0.4b, 1b, "
+                        "sapiens2-pose-1b (default 0.4b; downloaded once into the Hugging Face cache)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="[TASK=]PATH",
+                   help="local checkpoint file for a task (repeatable); without TASK= the task is read from the "
+                        "file's keys")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                   help="where to run (default auto: cuda, then mps, then cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="compute dtype (default float32; bfloat16/float16 are faster on GPUs)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per forward pass")
+    p.add_argument("--flip-test", action="store_true", help="average with the horizontally flipped image (2x time)")
+    p.add_argument("--detector", default=None, metavar="hog|seg|onnx:PATH|none",
+                   help="person boxes for pose: hog (OpenCV, shipped), seg (from a body-part segmentation), "
+                        "onnx:PATH (your YOLOv8 / RTMDet ONNX model), none (whole image)")
+    p.add_argument("--boxes", default=None, metavar="FILE|DIR",
+                   help="person boxes for pose from a COCO JSON file or a folder of <image stem>.json files "
+                        '({"boxes": [[x1, y1, x2, y2, score], ...]}); images without an entry use --detector')
+    p.add_argument("--seg-probs", action="store_true", help="also write seg class probabilities (float16 .npy)")
+    p.add_argument("--input-size", default=None, metavar="HxW",
+                   help="advanced: model input size, e.g. 1024x768 (default: the size the model was trained at)")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: process every N-th frame (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+
+
+# ---------------------------------------------------------------------------------------------- argument parsing
+def _task_name(text: str) -> str:
+    name = text.strip().lower()
+    name = _TASK_ALIASES.get(name, name)
+    if name in TASKS:
+        return name
+    close = difflib.get_close_matches(name, list(TASKS) + list(_TASK_ALIASES), n=1, cutoff=0.5)
+    hint = f"; did you mean {_TASK_ALIASES.get(close[0], close[0])!r}?" if close else ""
+    raise UsageError(f"unknown task {text.strip()!r}{hint} (known: {', '.join(TASKS)})")
+
+
+def parse_tasks(values: list[str]) -> list[str]:
+    tasks = [_task_name(part) for value in values for part in value.split(",") if part.strip()]
+    return list(dict.fromkeys(tasks))
+
+
+def parse_input_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        height, width = (int(v) for v in parts)
+    except ValueError:
+        raise UsageError(f"--input-size must look like HxW, e.g. 1024x768; got {text!r}") from None
+    if height < 16 or width < 16:
+        raise UsageError(f"--input-size must be at least 16x16, got {text!r}")
+    return height, width
+
+
+def _checkpoint_task(path: Path) -> str:
+    """The task of a checkpoint file, from its head's keys (memory-mapped: nothing is loaded)."""
+    from sapiens2.checkpoints import read_official_state_dict
+    from sapiens2.models.heads import infer_task
+
+    return infer_task(read_official_state_dict(path))
+
+
+def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
+    """``[TASK=]PATH`` strings -> {task: path}; the task comes from the file when not given."""
+    found: dict[str, Path] = {}
+    for spec in specs:
+        task, path_text = None, spec
+        if "=" in spec and not Path(spec).exists():
+            task_text, path_text = spec.split("=", 1)
+            task = _task_name(task_text)
+        path = Path(path_text).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--checkpoint {spec!r}: file {str(path)!r} does not exist")
+        inferred = _checkpoint_task(path)
+        if task is not None and inferred != task:
+            raise UsageError(f"--checkpoint {spec!r}: the file holds a {inferred} model, not {task}")
+        task = task or inferred
+        if task in found:
+            raise UsageError(f"two checkpoints for {task}: {found[task]} and {path}")
+        found[task] = path
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- running
+def _check_output_dir(folder: Path) -> None:
+    from sapiens2.io import OutputWriteError, ensure_directory
+
+    ensure_directory(folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputWriteError(folder, "output directory is not writable")
+
+
+def _model_name(spec, task: str) -> str:
+    """What the pose JSON header records as the model: the checkpoint file's name or the published name."""
+    if isinstance(spec, Path):
+        return spec.name
+    try:
+        from sapiens2.checkpoints.registry import resolve_model_name
+
+        return resolve_model_name(str(spec), task=task).name
+    except Exception:  # an unknown name fails later, at load time, with the loader's message
+        return str(spec)
+
+
+def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, input_size):
+    """The real Predictor for the parsed options (imports torch; may download published weights)."""
+    from sapiens2.tasks.predictor import Predictor
+
+    kwargs = dict(model=models, device=args.device, dtype=args.dtype, flip_test=args.flip_test,
+                  input_size=input_size, return_probabilities=args.seg_probs)
+    if args.batch_size is not None:
+        kwargs["batch_size"] = args.batch_size
+    if args.detector is not None:
+        kwargs["detector"] = args.detector
+    return Predictor(tasks, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sapiens2.errors import Sapiens2Error
+    from sapiens2.io import OutputWriteError, discover_inputs
+    from sapiens2.serving import InputFailure, OutputOptions, PredictJob
+
+    tasks = parse_tasks(args.task)
+    input_size = parse_input_size(args.input_size)
+    if args.every < 1:
+        raise UsageError(f"--every must be >= 1, got {args.every}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        checkpoints = parse_checkpoints(args.checkpoint)
+    except Sapiens2Error as exc:  # an unreadable checkpoint file
+        print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
+        return 1
+    if not tasks:
+        tasks = list(checkpoints)
+    if not tasks:
+        raise UsageError("say which task(s) to run with --task (e.g. --task pose,seg) or give --checkpoint files")
+    # pose boxes from the seg foreground need the seg model even when seg outputs are not asked for
+    seg_for_boxes = "pose" in tasks and (args.detector or "").lower() == "seg" and "seg" not in tasks
+    stray = [t for t in checkpoints if t not in tasks and not (t == "seg" and seg_for_boxes)]
+    if stray:
+        raise UsageError(f"--checkpoint given for {', '.join(stray)} but --task is {','.join(tasks)}")
+    if args.boxes is not None and not Path(args.boxes).exists():
+        raise UsageError(f"--boxes {args.boxes!r} does not exist (give a COCO JSON file or a folder)")
+    models = {task: checkpoints.get(task, args.model) for task in tasks}
+    if seg_for_boxes:
+        models["seg"] = checkpoints.get("seg", args.model)
+
+    output = Path(args.output)
+    try:
+        _check_output_dir(output)
+    except OutputWriteError as exc:
+        print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
+        return 1
+
+    found = discover_inputs(args.inputs)
+    failures = [InputFailure(p, "does not exist") for p in found.missing]
+    failures += [InputFailure(p, "not an image or video file extension") for p in found.unsupported]
+    if not found.items:
+        for f in failures:
+            print(f"sapiens2 predict: {f.path}: {f.reason}", file=sys.stderr)
+        print("sapiens2 predict: error: no images or videos found in the inputs", file=sys.stderr)
+        return 1
+
+    options = OutputOptions(seg_probabilities=args.seg_probs,
+                            model_names={t: _model_name(m, t) for t, m in models.items()})
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    job = PredictJob(None, tasks, output, options, overwrite=args.overwrite, every=args.every, progress=progress)
+    if all(done for _, _, done in job.plan(found.items)):
+        logger.info("all %d input(s) already have their outputs; nothing to do (use --overwrite to redo)",
+                    len(found.items))
+    else:
+        try:
+            job.boxes_for = _boxes_lookup(args.boxes)
+            job.predictor = build_predictor(args, tasks, models, input_size)
+        except Sapiens2Error as exc:  # model not available offline, bad checkpoint, bad detector, ...
+            print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
+            return 1
+    summary = job.run(found.items, failures)
+    for line in summary.lines():
+        print(line)
+    succeeded = summary.done + summary.skipped
+    return 0 if succeeded > 0 else 1
+
+
+def _boxes_lookup(boxes_path: str | None):
+    """Person boxes for an input from ``--boxes`` (None when the file/folder has nothing for it)."""
+    if boxes_path is None:
+        return None
+    from sapiens2.tasks.detection import BoxFileSource
+
+    source = BoxFileSource(boxes_path)
+
+    def boxes_for(item):
+        found = source.boxes_for(item.relative)  # COCO file_name relative to the input folder
+        return found if found is not None else source.boxes_for(item.path)
+
+    return boxes_for

@@ -1,0 +1,245 @@
+"""Turning one :class:`~sapiens2.tasks.results.Prediction` into files, and into the annotated frames of videos.
+
+Per image with output base ``B`` (the input's path below its root, without extension, inside the output folder):
+
+======== =====================================================================================================
+task     files
+======== =====================================================================================================
+pose     ``B.pose.json`` (see :mod:`sapiens2.serving.pose_json`), ``B.pose.png`` (keypoints + skeleton drawn)
+seg      ``B.seg.png`` (8-bit class ids, 0 = background), ``B.seg_vis.png`` (coloured overlay);
+         with probabilities ``B.seg_probs.npy`` (float16, (29, H, W))
+normal   ``B.normal.npy`` (float32 (H, W, 3) unit vectors), ``B.normal.png`` (``(n + 1) * 127.5``)
+pointmap ``B.pointmap.npy`` (float32 (H, W, 3) metres), ``B.depth.png`` (uint16 millimetres, 0 = no data),
+         ``B.depth_vis.png`` (colour, near = bright), ``B.ply`` (coloured foreground points, capped)
+albedo   ``B.albedo.png``
+matting  ``B.alpha.png`` (8-bit alpha), ``B.cutout.png`` (RGBA)
+======== =====================================================================================================
+
+Video frames write the data files only (not the ``*.png`` visualisations, which the per-task video carries)
+as ``B/<frame:06d>.<suffix>``; pose goes to ``B.pose.jsonl``; each task gets ``B.<task>.mp4``.
+Every file is written atomically by the :mod:`sapiens2.io` writers.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sapiens2.io import write_json, write_npy, write_ply
+from sapiens2.io import write_png as _write_png
+from sapiens2.tasks.results import Prediction
+from sapiens2.visualization import (albedo_to_uint8, depth_to_rgb, draw_poses, mask_to_uint8, matte_composite,
+                                    matte_cutout, normals_to_rgb, overlay_segmentation)
+
+from .pose_json import image_pose_document
+
+TASK_ORDER = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+# zlib level 1: about 20% faster to encode than OpenCV's default 3, for about 10% larger files (writing is a
+# large share of the pipeline's time outside the model on fast devices).
+PNG_COMPRESSION = 1
+DEFAULT_PLY_MAX_POINTS = 200_000
+MAX_DEPTH_MM = 65535  # uint16 ceiling: 65.535 m
+
+# suffix -> whether it is a visualisation (skipped for video frames, where the task's mp4 shows it)
+_SUFFIXES: dict[str, tuple[tuple[str, bool], ...]] = {
+    "pose": ((".pose.json", False), (".pose.png", True)),
+    "seg": ((".seg.png", False), (".seg_vis.png", True)),
+    "normal": ((".normal.npy", False), (".normal.png", True)),
+    "pointmap": ((".pointmap.npy", False), (".depth.png", False), (".depth_vis.png", True), (".ply", False)),
+    "albedo": ((".albedo.png", False),),
+    "matting": ((".alpha.png", False), (".cutout.png", False)),
+}
+SEG_PROBS_SUFFIX = ".seg_probs.npy"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write besides the defaults, and the facts that go into file headers."""
+
+    seg_probabilities: bool = False
+    ply_max_points: int = DEFAULT_PLY_MAX_POINTS
+    model_names: dict[str, str] = field(default_factory=dict)  # task -> model name for the pose header
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    return _write_png(path, image, compression=PNG_COMPRESSION)
+
+
+def order_tasks(tasks: Iterable[str]) -> list[str]:
+    """Tasks in the canonical order (unknown names raise ``ValueError``)."""
+    tasks = list(dict.fromkeys(tasks))
+    unknown = [t for t in tasks if t not in TASK_ORDER]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASK_ORDER)}")
+    return [t for t in TASK_ORDER if t in tasks]
+
+
+def with_suffix(base: Path, suffix: str) -> Path:
+    """``base`` + ``suffix`` (``base`` has no extension of its own, so nothing is replaced)."""
+    return base.with_name(base.name + suffix)
+
+
+def task_suffixes(task: str, options: OutputOptions, *, video_frame: bool = False) -> list[str]:
+    suffixes = [s for s, is_vis in _SUFFIXES[task] if not (video_frame and is_vis)]
+    if video_frame and task == "pose":
+        suffixes = []  # a video's poses go to one JSON Lines file
+    if task == "seg" and options.seg_probabilities:
+        suffixes.append(SEG_PROBS_SUFFIX)
+    return suffixes
+
+
+def image_outputs(base: Path, tasks: Sequence[str], options: OutputOptions) -> list[Path]:
+    """Every file an image input produces (used to decide whether it is already done)."""
+    return [with_suffix(base, s) for t in tasks for s in task_suffixes(t, options)]
+
+
+def video_outputs(base: Path, tasks: Sequence[str]) -> list[Path]:
+    """The files that mark a video as done: its per-task videos (published last) and its pose JSON Lines."""
+    paths = [with_suffix(base, f".{t}.mp4") for t in tasks]
+    if "pose" in tasks:
+        paths.append(with_suffix(base, ".pose.jsonl"))
+    return paths
+
+
+def frame_base(video_base: Path, frame_index: int) -> Path:
+    return video_base / f"{frame_index:06d}"
+
+
+def _result(prediction: Prediction, task: str):
+    result = prediction.get(task)
+    if result is None:
+        raise ValueError(f"the prediction for {prediction.source or 'this input'} has no {task} result")
+    return result
+
+
+def foreground_mask(prediction: Prediction) -> np.ndarray | None:
+    """The best foreground mask available: the pointmap's own, else the body-part segmentation's, else None."""
+    if prediction.pointmap is not None and prediction.pointmap.mask is not None:
+        return np.asarray(prediction.pointmap.mask, dtype=bool)
+    if prediction.seg is not None:
+        return prediction.seg.foreground
+    return None
+
+
+def depth_millimetres(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(H, W) metres -> uint16 millimetres; 0 where invalid, 1..65535 (clipped) elsewhere."""
+    mm = np.rint(np.clip(np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0, 1.0, MAX_DEPTH_MM))
+    return np.where(valid, mm, 0).astype(np.uint16)
+
+
+def valid_depth(prediction: Prediction) -> np.ndarray:
+    """Pixels with a usable depth: finite, in front of the camera, inside the foreground if one is known."""
+    points = prediction.pointmap.pointmap
+    valid = np.isfinite(points).all(axis=2) & (points[..., 2] > 0)
+    mask = foreground_mask(prediction)
+    return valid if mask is None else valid & mask
+
+
+def subsample(indices: np.ndarray, cap: int) -> np.ndarray:
+    """At most ``cap`` of ``indices``, evenly spread (deterministic, keeps the cloud's coverage)."""
+    if cap <= 0 or len(indices) <= cap:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, cap).round().astype(np.int64)]
+
+
+def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
+                valid: np.ndarray | None = None) -> np.ndarray:
+    """The RGB uint8 picture of one task's result at the image size (``*_vis`` files and video frames).
+    ``valid``: the pointmap's :func:`valid_depth`, when the caller has it already."""
+    if task == "pose":
+        pose = _result(prediction, task)
+        if pose.num_people == 0:
+            return np.ascontiguousarray(image_rgb).copy()
+        return draw_poses(image_rgb, pose.keypoints, pose.scores, boxes=pose.boxes)
+    if task == "seg":
+        return overlay_segmentation(image_rgb, _result(prediction, task).mask)
+    if task == "normal":
+        normal = _result(prediction, task)
+        return normals_to_rgb(normal.normals, normal.mask)
+    if task == "pointmap":
+        valid = valid_depth(prediction) if valid is None else valid
+        return depth_to_rgb(_result(prediction, task).depth, valid)
+    if task == "albedo":
+        albedo = _result(prediction, task)
+        return albedo_to_uint8(albedo.albedo, albedo.mask)
+    if task == "matting":
+        matting = _result(prediction, task)
+        return matte_composite(image_rgb, matting.alpha, foreground=matting.foreground)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def _write_pointcloud(path: Path, prediction: Prediction, image_rgb: np.ndarray, valid: np.ndarray,
+                      cap: int) -> Path:
+    points = prediction.pointmap.pointmap.reshape(-1, 3)
+    keep = subsample(np.flatnonzero(valid.reshape(-1)), cap)
+    colours = np.ascontiguousarray(image_rgb).reshape(-1, 3)
+    return write_ply(path, points[keep], colours[keep])
+
+
+def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, task: str,
+                     options: OutputOptions, *, video_frame: bool = False) -> list[Path]:
+    """Write one task's files for one image (or one video frame: data files only); returns the paths."""
+    result = _result(prediction, task)
+    wanted = set(task_suffixes(task, options, video_frame=video_frame))
+    written: list[Path] = []
+
+    def out(suffix: str) -> Path | None:
+        if suffix not in wanted:
+            return None
+        path = with_suffix(base, suffix)
+        written.append(path)
+        return path
+
+    if task == "pose":
+        if path := out(".pose.json"):
+            # compact: C-speed encoding, and one line per number would make big files
+            write_json(path, image_pose_document(result, model=options.model_names.get("pose"),
+                                                 image_size=prediction.image_size), indent=None)
+        if path := out(".pose.png"):
+            write_png(path, render_task(prediction, image_rgb, task))
+    elif task == "seg":
+        if path := out(".seg.png"):
+            write_png(path, np.asarray(result.mask, dtype=np.uint8))
+        if path := out(".seg_vis.png"):
+            write_png(path, render_task(prediction, image_rgb, task))
+        if path := out(SEG_PROBS_SUFFIX):
+            if result.probabilities is None:
+                raise ValueError("segmentation probabilities were requested but the prediction has none")
+            write_npy(path, np.asarray(result.probabilities, dtype=np.float16))
+    elif task == "normal":
+        if path := out(".normal.npy"):
+            write_npy(path, np.asarray(result.normals, dtype=np.float32))
+        if path := out(".normal.png"):
+            write_png(path, render_task(prediction, image_rgb, task))
+    elif task == "pointmap":
+        valid = valid_depth(prediction)
+        if path := out(".pointmap.npy"):
+            write_npy(path, np.asarray(result.pointmap, dtype=np.float32))
+        if path := out(".depth.png"):
+            write_png(path, depth_millimetres(result.depth, valid))
+        if path := out(".depth_vis.png"):
+            write_png(path, render_task(prediction, image_rgb, task, valid=valid))
+        if path := out(".ply"):
+            _write_pointcloud(path, prediction, image_rgb, valid, options.ply_max_points)
+    elif task == "albedo":
+        if path := out(".albedo.png"):
+            write_png(path, render_task(prediction, image_rgb, task))
+    elif task == "matting":
+        if path := out(".alpha.png"):
+            write_png(path, mask_to_uint8(np.asarray(result.alpha, dtype=np.float32)))
+        if path := out(".cutout.png"):
+            write_png(path, matte_cutout(image_rgb, result.alpha, foreground=result.foreground))
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return written
+
+
+def write_prediction(prediction: Prediction, image_rgb: np.ndarray, base: Path, tasks: Sequence[str],
+                     options: OutputOptions, *, video_frame: bool = False) -> list[Path]:
+    """Write every task's files for one image or video frame; returns the paths written."""
+    written: list[Path] = []
+    for task in tasks:
+        written += write_task_files(prediction, image_rgb, base, task, options, video_frame=video_frame)
+    return written

@@ -1,0 +1,99 @@
+"""The pose JSON documents: a header that makes the file self-describing (keypoint names, skeleton, how each
+converted view is obtained) and one record per person with the 308 keypoints and the converted views.
+
+Image inputs get ``<stem>.pose.json`` = header + ``"people"``. Video inputs get ``<stem>.pose.jsonl``: the first
+line is the header, then one line per processed frame ``{"frame_index", "time_s", "people"}``.
+Points are ``[x, y, score]`` in image pixels ((0, 0) = centre of the top-left pixel); a point that is not
+finite is written as ``[0, 0, 0]``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from sapiens2.data.specs import keypoint_info
+from sapiens2.tasks.pose.formats import convert_keypoints, keypoint_format
+from sapiens2.tasks.results import PoseResult
+
+FORMAT_VERSION = 1
+#: Converted views written for every person, besides the 308 official keypoints.
+VIEWS = ("coco17", "coco_wholebody133", "openpose_body25", "openpose_hand21_left", "openpose_hand21_right",
+         "openpose_face70")
+_COORD_DECIMALS = 2
+_SCORE_DECIMALS = 4
+
+
+@lru_cache(maxsize=None)
+def _static_header() -> dict[str, Any]:
+    info = keypoint_info()
+    views = {}
+    for name in VIEWS:
+        fmt = keypoint_format(name)
+        views[name] = {"num_keypoints": fmt.num_keypoints, "names": list(fmt.names), "mapping": fmt.describe()}
+    return {
+        "keypoint_names": list(info.names),
+        "skeleton": [list(map(int, link)) for link in info.skeleton],
+        "views": views,
+        "views_note": ("Each view is derived from the 308 keypoints: 'direct' copies a point, 'midpoint' averages "
+                       "two (score = the smaller), 'unavailable' points are [0, 0, 0]. Right/left are the "
+                       "subject's."),
+    }
+
+
+def pose_header(*, model: str | None, image_size: tuple[int, int] | None = None, fps: float | None = None,
+                box_source: str | None = None, kind: str = "image") -> dict[str, Any]:
+    """The self-describing part of a pose file. ``image_size`` is (H, W)."""
+    header: dict[str, Any] = {"format": f"sapiens2.pose.{kind}", "format_version": FORMAT_VERSION, "model": model}
+    if image_size is not None:
+        header["image_size"] = {"height": int(image_size[0]), "width": int(image_size[1])}
+    if fps is not None:
+        header["fps"] = float(fps)
+    if box_source is not None:
+        header["box_source"] = box_source
+    header["num_keypoints"] = keypoint_info().num_keypoints
+    header["point_layout"] = ["x", "y", "score"]
+    header.update(_static_header())
+    return header
+
+
+def _triples(keypoints: np.ndarray, scores: np.ndarray) -> list[list[float]]:
+    """(K, 2), (K,) -> [[x, y, s], ...] rounded; non-finite points become [0, 0, 0]."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    sc = np.asarray(scores, dtype=np.float64)
+    bad = ~(np.isfinite(kp).all(axis=1) & np.isfinite(sc))
+    kp = np.where(bad[:, None], 0.0, kp).round(_COORD_DECIMALS)
+    sc = np.where(bad, 0.0, sc).round(_SCORE_DECIMALS)
+    return np.concatenate([kp, sc[:, None]], axis=1).tolist()
+
+
+def people_records(pose: PoseResult) -> list[dict[str, Any]]:
+    """One JSON-ready record per person: box, box score, 308 keypoints and every converted view."""
+    people = []
+    converted = {name: convert_keypoints(pose.keypoints, pose.scores, name) for name in VIEWS} \
+        if pose.num_people else {}
+    for p in range(pose.num_people):
+        box = np.nan_to_num(np.asarray(pose.boxes[p], dtype=np.float64)).round(_COORD_DECIMALS).tolist()
+        score = float(np.nan_to_num(pose.box_scores[p]))
+        record: dict[str, Any] = {"id": p, "box": box, "box_score": round(score, _SCORE_DECIMALS),
+                                  "keypoints": _triples(pose.keypoints[p], pose.scores[p])}
+        for name in VIEWS:
+            kp, sc = converted[name]
+            record[name] = _triples(kp[p], sc[p])
+        people.append(record)
+    return people
+
+
+def image_pose_document(pose: PoseResult, *, model: str | None, image_size: tuple[int, int]) -> dict[str, Any]:
+    """The whole ``<stem>.pose.json`` document for one image."""
+    document = pose_header(model=model, image_size=image_size, box_source=pose.box_source, kind="image")
+    document["num_people"] = pose.num_people
+    document["people"] = people_records(pose)
+    return document
+
+
+def frame_pose_record(pose: PoseResult, *, frame_index: int, fps: float) -> dict[str, Any]:
+    """One line of a video's ``.pose.jsonl`` (after the header line)."""
+    return {"frame_index": int(frame_index), "time_s": round(frame_index / fps, 6), "box_source": pose.box_source,
+            "num_people": pose.num_people, "people": people_records(pose)}

@@ -1,0 +1,293 @@
+"""``sapiens2 predict`` end to end with tiny random-weight checkpoints written by the tests (fast: tiny arch,
+64x48 model input, images of a few dozen pixels)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sapiens2.cli.main import main
+from sapiens2.models.task_model import build_model
+
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+INPUT_SIZE = (64, 48)
+POINTMAP_SIZE = (256, 192)
+FAST = ["--input-size", "64x48", "--device", "cpu", "--no-progress", "--detector", "none"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for i, task in enumerate(TASKS):
+        torch.manual_seed(i)
+        # the tiny pointmap head's scale branch needs at least a 16x12 feature grid
+        model = build_model(task, "sapiens2_tiny", img_size=POINTMAP_SIZE if task == "pointmap" else INPUT_SIZE)
+        paths[task] = folder / f"tiny_{task}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[task]))
+    return paths
+
+
+def ckpt_args(checkpoints, tasks=TASKS, named=True) -> list[str]:
+    args = []
+    for task in tasks:
+        args += ["--checkpoint", f"{task}={checkpoints[task]}" if named else str(checkpoints[task])]
+    return args
+
+
+def write_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return path
+
+
+def write_video(path: Path, frames: int, size=(40, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    rng = np.random.default_rng(1)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def mp4_frames(path: Path) -> tuple[int, tuple[int, int]]:
+    capture = cv2.VideoCapture(str(path))
+    count, size = 0, None
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        count, size = count + 1, frame.shape[:2]
+    capture.release()
+    return count, size
+
+
+def ply_vertices(path: Path) -> int:
+    data = path.read_bytes()
+    header = data[: data.index(b"end_header\n")].decode("ascii")
+    count = int(next(line.split()[-1] for line in header.splitlines() if line.startswith("element vertex")))
+    assert len(data) - len(header) - len("end_header\n") == count * 15  # 3 float32 + 3 uint8 per vertex
+    return count
+
+
+def run_cli(*args: str | Path) -> int:
+    return main(["predict", *map(str, args)])
+
+
+def test_every_task_on_images_a_folder_and_a_video(tmp_path, checkpoints, capsys):
+    write_image(tmp_path / "in" / "a.jpg", 40, 30, seed=1)
+    write_image(tmp_path / "in" / "deep" / "b.png", 50, 64, seed=2)
+    single = write_image(tmp_path / "c.png", 33, 21, seed=3)
+    video = write_video(tmp_path / "clip.mp4", 5)
+    tasks = [t for t in TASKS if t != "pointmap"]
+    out = tmp_path / "out"
+    rc = run_cli(*ckpt_args(checkpoints, tasks, named=False), *FAST, "--seg-probs", "--every", "2",
+                 tmp_path / "in", single, video, "-o", out)
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "inputs: 4 (4 done, 0 skipped, 0 failed)" in printed and "3 video frame(s)" in printed
+
+    for base, (h, w) in {"a": (40, 30), "deep/b": (50, 64), "c": (33, 21)}.items():
+        doc = json.loads((out / f"{base}.pose.json").read_text())
+        assert doc["image_size"] == {"height": h, "width": w} and doc["model"] == "tiny_pose.safetensors"
+        assert doc["box_source"] == "whole_image" and doc["num_people"] == 1
+        person = doc["people"][0]
+        assert person["box"] == [0, 0, w - 1, h - 1] or person["box"][2] >= w - 1
+        kp = np.array(person["keypoints"])
+        assert kp.shape == (308, 3) and np.isfinite(kp).all()
+        assert [len(person[v]) for v in ("coco17", "coco_wholebody133", "openpose_body25", "openpose_hand21_left",
+                                         "openpose_hand21_right", "openpose_face70")] == [17, 133, 25, 21, 21, 70]
+        assert cv2.imread(str(out / f"{base}.pose.png")).shape == (h, w, 3)
+        seg = cv2.imread(str(out / f"{base}.seg.png"), cv2.IMREAD_UNCHANGED)
+        assert seg.dtype == np.uint8 and seg.shape == (h, w) and seg.max() < 29
+        probs = np.load(out / f"{base}.seg_probs.npy")
+        assert probs.dtype == np.float16 and probs.shape == (29, h, w)
+        np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=0.03)
+        normals = np.load(out / f"{base}.normal.npy")
+        assert normals.dtype == np.float32 and normals.shape == (h, w, 3)
+        norm = np.linalg.norm(normals, axis=2)
+        fg = seg > 0  # seg runs too, so the background is blanked (0)
+        assert np.allclose(norm[fg], 1.0, atol=1e-3) and (norm[~fg] == 0).all()
+        assert cv2.imread(str(out / f"{base}.normal.png")).shape == (h, w, 3)
+        assert cv2.imread(str(out / f"{base}.albedo.png")).shape == (h, w, 3)
+        alpha = cv2.imread(str(out / f"{base}.alpha.png"), cv2.IMREAD_UNCHANGED)
+        assert alpha.dtype == np.uint8 and alpha.shape == (h, w)
+        cutout = cv2.imread(str(out / f"{base}.cutout.png"), cv2.IMREAD_UNCHANGED)
+        assert cutout.shape == (h, w, 4)
+        np.testing.assert_array_equal(cutout[..., 3], alpha)
+
+    lines = (out / "clip.pose.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "sapiens2.pose.video" and len(header["keypoint_names"]) == 308
+    assert header["image_size"] == {"height": 30, "width": 40} and header["fps"] == 5.0
+    frames = [json.loads(line) for line in lines[1:]]
+    assert [f["frame_index"] for f in frames] == [0, 2, 4]
+    assert all(len(f["people"][0]["keypoints"]) == 308 for f in frames)
+    for task in tasks:
+        assert mp4_frames(out / f"clip.{task}.mp4") == (3, (30, 40))
+    per_frame = sorted(p.name for p in (out / "clip").iterdir())
+    assert per_frame == sorted(f"{i:06d}{s}" for i in (0, 2, 4) for s in (
+        ".seg.png", ".seg_probs.npy", ".normal.npy", ".albedo.png", ".alpha.png", ".cutout.png"))
+    assert cv2.imread(str(out / "clip" / "000002.seg.png"), cv2.IMREAD_UNCHANGED).shape == (30, 40)
+    assert not list(out.rglob(".*s2tmp*"))
+
+
+def test_pointmap_files(tmp_path, checkpoints):
+    write_image(tmp_path / "p.jpg", 36, 28)
+    out = tmp_path / "out"
+    rc = run_cli("--checkpoint", checkpoints["pointmap"], "--input-size", "256x192", "--device", "cpu",
+                 "--no-progress", tmp_path / "p.jpg", "-o", out)
+    assert rc == 0
+    pointmap = np.load(out / "p.pointmap.npy")
+    assert pointmap.dtype == np.float32 and pointmap.shape == (36, 28, 3) and np.isfinite(pointmap).all()
+    depth = cv2.imread(str(out / "p.depth.png"), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint16 and depth.shape == (36, 28)
+    z = pointmap[..., 2]
+    valid = z > 0
+    np.testing.assert_array_equal(depth > 0, valid)  # 0 = no data (behind the camera here: random weights)
+    np.testing.assert_array_equal(depth[valid], np.clip(np.rint(z[valid] * 1000), 1, 65535))
+    assert ply_vertices(out / "p.ply") == valid.sum()  # no seg mask: every valid pixel
+    assert cv2.imread(str(out / "p.depth_vis.png")).shape == (36, 28, 3)
+
+
+def bad_inputs(folder: Path) -> dict[str, str]:
+    """name -> the reason we expect in the report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ok, jpeg = cv2.imencode(".jpg", np.full((30, 20, 3), 128, np.uint8))
+    (folder / "truncated.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    (folder / "text.jpg").write_text("hello, I am not a picture")
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "garbage.mp4").write_bytes(b"\x00" * 64 + b"definitely not a video" * 10)
+    return {"truncated.jpg": "truncated", "text.jpg": "not an image", "zero.png": "empty",
+            "empty.mp4": "empty", "garbage.mp4": "video"}
+
+
+def test_bad_inputs_are_reported_and_skipped(tmp_path, checkpoints, capsys):
+    expected = bad_inputs(tmp_path / "in")
+    write_image(tmp_path / "in" / "good.png", 30, 20)
+    rc = run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "in", tmp_path / "missing.jpg",
+                 "-o", tmp_path / "out")
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert "inputs: 7 (1 done, 0 skipped, 6 failed)" in captured.out
+    failed = {line.strip().split(": ", 1)[0]: line for line in captured.out.splitlines() if line.startswith("  ")}
+    for name, reason in expected.items():
+        line = failed[str(tmp_path / "in" / name)]
+        assert reason in line.lower(), line
+    assert "does not exist" in failed[str(tmp_path / "missing.jpg")]
+    assert (tmp_path / "out" / "good.seg.png").is_file()
+    assert "Traceback" not in captured.err
+
+
+def test_nothing_succeeding_exits_nonzero(tmp_path, checkpoints, capsys):
+    bad_inputs(tmp_path / "in")
+    assert run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "in", "-o", tmp_path / "out") == 1
+    assert "0 done" in capsys.readouterr().out
+    (tmp_path / "none").mkdir()
+    assert run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "none", "-o", tmp_path / "out") == 1
+    assert "no images or videos found" in capsys.readouterr().err
+
+
+def test_rerun_skips_and_overwrite_redoes(tmp_path, checkpoints, capsys, monkeypatch):
+    write_image(tmp_path / "in" / "a.png", 30, 20)
+    write_video(tmp_path / "in" / "v.mp4", 2)
+    args = [*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "in", "-o", tmp_path / "out"]
+    assert run_cli(*args) == 0
+    outputs = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
+    for p in outputs:
+        os.utime(p, ns=(1_000_000_000, 1_000_000_000))
+    import sapiens2.cli.predict as predict_cli
+
+    def no_model(*a, **k):
+        raise AssertionError("the model must not be loaded when every output exists")
+
+    with monkeypatch.context() as m:
+        m.setattr(predict_cli, "build_predictor", no_model)
+        assert run_cli(*args) == 0
+    assert "(0 done, 2 skipped, 0 failed)" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == 1_000_000_000 for p in outputs)
+    assert run_cli(*args, "--overwrite") == 0
+    assert "(2 done, 0 skipped, 0 failed)" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns != 1_000_000_000 for p in outputs)
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, checkpoints, capsys):
+    write_image(tmp_path / "a.png", 30, 20)
+    (tmp_path / "file").write_text("x")
+    rc = run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "a.png", "-o", tmp_path / "file" / "out")
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot create output directory" in err and "Traceback" not in err
+    if os.geteuid() != 0:  # root ignores permissions
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        rc = run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "a.png", "-o", locked)
+        assert rc == 1 and "not writable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "poes"], "did you mean 'pose'"),
+    (["--task", "segmentaton"], "did you mean 'seg'"),
+    (["--task", "seg", "--input-size", "64by48"], "HxW"),
+    (["--task", "seg", "--every", "0"], "--every"),
+    (["--checkpoint", "nowhere.safetensors"], "does not exist"),
+    ([], "--task"),
+])
+def test_usage_errors_exit_2(tmp_path, capsys, argv, message):
+    write_image(tmp_path / "a.png", 30, 20)
+    assert run_cli(*argv, tmp_path / "a.png", "-o", tmp_path / "out") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_checkpoint_task_must_match_the_file(tmp_path, checkpoints, capsys):
+    write_image(tmp_path / "a.png", 30, 20)
+    assert run_cli("--checkpoint", f"pose={checkpoints['seg']}", tmp_path / "a.png", "-o", tmp_path / "o") == 2
+    assert "holds a seg model, not pose" in capsys.readouterr().err
+
+
+def test_unavailable_model_fails_cleanly(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    write_image(tmp_path / "a.png", 30, 20)
+    rc = run_cli("--task", "seg", "--model", "5b", "--device", "cpu", "--no-progress", tmp_path / "a.png",
+                 "-o", tmp_path / "out")
+    err = capsys.readouterr().err
+    assert rc == 1 and "sapiens2-seg-5b" in err and "offline" in err and "Traceback" not in err
+
+
+def test_boxes_from_a_folder_of_json_files(tmp_path, checkpoints):
+    write_image(tmp_path / "in" / "a.png", 40, 30)
+    write_image(tmp_path / "in" / "b.png", 40, 30)
+    (tmp_path / "boxes").mkdir()
+    (tmp_path / "boxes" / "a.json").write_text(json.dumps({"boxes": [[2, 3, 20, 30, 0.8], [5, 5, 25, 35]]}))
+    rc = run_cli(*ckpt_args(checkpoints, ["pose"]), *FAST, "--boxes", tmp_path / "boxes", tmp_path / "in",
+                 "-o", tmp_path / "out")
+    assert rc == 0
+    doc = json.loads((tmp_path / "out" / "a.pose.json").read_text())
+    assert doc["box_source"] == "file" and doc["num_people"] == 2
+    assert [p["box"] for p in doc["people"]] == [[2, 3, 20, 30], [5, 5, 25, 35]]
+    assert [p["box_score"] for p in doc["people"]] == [0.8, 1.0]
+    other = json.loads((tmp_path / "out" / "b.pose.json").read_text())  # no entry: the --detector (none)
+    assert other["box_source"] == "whole_image" and other["num_people"] == 1
+
+
+def test_subprocess_smoke(tmp_path, checkpoints):
+    write_image(tmp_path / "a.png", 30, 20)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "sapiens2", "predict", "--checkpoint", str(checkpoints["seg"]),
+                           *FAST, str(tmp_path / "a.png"), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 done" in done.stdout
+    seg = cv2.imread(str(tmp_path / "out" / "a.seg.png"), cv2.IMREAD_UNCHANGED)
+    assert seg.shape == (30, 20) and seg.dtype == np.uint8
