@@ -166,3 +166,12 @@ def test_configs_are_frozen_and_validated():
         config.in_channels = 3
     with pytest.raises(ValueError, match="same length"):
         dataclasses.replace(config, conv_out_channels=(8, 8))
+
+
+def test_pointmap_too_small_for_scale_branch_fails_at_build_time():
+    import sapiens2
+    from sapiens2.errors import InputSizeError
+
+    with pytest.raises(InputSizeError, match="too small for the pointmap scale branch"):
+        sapiens2.build_model("pointmap", "sapiens2_tiny", img_size=(64, 48))
+    sapiens2.build_model("pointmap", "sapiens2_tiny", img_size=(256, 192), device="meta")  # the fixture size works

@@ -14,12 +14,27 @@ from .layers import conv_norm_act_stack, init_head_weights, instance_norm
 
 def scale_branch_grid(config: PointmapHeadConfig, grid_h: int, grid_w: int) -> tuple[int, int]:
     """Spatial size after the stride-2 scale convs for a (grid_h, grid_w) backbone feature map."""
+    return _scale_branch_grids(config, grid_h, grid_w)[-1]
+
+
+def _scale_branch_grids(config: PointmapHeadConfig, grid_h: int, grid_w: int) -> list[tuple[int, int]]:
     h, w = grid_h, grid_w
+    grids = []
     for k in config.scale_conv_kernel_sizes:
         pad = (k - 1) // 2
         h = (h + 2 * pad - k) // 2 + 1
         w = (w + 2 * pad - k) // 2 + 1
-    return h, w
+        grids.append((h, w))
+    return grids or [(h, w)]
+
+
+def check_scale_branch_fits(config: PointmapHeadConfig, grid_h: int, grid_w: int) -> None:
+    """Each scale conv is followed by InstanceNorm, which needs more than one spatial element."""
+    if any(h * w < 2 for h, w in _scale_branch_grids(config, grid_h, grid_w)):
+        raise InputSizeError(
+            f"a {grid_h}x{grid_w} feature grid is too small for the pointmap scale branch "
+            f"({len(config.scale_conv_kernel_sizes)} stride-2 convs, each followed by InstanceNorm); "
+            f"use an input of at least 256x192")
 
 
 def scale_flatten_features(config: PointmapHeadConfig, grid_h: int, grid_w: int) -> int:
@@ -30,6 +45,7 @@ def scale_flatten_features(config: PointmapHeadConfig, grid_h: int, grid_w: int)
 
 def resolve_scale_features(config: PointmapHeadConfig, grid_h: int, grid_w: int) -> PointmapHeadConfig:
     """Fill in ``scale_in_features`` from the feature grid, or check a given one against it."""
+    check_scale_branch_fits(config, grid_h, grid_w)
     needed = scale_flatten_features(config, grid_h, grid_w)
     if config.scale_in_features is None:
         return dataclasses.replace(config, scale_in_features=needed)
