@@ -14,6 +14,7 @@ TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
 _TASK_ALIASES = {"segmentation": "seg", "bodyseg": "seg", "normals": "normal", "keypoints": "pose",
                  "depth": "pointmap", "alpha": "matting", "matte": "matting"}
 USAGE_ERROR = 2
+INTERRUPTED = 130  # the shell's code for Ctrl-C; what was processed is published
 
 EPILOG = """\
 examples:
@@ -23,6 +24,10 @@ examples:
   sapiens2 predict --task pointmap --device cuda --dtype bfloat16 --batch-size 8 photos/ -o out/
   sapiens2 predict --task pose --boxes coco_person_boxes.json photos/ -o out/
   sapiens2 predict --task seg,matting --every 5 clip.mp4 -o out/
+  sapiens2 predict --task pose --smooth light --start 10 --end 1:30 clip.mp4 -o out/
+  sapiens2 predict --task pose --source 0 --max-frames 300 -o out/          (webcam; Ctrl-C stops and keeps)
+  sapiens2 predict --task pose,pointmap --source rtsp://camera.local/stream -o out/
+  sapiens2 predict --task pose --source frames_folder/ --fps 25 -o out/      (an image sequence as a video)
 
 outputs (per input, mirroring the input folders; B = <out>/<relative path without extension>):
   pose      B.pose.json (308 named keypoints [x, y, score] per person + COCO-17, COCO-WholeBody-133,
@@ -32,8 +37,10 @@ outputs (per input, mirroring the input folders; B = <out>/<relative path withou
   pointmap  B.pointmap.npy (float32 HxWx3, metres), B.depth.png (16-bit mm, 0 = no data), B.depth_vis.png,
             B.ply (coloured foreground point cloud)
   albedo    B.albedo.png          matting   B.alpha.png, B.cutout.png (RGBA)
-  videos    B.<task>.mp4 per task, B.pose.jsonl (header line, then one line per frame), and the data files of
-            each frame as B/<frame:06d>.<suffix>
+  videos    B.<task>.mp4 per task (pose: track colours, smoothed points), B.pose.jsonl (header line, then one
+            line per frame: time stamp, frame index, per person track_id, box, keypoints smoothed and raw),
+            B.frames.jsonl (pointmap without pose: per-frame scale), B.summary.json (frames, people, tracks,
+            frames/s, issues), and the data files of each frame as B/<frame:06d>.<suffix> (--no-frame-files: none)
 
 Inputs whose outputs all exist are skipped (use --overwrite). Unreadable inputs are reported and skipped;
 the exit status is 1 only if no input succeeded, 2 for usage errors."""
@@ -46,7 +53,7 @@ class UsageError(Exception):
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.usage = "%(prog)s [--task TASKS] [--model SIZE|NAME] [--checkpoint [TASK=]PATH] [options] INPUT... -o OUT"
     p.epilog = EPILOG
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively), videos")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
     p.add_argument("-t", "--task", action="append", default=[], metavar="TASKS",
                    help=f"comma-separated tasks: {', '.join(TASKS)} (repeatable; default: the tasks of the "
@@ -73,6 +80,25 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", default=None, metavar="HxW",
                    help="advanced: model input size, e.g. 1024x768 (default: the size the model was trained at)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: process every N-th frame (default 1)")
+    video = p.add_argument_group("video")
+    video.add_argument("--source", action="append", default=[], metavar="SRC",
+                       help="a video source besides the INPUTs (repeatable): a camera index (0), a stream URL "
+                            "(rtsp://, http://, ...), a folder of frames read as one video, or a video file")
+    video.add_argument("--start", default=None, metavar="POS",
+                       help="videos: first frame to process, in seconds (12.5), m:s (1:30) or frames (300f)")
+    video.add_argument("--end", default=None, metavar="POS",
+                       help="videos: stop before this position (same forms as --start)")
+    video.add_argument("--max-frames", type=int, default=None, metavar="N",
+                       help="videos: stop after N processed frames (cameras and streams run until Ctrl-C otherwise)")
+    video.add_argument("--smooth", default="light", choices=("none", "light", "strong"),
+                       help="videos: temporal smoothing of keypoints (One-Euro), pointmap scale and person depth "
+                            "(default light; raw values are kept next to the smoothed ones)")
+    video.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
+                       help="videos: give people stable track ids (default on; smoothing per person needs it)")
+    video.add_argument("--fps", type=float, default=None,
+                       help="frame rate of a folder of frames (default 30), or for sources that report none")
+    video.add_argument("--frame-files", action=argparse.BooleanOptionalAction, default=True,
+                       help="videos: write the per-frame data files B/<frame>.<suffix> (default on)")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
@@ -105,6 +131,29 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
     if height < 16 or width < 16:
         raise UsageError(f"--input-size must be at least 16x16, got {text!r}")
     return height, width
+
+
+def parse_sources(values: list[str]):
+    """``--source`` texts -> SourceSpecs (camera index, stream URL, folder of frames, video file)."""
+    from sapiens2.video.sources import parse_source
+
+    specs = []
+    for value in values:
+        try:
+            specs.append(parse_source(value))
+        except ValueError as exc:
+            raise UsageError(f"--source {value!r}: {exc}") from None
+    return specs
+
+
+def check_position(text: str | None, option: str) -> None:
+    """Reject a --start/--end text that cannot be read (the frame rate is not needed to check the form)."""
+    from sapiens2.video.sources import parse_position
+
+    try:
+        parse_position(text, 30.0)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _checkpoint_task(path: Path) -> str:
@@ -182,8 +231,18 @@ def _run(args: argparse.Namespace) -> int:
     from sapiens2.errors import Sapiens2Error
     from sapiens2.io import OutputWriteError, discover_inputs
     from sapiens2.serving import InputFailure, OutputOptions, PredictJob
+    from sapiens2.serving.runner import SourceItem, VideoOptions
 
     tasks = parse_tasks(args.task)
+    sources = parse_sources(args.source)
+    if not args.inputs and not sources:
+        raise UsageError("give at least one INPUT (image, folder, video) or --source")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.fps is not None and not args.fps > 0:
+        raise UsageError(f"--fps must be > 0, got {args.fps}")
+    for name in ("start", "end"):
+        check_position(getattr(args, name), f"--{name}")
     input_size = parse_input_size(args.input_size)
     if args.every < 1:
         raise UsageError(f"--every must be >= 1, got {args.every}")
@@ -217,6 +276,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
     found = discover_inputs(args.inputs)
+    found.items.extend(SourceItem(spec) for spec in sources)
     failures = [InputFailure(p, "does not exist") for p in found.missing]
     failures += [InputFailure(p, "not an image or video file extension") for p in found.unsupported]
     if not found.items:
@@ -228,7 +288,10 @@ def _run(args: argparse.Namespace) -> int:
     options = OutputOptions(seg_probabilities=args.seg_probs,
                             model_names={t: _model_name(m, t) for t, m in models.items()})
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    job = PredictJob(None, tasks, output, options, overwrite=args.overwrite, every=args.every, progress=progress)
+    video = VideoOptions(start=args.start, end=args.end, max_frames=args.max_frames, track=args.track,
+                         smoothing=args.smooth, frame_files=args.frame_files, fps=args.fps)
+    job = PredictJob(None, tasks, output, options, overwrite=args.overwrite, every=args.every, progress=progress,
+                     video=video)
     if all(done for _, _, done in job.plan(found.items)):
         logger.info("all %d input(s) already have their outputs; nothing to do (use --overwrite to redo)",
                     len(found.items))
@@ -242,6 +305,8 @@ def _run(args: argparse.Namespace) -> int:
     summary = job.run(found.items, failures)
     for line in summary.lines():
         print(line)
+    if summary.interrupted:
+        return INTERRUPTED
     succeeded = summary.done + summary.skipped
     return 0 if succeeded > 0 else 1
 

@@ -16,7 +16,8 @@ matting  ``B.alpha.png`` (8-bit alpha), ``B.cutout.png`` (RGBA)
 ======== =====================================================================================================
 
 Video frames write the data files only (not the ``*.png`` visualisations, which the per-task video carries)
-as ``B/<frame:06d>.<suffix>``; pose goes to ``B.pose.jsonl``; each task gets ``B.<task>.mp4``.
+as ``B/<frame:06d>.<suffix>``; pose goes to ``B.pose.jsonl`` (``B.frames.jsonl`` for pointmap without pose:
+the per-frame scale); each task gets ``B.<task>.mp4``; ``B.summary.json`` sums the video up (written last).
 Every file is written atomically by the :mod:`sapiens2.io` writers.
 """
 from __future__ import annotations
@@ -95,11 +96,27 @@ def image_outputs(base: Path, tasks: Sequence[str], options: OutputOptions) -> l
     return [with_suffix(base, s) for t in tasks for s in task_suffixes(t, options)]
 
 
-def video_outputs(base: Path, tasks: Sequence[str]) -> list[Path]:
-    """The files that mark a video as done: its per-task videos (published last) and its pose JSON Lines."""
-    paths = [with_suffix(base, f".{t}.mp4") for t in tasks]
+def video_jsonl_suffix(tasks: Sequence[str]) -> str | None:
+    """The per-frame JSON Lines file of a video: ``.pose.jsonl`` with pose, ``.frames.jsonl`` for pointmap
+    without pose (per-frame scale), none otherwise."""
     if "pose" in tasks:
-        paths.append(with_suffix(base, ".pose.jsonl"))
+        return ".pose.jsonl"
+    if "pointmap" in tasks:
+        return ".frames.jsonl"
+    return None
+
+
+SUMMARY_SUFFIX = ".summary.json"
+
+
+def video_outputs(base: Path, tasks: Sequence[str]) -> list[Path]:
+    """The files that mark a video as done: its per-task videos, its JSON Lines file and its summary (written
+    last)."""
+    paths = [with_suffix(base, f".{t}.mp4") for t in tasks]
+    suffix = video_jsonl_suffix(tasks)
+    if suffix is not None:
+        paths.append(with_suffix(base, suffix))
+    paths.append(with_suffix(base, SUMMARY_SUFFIX))
     return paths
 
 
@@ -145,14 +162,18 @@ def subsample(indices: np.ndarray, cap: int) -> np.ndarray:
 
 
 def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
-                valid: np.ndarray | None = None) -> np.ndarray:
+                valid: np.ndarray | None = None, track_ids: Sequence[int] | None = None,
+                keypoints: np.ndarray | None = None) -> np.ndarray:
     """The RGB uint8 picture of one task's result at the image size (``*_vis`` files and video frames).
-    ``valid``: the pointmap's :func:`valid_depth`, when the caller has it already."""
+    ``valid``: the pointmap's :func:`valid_depth`, when the caller has it already. Pose in videos:
+    ``track_ids`` label and colour each person, ``keypoints`` (P, K, 2) replace the model's (smoothed ones)."""
     if task == "pose":
         pose = _result(prediction, task)
         if pose.num_people == 0:
             return np.ascontiguousarray(image_rgb).copy()
-        return draw_poses(image_rgb, pose.keypoints, pose.scores, boxes=pose.boxes)
+        points = pose.keypoints if keypoints is None else keypoints
+        ids = None if track_ids is None else [int(i) for i in track_ids]
+        return draw_poses(image_rgb, points, pose.scores, boxes=pose.boxes, track_ids=ids)
     if task == "seg":
         return overlay_segmentation(image_rgb, _result(prediction, task).mask)
     if task == "normal":

@@ -2,7 +2,10 @@
 converted view is obtained) and one record per person with the 308 keypoints and the converted views.
 
 Image inputs get ``<stem>.pose.json`` = header + ``"people"``. Video inputs get ``<stem>.pose.jsonl``: the first
-line is the header, then one line per processed frame ``{"frame_index", "time_s", "people"}``.
+line is the header, then one line per processed frame ``{"frame_index", "time_s", "people"}``; with tracking each
+person has a ``track_id``, with smoothing ``keypoints`` are the smoothed points and ``keypoints_raw`` the model's
+(see :func:`people_records`); with the pointmap task a frame also has ``pointmap_scale`` ``{"raw", "smoothed"}``
+and each person ``depth_m`` / ``depth_m_raw``.
 Points are ``[x, y, score]`` in image pixels ((0, 0) = centre of the top-left pixel); a point that is not
 finite is written as ``[0, 0, 0]``.
 """
@@ -68,21 +71,40 @@ def _triples(keypoints: np.ndarray, scores: np.ndarray) -> list[list[float]]:
     return np.concatenate([kp, sc[:, None]], axis=1).tolist()
 
 
-def people_records(pose: PoseResult) -> list[dict[str, Any]]:
-    """One JSON-ready record per person: box, box score, 308 keypoints and every converted view."""
+def people_records(pose: PoseResult, *, track_ids: np.ndarray | None = None,
+                   smoothed_keypoints: np.ndarray | None = None, depth_raw: np.ndarray | None = None,
+                   depth: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready record per person: box, box score, 308 keypoints and every converted view.
+
+    Video extras: ``track_id`` (from ``track_ids``); with ``smoothed_keypoints`` the ``keypoints`` and the views
+    are the smoothed points and the model's own are kept as ``keypoints_raw`` (scores are the model's in both);
+    ``depth_m`` / ``depth_m_raw``: the person's median depth in metres (smoothed / per frame), null if unknown.
+    """
     people = []
-    converted = {name: convert_keypoints(pose.keypoints, pose.scores, name) for name in VIEWS} \
+    points = pose.keypoints if smoothed_keypoints is None else np.asarray(smoothed_keypoints)
+    converted = {name: convert_keypoints(points, pose.scores, name) for name in VIEWS} \
         if pose.num_people else {}
     for p in range(pose.num_people):
         box = np.nan_to_num(np.asarray(pose.boxes[p], dtype=np.float64)).round(_COORD_DECIMALS).tolist()
         score = float(np.nan_to_num(pose.box_scores[p]))
-        record: dict[str, Any] = {"id": p, "box": box, "box_score": round(score, _SCORE_DECIMALS),
-                                  "keypoints": _triples(pose.keypoints[p], pose.scores[p])}
+        record: dict[str, Any] = {"id": p}
+        if track_ids is not None:
+            record["track_id"] = int(track_ids[p])
+        record.update(box=box, box_score=round(score, _SCORE_DECIMALS), keypoints=_triples(points[p], pose.scores[p]))
+        if smoothed_keypoints is not None:
+            record["keypoints_raw"] = _triples(pose.keypoints[p], pose.scores[p])
+        if depth_raw is not None:
+            record["depth_m"] = _metres(depth[p] if depth is not None else depth_raw[p])
+            record["depth_m_raw"] = _metres(depth_raw[p])
         for name in VIEWS:
             kp, sc = converted[name]
             record[name] = _triples(kp[p], sc[p])
         people.append(record)
     return people
+
+
+def _metres(value: float) -> float | None:
+    return round(float(value), 4) if value is not None and np.isfinite(value) else None
 
 
 def image_pose_document(pose: PoseResult, *, model: str | None, image_size: tuple[int, int]) -> dict[str, Any]:
@@ -93,7 +115,23 @@ def image_pose_document(pose: PoseResult, *, model: str | None, image_size: tupl
     return document
 
 
-def frame_pose_record(pose: PoseResult, *, frame_index: int, fps: float) -> dict[str, Any]:
-    """One line of a video's ``.pose.jsonl`` (after the header line)."""
-    return {"frame_index": int(frame_index), "time_s": round(frame_index / fps, 6), "box_source": pose.box_source,
-            "num_people": pose.num_people, "people": people_records(pose)}
+def frame_pose_record(pose: PoseResult | None, *, frame_index: int, fps: float, time_s: float | None = None,
+                      tracks: Any = None) -> dict[str, Any]:
+    """One line of a video's JSON Lines file (after the header line).
+
+    ``tracks``: the frame's :class:`~sapiens2.video.temporal.FrameTracks` (track ids, smoothed keypoints, person
+    depths, pointmap scale), or None. ``time_s`` defaults to ``frame_index / fps``. ``pose`` None (a pointmap
+    video without pose) gives a record without people.
+    """
+    when = frame_index / fps if time_s is None else time_s
+    record: dict[str, Any] = {"frame_index": int(frame_index), "time_s": round(float(when), 6)}
+    if pose is not None:
+        extras = {}
+        if tracks is not None:
+            extras = dict(track_ids=tracks.track_ids, smoothed_keypoints=tracks.keypoints,
+                          depth_raw=tracks.depth_raw, depth=tracks.depth)
+        record.update(box_source=pose.box_source, num_people=pose.num_people, people=people_records(pose, **extras))
+    if tracks is not None and tracks.scale_raw is not None:
+        record["pointmap_scale"] = {"raw": round(float(tracks.scale_raw), 6),
+                                    "smoothed": round(float(tracks.scale), 6)}
+    return record

@@ -7,6 +7,11 @@
 - Overlap: images are read by a small thread pool ahead of the model, and files are written by another while
   the model runs on the next batch (OpenCV and NumPy release the GIL for decoding, encoding and file I/O).
   Memory stays bounded: at most a few batches are in flight. Video frames are streamed, never all held.
+- Videos (files, image-sequence folders, cameras, stream URLs: :mod:`sapiens2.video.sources`) are decoded on a
+  reader thread ahead of the model (:class:`~sapiens2.video.prefetch.Prefetcher`); people are tracked and their
+  keypoints, depth and the pointmap scale smoothed (:class:`~sapiens2.video.temporal.TemporalProcessor`). Frames
+  that do not decode and streams that end early are reported as issues and the rest is processed. Ctrl-C during
+  a video (the way to stop a camera) publishes what was processed so far and stops the job.
 """
 from __future__ import annotations
 
@@ -23,13 +28,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sapiens2.io import (InputItem, VideoReadError, VideoWriter, atomic_open,
-                         load_image, open_video, should_skip)
+from sapiens2.io import (InputItem, VideoReadError, VideoWriter, atomic_open, load_image, should_skip,
+                         write_json)
 from sapiens2.tasks.results import Prediction
 
 from .naming import output_bases
-from .outputs import (OutputOptions, frame_base, image_outputs, order_tasks, render_task, video_outputs,
-                      with_suffix, write_prediction)
+from .outputs import (SUMMARY_SUFFIX, OutputOptions, frame_base, image_outputs, order_tasks, render_task,
+                      video_jsonl_suffix, video_outputs, with_suffix, write_prediction)
 from .pose_json import frame_pose_record, pose_header
 
 logger = logging.getLogger(__name__)
@@ -46,6 +51,73 @@ class InputFailure:
     reason: str
 
 
+@dataclass(frozen=True)
+class SourceItem:
+    """A video input that is not a plain file found by discovery: a camera, a stream URL or an image-sequence
+    folder (``--source``). Quacks like :class:`~sapiens2.io.InputItem` (``path``, ``relative``, ``is_video``)."""
+
+    spec: Any  # sapiens2.video.sources.SourceSpec
+
+    kind = "video"
+    is_video = True
+
+    @property
+    def path(self) -> Path:
+        return Path(self.spec.display)
+
+    @property
+    def relative(self) -> Path:
+        return Path(self.spec.stem)
+
+    @property
+    def live(self) -> bool:
+        return bool(self.spec.live)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How videos are read and post-processed.
+
+    ``start`` / ``end``: first frame and the frame to stop before, as a source frame index (int) or a text for
+    :func:`~sapiens2.video.sources.parse_position` (``"12.5"`` s, ``"1:30"``, ``"300f"``). ``max_frames``: stop
+    after this many processed frames (cameras and streams never end on their own). ``track``: track ids for the
+    people. ``smoothing``: ``"none"``, ``"light"`` or ``"strong"``. ``prefetch``: frames decoded ahead on a thread
+    (0: decode in the model's thread). ``frame_files``: write the per-frame data files. ``fps``: frame rate of
+    image-sequence folders (and an override for sources that report none).
+    """
+
+    start: int | str | None = None
+    end: int | str | None = None
+    max_frames: int | None = None
+    track: bool = True
+    smoothing: str = "light"
+    prefetch: int = 8
+    frame_files: bool = True
+    fps: float | None = None
+
+
+@dataclass
+class VideoReport:
+    """What happened to one video (also written to its ``.summary.json``)."""
+
+    source: str
+    frames: int = 0
+    people: int = 0  # person detections summed over frames
+    tracks: int = 0
+    wall_s: float = 0.0
+    wait_s: float = 0.0  # time the model waited for decoded frames
+    issues: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def idle_share(self) -> float:
+        return self.wait_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
 @dataclass
 class JobSummary:
     """What a job did. ``images``/``frames`` count predictions made; ``stage_s`` sums ``Prediction.timings``."""
@@ -60,6 +132,8 @@ class JobSummary:
     files_written: int = 0
     wall_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=dict)
+    videos: list[VideoReport] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def predictions(self) -> int:
@@ -78,6 +152,13 @@ class JobSummary:
         out = [f"inputs: {self.total} ({self.done} done, {self.skipped} skipped, {len(self.failed)} failed)",
                f"predicted: {self.images} image(s), {self.frames} video frame(s); people found: {self.people}",
                f"time: {self.wall_s:.1f} s, {self.per_second:.2f} images/s; files written: {self.files_written}"]
+        for video in self.videos:
+            out.append(f"video {video.source}: {video.frames} frame(s), {video.tracks} track(s), "
+                       f"{video.frames_per_second:.2f} frames/s, model waiting for frames "
+                       f"{100 * video.idle_share:.1f}% of the time" + (" (interrupted)" if video.interrupted else ""))
+            out += [f"  issue: {issue}" for issue in video.issues]
+        if self.interrupted:
+            out.append("interrupted: the inputs after the current one were not processed")
         if self.failed:
             out.append("failed inputs:")
             out += [f"  {f.path}: {f.reason}" for f in self.failed]
@@ -120,7 +201,8 @@ class PredictJob:
     def __init__(self, predictor: PredictorLike, tasks: Sequence[str], output_dir: str | Path,
                  options: OutputOptions | None = None, *, overwrite: bool = False, every: int = 1,
                  progress: bool = False, read_workers: int = 2, write_workers: int = 2, max_pending: int = 8,
-                 boxes_for: Callable[[InputItem], Any] | None = None):
+                 boxes_for: Callable[[InputItem], Any] | None = None, video: VideoOptions | None = None,
+                 open_capture: Callable[[Any], Any] | None = None):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.predictor = predictor
@@ -134,6 +216,8 @@ class PredictJob:
         self.write_workers = max(1, write_workers)
         self.max_pending = max(1, max_pending)
         self.boxes_for = boxes_for
+        self.video = video or VideoOptions()
+        self.open_capture = open_capture  # replaces cv2.VideoCapture for cameras/streams/files (tests: fakes)
 
     # ------------------------------------------------------------------ planning
     def plan(self, items: Sequence[InputItem]) -> list[tuple[InputItem, Path, bool]]:
@@ -142,7 +226,8 @@ class PredictJob:
         for item, base in zip(items, output_bases(items, self.output_dir)):
             expected = video_outputs(base, self.tasks) if item.is_video else image_outputs(base, self.tasks,
                                                                                                self.options)
-            plan.append((item, base, should_skip(expected, self.overwrite)))
+            live = isinstance(item, SourceItem) and item.live  # a camera is never "already done"
+            plan.append((item, base, not live and should_skip(expected, self.overwrite)))
         return plan
 
     def _estimated_work(self, plan) -> int:
@@ -153,10 +238,16 @@ class PredictJob:
             if not item.is_video:
                 total += 1
                 continue
+            if isinstance(item, SourceItem) and item.live:
+                return None  # unknown: a camera has no end
             try:
-                total += math.ceil(max(open_video(item.path).frame_count, 1) / self.every)
-            except VideoReadError:
+                count = self._open_source(item).frame_count
+                total += math.ceil(max(count, 1) / self.every)
+            except (VideoReadError, ValueError):
                 total += 1  # it will fail and be counted as one unit
+        if self.video.max_frames is not None:
+            total = min(total, self.video.max_frames * sum(1 for it, _, d in plan if it.is_video and not d)
+                        + sum(1 for it, _, d in plan if not it.is_video and not d))
         return total
 
     # ------------------------------------------------------------------ running
@@ -180,6 +271,11 @@ class PredictJob:
                 for item, base in todo:
                     if item.is_video:
                         self._run_video(item, base, summary, writer, bar)
+                        if summary.interrupted:
+                            break
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            logger.warning("interrupted")
         finally:
             bar.close()
             summary.wall_s = time.perf_counter() - start
@@ -283,24 +379,49 @@ class PredictJob:
             finish(*writes.popleft())
 
     # ------------------------------------------------------------------ videos
-    def _run_video(self, item: InputItem, base: Path, summary: JobSummary, writer: ThreadPoolExecutor,
-                   bar) -> None:
+    def _open_source(self, item):
+        from sapiens2.video.sources import SourceSpec, open_source
+
+        spec = item.spec if isinstance(item, SourceItem) else SourceSpec("file", Path(item.path))
+        return open_source(spec, fps=self.video.fps, open_capture=self.open_capture)
+
+    def _frame_range(self, fps: float) -> tuple[int, int | None]:
+        from sapiens2.video.sources import parse_position
+
+        def index(value) -> int | None:
+            return value if value is None or isinstance(value, int) else parse_position(str(value), fps)
+
+        start, end = index(self.video.start), index(self.video.end)
+        start = start or 0
+        if end is not None and end <= start:
+            raise ValueError(f"the end ({self.video.end}) is not after the start ({self.video.start or 0})")
+        return start, end
+
+    def _run_video(self, item, base: Path, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
+        from sapiens2.video.prefetch import Prefetcher
+        from sapiens2.video.temporal import TemporalProcessor
+
+        began = time.perf_counter()
         try:
-            source = open_video(item.path)
-        except VideoReadError as exc:
+            source = self._open_source(item)
+            start, end = self._frame_range(source.fps)
+            temporal = TemporalProcessor(track=self.video.track, smoothing=self.video.smoothing)
+        except (VideoReadError, ValueError) as exc:
             self._fail(summary, item.path, exc)
             bar.update(1)
             return
+        report = VideoReport(source=str(item.path))
         fps = source.fps / self.every
-        inflight: deque[tuple[int, np.ndarray]] = deque()
+        inflight: deque = deque()
         frame_writes: deque[Future] = deque()
         files = 0
-        people = 0
+        frames_iter = source.frames(step=self.every, start=start, end=end, max_frames=self.video.max_frames)
+        reader = Prefetcher(frames_iter, depth=self.video.prefetch)
 
         def feed() -> Iterator[Any]:
-            for index, rgb in source.frames(step=self.every):
-                inflight.append((index, rgb))
-                yield predict_input(rgb, frame_index=index)
+            for frame in reader:
+                inflight.append(frame)
+                yield predict_input(frame.rgb, frame_index=frame.index)
 
         def drain(limit: int) -> int:
             written = 0
@@ -308,46 +429,74 @@ class PredictJob:
                 written += len(frame_writes.popleft().result())  # a failed write fails the whole video
             return written
 
+        jsonl_suffix = video_jsonl_suffix(self.tasks)
         try:
             with ExitStack() as stack:
+                # callbacks run last-in first-out: stop the reader thread before the capture it reads is released
+                stack.callback(getattr(source, "close", lambda: None))
+                stack.callback(reader.close)
                 videos = {task: stack.enter_context(VideoWriter(with_suffix(base, f".{task}.mp4"), fps))
                           for task in self.tasks}
-                pose_lines = None
-                if "pose" in self.tasks:
-                    pose_lines = stack.enter_context(atomic_open(with_suffix(base, ".pose.jsonl"), "w"))
+                lines = None
+                if jsonl_suffix is not None:
+                    lines = stack.enter_context(atomic_open(with_suffix(base, jsonl_suffix), "w"))
                     header = pose_header(model=self.options.model_names.get("pose"), fps=fps, kind="video",
                                          image_size=(source.height, source.width))
-                    header.update(source_fps=source.fps, every=self.every)
-                    pose_lines.write(_json_line(header))
+                    if "pose" not in self.tasks:
+                        header = {"format": "sapiens2.frames.video", "format_version": header["format_version"],
+                                  "fps": fps, "image_size": header["image_size"]}
+                    preset = temporal.preset
+                    header.update(source_fps=source.fps, every=self.every, start_frame=start, end_frame=end,
+                                  tracking=temporal.track,
+                                  smoothing=preset.describe() if preset is not None else None)
+                    lines.write(_json_line(header))
                 # Annotated videos are rendered and encoded on one extra thread, in frame order. Entered last
                 # so that on an error it finishes before the writers it feeds are discarded.
                 sink = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="s2-video"))
                 sink_jobs: deque[Future] = deque()
-                frames = 0
-                for prediction in self.predictor.predict_many(feed()):
-                    index, rgb = inflight.popleft()
-                    prediction.frame_index = index
-                    self._count(summary, prediction)
-                    frames += 1
-                    if prediction.pose is not None:
-                        people += prediction.pose.num_people
-                    frame_writes.append(writer.submit(write_prediction, prediction, rgb, frame_base(base, index),
-                                                      self.tasks, self.options, video_frame=True))
-                    sink_jobs.append(sink.submit(self._video_frame, prediction, rgb, videos, pose_lines, fps))
-                    while len(sink_jobs) > self.max_pending or (sink_jobs and sink_jobs[0].done()):
-                        sink_jobs.popleft().result()
-                    files += drain(self.max_pending)
-                    bar.update(1)
+                try:
+                    for prediction in self.predictor.predict_many(feed()):
+                        frame = inflight.popleft()
+                        prediction.frame_index = frame.index
+                        tracks = temporal(prediction, frame.time_s)
+                        written = _at_smoothed_scale(prediction, tracks)
+                        self._count(summary, prediction)
+                        report.frames += 1
+                        if self.video.frame_files:
+                            frame_writes.append(writer.submit(write_prediction, written, frame.rgb,
+                                                              frame_base(base, frame.index), self.tasks,
+                                                              self.options, video_frame=True))
+                        sink_jobs.append(sink.submit(self._video_frame, written, frame, tracks, videos, lines,
+                                                     fps))
+                        while len(sink_jobs) > self.max_pending or (sink_jobs and sink_jobs[0].done()):
+                            sink_jobs.popleft().result()
+                        files += drain(self.max_pending)
+                        bar.update(1)
+                except KeyboardInterrupt:  # stop here, publish what was processed
+                    report.interrupted = summary.interrupted = True
+                    logger.warning("%s: interrupted after %d frame(s); writing what was processed", item.path,
+                                   report.frames)
                 for job in sink_jobs:
                     job.result()
                 files += drain(0)
-                if frames == 0:
-                    raise VideoReadError(item.path, "no frame could be decoded")
+                if report.frames == 0:
+                    reason = "no frame could be decoded" if not source.issues else source.issues[-1]
+                    raise VideoReadError(item.path, reason if not report.interrupted else "interrupted before "
+                                         "the first frame")
                 # leaving the stack publishes the JSON Lines and the videos (all or none on error)
-            summary.frames += frames
-            summary.files_written += files + len(videos) + (pose_lines is not None)
+            report.people = temporal.people_frames
+            report.tracks = temporal.total_tracks
+            report.issues = list(source.issues)
+            report.wait_s = reader.wait_s
+            report.wall_s = time.perf_counter() - began
+            write_json(with_suffix(base, SUMMARY_SUFFIX), self._video_summary(report, source, fps, start, end,
+                                                                              temporal))
+            summary.videos.append(report)
+            summary.frames += report.frames
+            summary.files_written += files + len(videos) + (lines is not None) + 1
             summary.done += 1
-            logger.info("%s: %d frame(s), %d people-frame(s)", item.path, frames, people)
+            logger.info("%s: %d frame(s), %d people-frame(s), %d track(s)", item.path, report.frames,
+                        report.people, report.tracks)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -355,13 +504,44 @@ class PredictJob:
                 future.cancel()
             self._fail(summary, item.path, exc)
 
-    def _video_frame(self, prediction: Prediction, rgb: np.ndarray, videos: dict[str, VideoWriter],
-                     pose_lines, fps: float) -> None:
+    def _video_summary(self, report: VideoReport, source, fps: float, start: int, end: int | None,
+                       temporal) -> dict[str, Any]:
+        preset = temporal.preset
+        return {
+            "format": "sapiens2.video.summary", "source": report.source, "tasks": list(self.tasks),
+            "source_fps": source.fps, "output_fps": fps, "every": self.every, "start_frame": start,
+            "end_frame": end, "image_size": {"height": source.height, "width": source.width},
+            "frames": report.frames, "people": report.people, "tracks": report.tracks,
+            "tracking": temporal.track, "smoothing": preset.describe() if preset is not None else None,
+            "wall_s": round(report.wall_s, 3), "frames_per_second": round(report.frames_per_second, 3),
+            "model_wait_s": round(report.wait_s, 3), "model_idle_share": round(report.idle_share, 4),
+            "issues": report.issues, "interrupted": report.interrupted,
+        }
+
+    def _video_frame(self, prediction: Prediction, frame, tracks, videos: dict[str, VideoWriter], lines,
+                     fps: float) -> None:
         for task, video in videos.items():
-            video.write(render_task(prediction, rgb, task))
-        if pose_lines is not None:
-            pose_lines.write(_json_line(frame_pose_record(prediction.pose, frame_index=prediction.frame_index,
-                                                          fps=fps * self.every)))
+            if task == "pose":
+                image = render_task(prediction, frame.rgb, task, track_ids=tracks.track_ids,
+                                    keypoints=tracks.keypoints)
+            else:
+                image = render_task(prediction, frame.rgb, task)
+            video.write(image)
+        if lines is not None:
+            lines.write(_json_line(frame_pose_record(prediction.pose, frame_index=frame.index, fps=fps * self.every,
+                                                     time_s=frame.time_s, tracks=tracks)))
+
+
+def _at_smoothed_scale(prediction: Prediction, tracks) -> Prediction:
+    """The prediction with its pointmap at the smoothed scale (the same object when there is nothing to do)."""
+    factor = tracks.pointmap_factor
+    if prediction.pointmap is None or factor == 1.0:
+        return prediction
+    import dataclasses
+
+    pointmap = dataclasses.replace(prediction.pointmap, pointmap=prediction.pointmap.pointmap * np.float32(factor),
+                                   scale=float(tracks.scale))
+    return dataclasses.replace(prediction, pointmap=pointmap)
 
 
 def predict_input(image: Any, *, source: Path | None = None, frame_index: int | None = None, boxes: Any = None):
@@ -377,4 +557,5 @@ def _json_line(obj: dict) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
 
 
-__all__ = ["InputFailure", "JobSummary", "PredictJob", "PredictorLike", "predict_input"]
+__all__ = ["InputFailure", "JobSummary", "PredictJob", "PredictorLike", "SourceItem", "VideoOptions", "VideoReport",
+           "predict_input"]
