@@ -1,0 +1,148 @@
+"""Run a task model over an evaluation dataset and accumulate the task's metrics.
+
+- pose: each ground-truth box is cropped (no augmentation), heatmaps are decoded (UDP + DARK-UDP), optionally
+  averaged with the flipped crop's, mapped back to the image and scored with COCO OKS AP (``PoseMetrics``).
+- seg: argmax of the logits at the label size -> ``SegMetrics``.
+- normal / albedo: the raw output against the target inside the mask -> ``NormalMetrics`` / ``AlbedoMetrics``.
+- pointmap: the canonical output divided by the predicted scale (metres) against the metric target ->
+  ``PointmapMetrics``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import METRICS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "make_metric", "predict_batch"]
+
+
+def make_metric(task: str):
+    if task not in METRICS:
+        raise ValueError(f"no metrics for task {task!r}; tasks: {', '.join(METRICS)}")
+    if task == "pose":
+        return METRICS[task](nms_threshold=None)  # one prediction per ground-truth box: nothing to suppress
+    return METRICS[task]()
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else torch.as_tensor(vals)
+    return out
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def predict_batch(model: nn.Module, images: torch.Tensor, autocast: torch.dtype | None = None,
+                  flip_test: bool = False):
+    """Model outputs in float32 (pose heatmaps with the official flip test when asked)."""
+    ctx = torch.autocast(images.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with ctx:
+        out = model(images)
+        if flip_test:
+            from ..tasks.pose.flip import flip_test_average
+            out = flip_test_average(out.float(), model(images.flip(-1)).float())
+    if isinstance(out, (tuple, list)):
+        return tuple(o.float() for o in out)
+    return out.float()
+
+
+def evaluate(model: nn.Module, dataset, *, batch_size: int = 4, device: torch.device | str | None = None,
+             autocast: torch.dtype | None = None, flip_test: bool = False, num_workers: int = 0,
+             progress: bool = False, pck_thresholds: tuple[float, ...] = (0.05, 0.1, 0.2)) -> dict[str, Any]:
+    """Metrics of ``model`` on ``dataset`` (a :class:`TopDownPoseDataset` or :class:`DenseDataset` built with
+    ``recipe=None``). The model is run in whatever mode it is in (call ``.eval()`` first).
+
+    Pose adds to the COCO OKS AP/AR ``PCK@t``: the fraction of labelled keypoints within ``t`` x the longer side
+    of the ground-truth box (finer-grained than AP, which needs all 308 points right at once), and
+    ``mean_error_box``, the mean keypoint distance in units of that side.
+    """
+    task = dataset.task
+    if task == "pose" and getattr(dataset, "recipe", None) is not None:
+        raise ValueError("evaluate needs the deterministic eval crops: build the pose dataset with recipe=None")
+    if task != "pose" and getattr(dataset, "recipe", None) is not None:
+        raise ValueError("evaluate needs the deterministic eval resize: build the dataset with recipe=None")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    metric = make_metric(task)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    if progress:
+        from tqdm import tqdm
+        loader = tqdm(loader, desc=f"eval {task}", unit="batch")
+    per_image: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for batch in loader:
+        images = batch["image"].to(device)
+        out = predict_batch(model, images, autocast, flip_test and task == "pose")
+        if task == "pose":
+            _pose_update(per_image, out, batch, dataset)
+        elif task == "seg":
+            labels = batch["seg"].numpy()
+            logits = out if out.shape[-2:] == labels.shape[-2:] else F.interpolate(
+                out, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            metric.update(logits.argmax(1).cpu().numpy(), labels)
+        elif task == "pointmap":
+            points, scale = out
+            gt = batch["pointmap"]
+            points = _fit(points, gt)
+            scale = scale.reshape(-1)
+            if bool((scale <= 0).any()):  # an untrained scale head: score it as a tiny scale, not a crash
+                logger.warning("the model predicted a non-positive pointmap scale; clamped to 1e-6")
+                scale = scale.clamp(min=1e-6)
+            metric.update(_nhwc(points), _nhwc(gt), batch["mask"][:, 0].numpy(), pred_scale=scale.cpu().numpy())
+        else:
+            gt = batch[task]
+            metric.update(_nhwc(_fit(out, gt)), _nhwc(gt), batch["mask"][:, 0].numpy())
+    if task == "pose":
+        return _pose_metrics(metric, per_image, dataset, pck_thresholds)
+    return metric.compute()
+
+
+def _pose_metrics(metric, per_image, dataset, pck_thresholds) -> dict[str, Any]:
+    people = {p.ann_id: p for p in dataset.people}
+    errors = []
+    for image_id, preds in sorted(per_image.items()):
+        gts = []
+        for ann_id, kp, _ in preds:
+            p = people[ann_id]
+            x1, y1, x2, y2 = p.bbox_xyxy
+            gts.append({"keypoints": p.keypoints, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": p.area})
+            labelled = p.keypoints[:, 2] > 0
+            side = max(x2 - x1, y2 - y1)
+            errors.append(np.linalg.norm(kp[labelled] - p.keypoints[labelled, :2], axis=1) / side)
+        metric.update({"keypoints": np.stack([k for _, k, _ in preds]), "scores": np.stack([s for _, _, s in preds])},
+                      gts, image_id=image_id)
+    out = metric.compute()
+    err = np.concatenate(errors) if errors else np.zeros(0)
+    for t in pck_thresholds:
+        out[f"PCK@{t:g}"] = float((err < t).mean()) if err.size else float("nan")
+    out["mean_error_box"] = float(err.mean()) if err.size else float("nan")
+    return out
+
+
+def _fit(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    if pred.shape[-2:] == gt.shape[-2:]:
+        return pred
+    return F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _pose_update(per_image, heatmaps: torch.Tensor, batch: dict[str, Any], dataset) -> None:
+    from ..tasks.pose.codec import decode_udp_heatmaps
+    from ..tasks.pose.crop import decoded_to_image
+    kp, scores = decode_udp_heatmaps(heatmaps.cpu().numpy(), dataset.input_wh)
+    image_kp = decoded_to_image(kp, batch["center"].numpy(), batch["size"].numpy(), dataset.input_wh)
+    for i, (image_id, ann_id) in enumerate(zip(batch["image_id"].tolist(), batch["ann_id"].tolist())):
+        per_image[int(image_id)].append((int(ann_id), image_kp[i], scores[i]))

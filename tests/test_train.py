@@ -1,0 +1,249 @@
+"""Trainer: config, optimiser, checkpoints in the official layout, exact resume, CLI, and per-task learning."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import sapiens2
+from sapiens2.data.datasets import build_dataset
+from sapiens2.data.synth import write_dataset
+from sapiens2.evaluation.runner import evaluate
+from sapiens2.training.checkpointing import list_checkpoints
+from sapiens2.training.config import OptimConfig, default_config, load_config
+from sapiens2.training.logging import read_metrics_csv
+from sapiens2.training.optim import layer_id, lr_factor, param_groups
+from sapiens2.training.trainer import Trainer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 2 shared cores: more threads only oversubscribe (measured ~8x slower on this machine).
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("train"), num=24, seed=0, height=128, width=96, max_people=1,
+                         progress=False)
+
+
+def tiny(task, data, out, **over):
+    sets = {"data.train": str(data), "data.input_size": "[64,48]", "data.batch_size": 4, "data.num_workers": 0,
+            "num_iters": 6, "optim.lr": 1e-3, "optim.warmup_iters": 2, "progress": "false", "output_dir": str(out),
+            "save_every": 0, "eval_every": 0, "device": "cpu", "log_every": 1, **over}
+    return load_config(task, "sapiens2_tiny", overrides=[f"{k}={v}" for k, v in sets.items()])
+
+
+def test_official_defaults_and_overrides(tmp_path):
+    c = default_config("pose", "sapiens2-pretrain-1b")
+    assert (c.optim.lr, c.optim.weight_decay, c.optim.layer_decay_rate, c.optim.clip_grad, c.num_iters) == \
+        (5e-4, 0.1, 0.9, 4.0, 20000)
+    assert c.optim.warmup_iters == 500 and c.data.input_size == (1024, 768) and c.data.batch_size == 1
+    assert default_config("normal", "sapiens2-pretrain-5b").optim.lr == 1e-4
+    assert default_config("seg", "sapiens2-pretrain-0.4b").optim.layer_decay_rate == 0.8
+    (tmp_path / "c.yaml").write_text("num_iters: 7\noptim:\n  lr: 0.002\ndata:\n  input_size: [128, 96]\n"
+                                     "loss:\n  dice_weight: 0\n")
+    c = load_config("seg", "sapiens2_tiny", tmp_path / "c.yaml", ["optim.lr=3e-3", "data.augment=false",
+                                                                  "loss.ce_weight=2"])
+    assert (c.num_iters, c.optim.lr, c.data.input_size, c.data.augment) == (7, 3e-3, (128, 96), False)
+    assert c.loss == {"dice_weight": 0, "ce_weight": 2}
+    with pytest.raises(ValueError, match="did you mean 'lr'"):
+        load_config("seg", overrides=["optim.lrr=1"])
+    with pytest.raises(ValueError, match="integer"):
+        load_config("seg", overrides=["num_iters=1.5"])
+    with pytest.raises(ValueError, match="unknown training task"):
+        load_config("matting")
+    with pytest.raises(ValueError, match="rope_dtype=fp32"):
+        load_config("seg", overrides=["precision=fp16"])
+
+
+def test_layer_decay_groups_and_schedule():
+    model = sapiens2.build_model("seg", "sapiens2_tiny", img_size=(32, 32))
+    depth = model.backbone.arch.depth
+    assert layer_id("backbone.cls_token", depth) == 0 and layer_id("backbone.patch_embed.projection.weight", depth) == 0
+    assert layer_id("backbone.blocks.3.attn.wq.weight", depth) == 4
+    assert layer_id("backbone.ln1.weight", depth) == layer_id("decode_head.conv_seg.weight", depth) == depth + 1
+    groups = param_groups(model.named_parameters(), depth, 1.0, 0.1, 0.5)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["decode_head.conv_seg.weight"]["lr"] == 1.0
+    assert by_name["backbone.blocks.0.attn.wq.weight"]["lr"] == pytest.approx(0.5 ** depth)
+    assert by_name["backbone.cls_token"]["lr"] == pytest.approx(0.5 ** (depth + 1))
+    assert by_name["decode_head.conv_seg.bias"]["weight_decay"] == 0.0
+    assert by_name["backbone.blocks.0.attn.wq.weight"]["weight_decay"] == 0.1
+    assert len(by_name) == sum(1 for _ in model.parameters())
+    cfg = OptimConfig(warmup_iters=10, warmup_start_factor=1e-3)
+    assert lr_factor(0, 110, cfg) == pytest.approx(1e-3) and lr_factor(10, 110, cfg) == 1.0
+    assert lr_factor(60, 110, cfg) == pytest.approx(0.5) and lr_factor(110, 110, cfg) == 0.0
+    cos = OptimConfig(warmup_iters=0, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(50, 100, cos) == pytest.approx(0.55)
+
+
+def test_resume_reproduces_the_uninterrupted_run(data, tmp_path):
+    full = Trainer(tiny("seg", data, tmp_path / "a", save_every=2, keep_last=2)).fit()
+    assert len(full.losses) == 6 and full.losses[-1] < full.losses[0] * 1.5
+    assert [p.name for p in list_checkpoints(tmp_path / "a")] == ["step_00000004", "step_00000006"]
+    part = Trainer(tiny("seg", data, tmp_path / "b", save_every=2), stop_after=3).fit()
+    assert len(part.losses) == 3
+    rest = Trainer(tiny("seg", data, tmp_path / "b", save_every=2), resume=True).fit()
+    assert rest.start_step == 3 and len(rest.losses) == 3
+    assert part.losses + rest.losses == full.losses  # bit-identical curve
+    rows = [(s, v) for s, n, v in read_metrics_csv(tmp_path / "b" / "metrics.csv") if n == "train/loss"]
+    assert [s for s, _ in rows] == [1, 2, 3, 4, 5, 6]  # one clean history after the resume
+    a = safe_open(str(tmp_path / "a" / "model.safetensors"), "pt")
+    b = safe_open(str(tmp_path / "b" / "model.safetensors"), "pt")
+    assert set(a.keys()) == set(b.keys())
+    assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+
+
+def test_checkpoint_is_official_layout_and_loads_for_predict_and_eval(data, tmp_path, capsys):
+    Trainer(tiny("pointmap", data, tmp_path, **{"data.input_size": "[64,48]",
+                                                "head": '{"scale_conv_out_channels": [16], '
+                                                        '"scale_conv_kernel_sizes": [1]}'})).fit()
+    path = tmp_path / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        keys = set(f.keys())
+        assert f.metadata()["task"] == "pointmap" and f.metadata()["img_size"] == "64x48"
+    model = sapiens2.build_model("pointmap", "sapiens2_tiny", img_size=(64, 48),
+                                 head_config={"scale_conv_out_channels": (16,), "scale_conv_kernel_sizes": (1,)})
+    assert keys == set(model.state_dict())
+    assert all(k.startswith(("backbone.", "decode_head.")) for k in keys)
+    loaded = sapiens2.load_model(path, img_size=(64, 48))
+    assert loaded.task == "pointmap"
+    from sapiens2.cli import eval as eval_cli
+    p = argparse.ArgumentParser()
+    eval_cli.add_parser(p)
+    out = tmp_path / "res.json"
+    args = p.parse_args(["--task", "pointmap", "--data", str(data), "--checkpoint", str(path), "-o", str(out),
+                         "--no-progress", "--device", "cpu"])
+    assert eval_cli.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "dist_m" in printed and "abs_rel" in printed
+    saved = json.loads(out.read_text())
+    assert saved["task"] == "pointmap" and saved["items"] == 24 and saved["input_size"] == [64, 48]
+    assert np.isfinite(saved["metrics"]["dist_m"])
+
+
+def test_cli_train_flags_and_errors(data, tmp_path, capsys):
+    from sapiens2.cli import train as train_cli
+    p = argparse.ArgumentParser()
+    train_cli.add_parser(p)
+    args = p.parse_args(["--task", "albedo", "--data", str(data), "--model", "sapiens2_tiny", "--iters", "3",
+                         "--batch-size", "2", "-o", str(tmp_path), "--set", "data.input_size=[64,48]",
+                         "--set", "data.num_workers=0", "--set", "device=cpu", "--val-fraction", "0.25",
+                         "--no-progress"])
+    assert train_cli.run(args) == 0
+    out = capsys.readouterr().out
+    assert "trained albedo for steps 1..3" in out and "mae" in out
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "model.safetensors").exists()
+    args = p.parse_args(["--task", "seg", "--data", str(data), "--set", "optim.bogus=1"])
+    assert train_cli.run(args) == 2
+    assert "unknown config key 'optim.bogus'" in capsys.readouterr().err
+    args = p.parse_args(["--task", "seg", "--data", str(data), "--print-config", "--lr", "0.01"])
+    assert train_cli.run(args) == 0
+    assert "lr: 0.01" in capsys.readouterr().out
+
+
+# -- learning on synthetic humans: loss halves and held-out metric beats a trivial baseline ------------------
+
+def _always_background_miou(val):
+    from sapiens2.evaluation import SegMetrics
+    m = SegMetrics()
+    for i in range(len(val)):
+        gt = val[i]["seg"].numpy()
+        m.update(np.zeros_like(gt), gt)
+    return m.compute()["mIoU"]
+
+
+def _box_centre_pck(val, threshold=0.1):
+    """PCK of the trivial pose: every keypoint at the box centre."""
+    hits = []
+    for p in val.people:
+        centre = (p.bbox_xyxy[:2] + p.bbox_xyxy[2:]) / 2
+        side = max(p.bbox_xyxy[2:] - p.bbox_xyxy[:2])
+        lab = p.keypoints[:, 2] > 0
+        hits.append(np.linalg.norm(p.keypoints[lab, :2] - centre, axis=1) / side < threshold)
+    return float(np.concatenate(hits).mean())
+
+
+def _constant_mean_metric(task, key, train, val):
+    """The metric of predicting, everywhere, the mean target of the training images (masked pixels)."""
+    from sapiens2.evaluation.runner import make_metric
+    vals = [train[i][task].numpy().reshape(3, -1)[:, train[i]["mask"].numpy().reshape(-1) > 0]
+            for i in range(len(train))]
+    mean = np.concatenate(vals, 1).mean(1)
+    m = make_metric(task)
+    for i in range(len(val)):
+        gt = val[i][task].numpy().transpose(1, 2, 0)
+        m.update(np.broadcast_to(mean, gt.shape).copy(), gt, val[i]["mask"].numpy()[0])
+    return m.compute()[key]
+
+
+LEARNING = {
+    # task: (config overrides, metric, higher is better)
+    "seg": ({"data.input_size": "[128,96]", "num_iters": 100, "loss.class_weight": "null"}, "mIoU", True),
+    "pose": ({"num_iters": 60, "data.sigma": 1.5}, "PCK@0.1", True),
+    "normal": ({"num_iters": 50}, "mean_deg", False),
+    "albedo": ({"num_iters": 50}, "mae", False),
+    "pointmap": ({"num_iters": 50, "head": '{"scale_conv_out_channels": [16], "scale_conv_kernel_sizes": [1]}'},
+                 "dist_m", False),
+}
+
+
+@pytest.mark.parametrize("task", list(LEARNING))
+def test_learning(task, data, tmp_path):
+    over, key, higher = LEARNING[task]
+    cfg = tiny(task, data, tmp_path, **{"optim.lr": 2e-2, "optim.warmup_iters": 5, "optim.layer_decay_rate": 0.9,
+                                        "data.val_fraction": 0.25, "data.augment": "false", **over})
+    result = Trainer(cfg).fit()
+    first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
+    assert last < 0.5 * first, f"{task} loss {first:.4g} -> {last:.4g}"
+    val = build_dataset(task, data, train=False, input_hw=cfg.data.input_size, image_ids=list(range(18, 24)),
+                        sigma=cfg.data.sigma)
+    trained = result.metrics[key]  # on the 6 held-out images (val_fraction 0.25 = the last ids)
+    torch.manual_seed(cfg.seed)  # the same initial weights, untrained: the "no learning" reference
+    from sapiens2.training.trainer import build_training_model
+    untrained = evaluate(build_training_model(task, "sapiens2_tiny", cfg.data.input_size, cfg.head).eval(), val)[key]
+    better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
+    assert better(trained, untrained), f"{task}: trained {key}={trained:.4g}, untrained {untrained:.4g}"
+    if task == "seg":
+        base = _always_background_miou(val)
+        assert trained > base + 0.5, f"mIoU {trained:.3f} vs always-background {base:.3f}"
+    if task == "pose":
+        base = _box_centre_pck(val)
+        assert trained > base + 0.2, f"PCK@0.1 {trained:.3f} vs box centre {base:.3f}"
+    if task == "pointmap":  # metric points from the predicted scale beat the mean training point by >10%
+        train = build_dataset(task, data, train=False, input_hw=cfg.data.input_size, image_ids=list(range(18)))
+        base = _constant_mean_metric(task, key, train, val)
+        assert trained < 0.9 * base, f"dist_m {trained:.3f} vs constant mean point {base:.3f}"
+
+
+def test_activation_checkpointing_is_exact_and_frozen_backbone_stays(data, tmp_path):
+    plain = Trainer(tiny("normal", data, tmp_path / "p", num_iters=2)).fit()
+    ckpt = Trainer(tiny("normal", data, tmp_path / "c", num_iters=2, activation_checkpointing="true")).fit()
+    assert ckpt.losses == plain.losses
+    Trainer(tiny("normal", data, tmp_path / "f", num_iters=2, freeze_backbone="true")).fit()
+    torch.manual_seed(0)
+    from sapiens2.training.trainer import build_training_model
+    init = build_training_model("normal", "sapiens2_tiny", (64, 48)).state_dict()
+    with safe_open(str(tmp_path / "f" / "model.safetensors"), "pt") as f:
+        assert all(torch.equal(f.get_tensor(k), init[k]) for k in f.keys() if k.startswith("backbone."))
+        assert not all(torch.equal(f.get_tensor(k), init[k]) for k in f.keys() if k.startswith("decode_head."))
+
+
+def test_init_from_a_pretrain_checkpoint(data, tmp_path):
+    from safetensors.torch import save_file
+    torch.manual_seed(1)
+    backbone = sapiens2.build_backbone("sapiens2_tiny", img_size=(64, 48))
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp_path / "pre.safetensors"))
+    from sapiens2.training.trainer import build_training_model
+    model = build_training_model("seg", str(tmp_path / "pre.safetensors"), (64, 48))
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v)
