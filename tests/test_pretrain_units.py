@@ -22,7 +22,8 @@ from sapiens2.training.pretrain.losses import DINOClassLoss, mae_pixel_loss, pat
 from sapiens2.training.pretrain.masking import MaskSpec, block_mask, num_masked, random_mask, split_indices
 from sapiens2.training.pretrain.model import ObjectiveConfig, PretrainModel
 from sapiens2.training.pretrain.monitor import CollapseGuard, embedding_spread, teacher_entropies
-from sapiens2.training.pretrain.sources import PretrainDataError, expand_braces, iter_tar_samples, resolve_data
+from sapiens2.data.shards import iter_tar_samples
+from sapiens2.training.pretrain.sources import PretrainDataError, expand_braces, resolve_data
 from sapiens2.training.pretrain.views import ViewMaker, ViewSpec
 
 TINY_OBJECTIVE = ObjectiveConfig(decoder_dim=64, decoder_depth=1, decoder_heads=4, head_out_dim=128,

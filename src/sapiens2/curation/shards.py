@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from sapiens2.data.shards import iter_tar_samples
 from sapiens2.io.images import decode_image
 from sapiens2.io.writers import encode_image, write_json
 
@@ -122,18 +123,12 @@ def list_shards(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
 def iter_shards(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Iterator[tuple[str, np.ndarray, dict]]:
     """Stream ``(key, rgb uint8 (H, W, 3), meta dict)`` from curated shards, in shard then member order."""
     for shard in list_shards(paths):
-        pending: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(shard, "r|") as tar:  # streaming: works on pipes and object-store streams too
-            for member in tar:
-                if not member.isfile() or "." not in member.name:
-                    continue
-                key, ext = member.name.split(".", 1)
-                handle = tar.extractfile(member)
-                pending.setdefault(key, {})[ext] = handle.read() if handle is not None else b""
-                parts = pending[key]
-                if "jpg" in parts and "json" in parts:
-                    del pending[key]
-                    rgb = decode_image(parts["jpg"], name=f"{shard}:{key}.jpg").rgb
-                    yield key, rgb, json.loads(parts["json"].decode("utf-8"))
+        pending = 0
+        for key, parts in iter_tar_samples(shard):
+            if "jpg" not in parts or "json" not in parts:
+                pending += 1
+                continue
+            rgb = decode_image(parts["jpg"], name=f"{shard}:{key}.jpg").rgb
+            yield key, rgb, json.loads(parts["json"].decode("utf-8"))
         if pending:
-            log.warning("%s: %d sample(s) without both .jpg and .json were skipped", shard, len(pending))
+            log.warning("%s: %d sample(s) without both .jpg and .json were skipped", shard, pending)

@@ -19,7 +19,8 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ...io.images import decode_image
-from .sources import DataSource, image_member, iter_tar_samples
+from ...data.shards import image_member, iter_tar_samples
+from .sources import DataSource
 from .views import ViewMaker
 
 logger = logging.getLogger(__name__)

@@ -2,20 +2,16 @@
 
 ``--data`` accepts, comma-separated: a folder (its ``*.tar`` files, recursively, make it a shard source;
 otherwise its image files do), a ``.tar`` file, a glob (``shards/shard-*.tar``) or a brace range
-(``shard-{000000..000127}.tar``). Shards are read sequentially with ``tarfile``'s streaming mode, never indexed
-or extracted, so a collection larger than the disk cache streams through; members are grouped WebDataset-style
-by key (the member path up to the first dot of its file name): ``<key>.jpg`` + optional ``<key>.json``, as the
-curation pipeline writes them.
+(``shard-{000000..000127}.tar``). Shards are streamed by :mod:`sapiens2.data.shards`, the reader the curation
+pipeline's shards are read with too: ``<key>.jpg`` + optional ``<key>.json``.
 """
 from __future__ import annotations
 
 import glob
 import os
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ...errors import Sapiens2Error
 from ...io.images import IMAGE_EXTENSIONS
@@ -87,39 +83,3 @@ def resolve_data(spec: str | os.PathLike | list[str]) -> DataSource:
     if not images and not shards:
         raise PretrainDataError(f"no images or .tar shards found in {', '.join(entries)}")
     return DataSource("shards", tuple(sorted(shards))) if shards else DataSource("folder", tuple(sorted(images)))
-
-
-def sample_key(member_name: str) -> tuple[str, str]:
-    """WebDataset grouping: (key, extension) with the key up to the first dot of the file name."""
-    directory, _, base = member_name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    return (f"{directory}/{stem}" if directory else stem), ext.lower()
-
-
-def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream (key, {extension: bytes}) groups from one tar shard in file order, one member at a time."""
-    key, group = None, {}
-    with tarfile.open(path, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            k, ext = sample_key(member.name)
-            if k != key and group:
-                yield key, group
-                group = {}
-            key = k
-            handle = tar.extractfile(member)
-            group[ext] = handle.read() if handle is not None else b""
-    if group:
-        yield key, group
-
-
-def image_member(group: dict[str, bytes]) -> tuple[str, bytes] | None:
-    """The image member of a sample group (``jpg`` first, then any image extension), or None."""
-    for ext in ("jpg", "jpeg", "png", "webp"):
-        if ext in group:
-            return ext, group[ext]
-    for ext, data in group.items():
-        if "." + ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS:
-            return ext, data
-    return None
