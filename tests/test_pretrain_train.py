@@ -1,10 +1,8 @@
 """Pretraining runs on synthetic humans (tiny arch, CPU): losses fall, no collapse, exact resume, 2-process gloo
-equals 1 process, the CLI works, and the pretrained features beat random ones on a linear part-map probe."""
+equals 1 process, and the CLI works. The linear-probe usefulness check is in test_pretrain_probe.py."""
 from __future__ import annotations
 
 import os
-
-import torch.nn.functional as F
 import shutil
 import socket
 
@@ -140,63 +138,3 @@ def test_cli_pretrain_and_export(synth_folder, tmp_path):
     assert sapiens2.load_backbone(tmp_path / "student.safetensors").arch.name == "sapiens2_tiny"
     bad = parser.parse_args(["--data", str(tmp_path / "nothing_here"), "--arch", "tiny", "--out", str(out)])
     assert cli.run(bad) == 2
-
-
-PIXEL_MEAN = torch.tensor([123.675, 116.28, 103.53])[:, None, None]
-PIXEL_STD = torch.tensor([58.395, 57.12, 57.375])[:, None, None]
-
-
-def _probe_data(seed: int, n: int):
-    xs, ys = [], []
-    for i in range(n):
-        s = generate_sample(seed, i, 128, 96, 1)
-        xs.append((torch.from_numpy(s["image"]).permute(2, 0, 1).float() - PIXEL_MEAN) / PIXEL_STD)
-        onehot = F.one_hot(torch.from_numpy(s["seg"].astype(np.int64)), 29).permute(2, 0, 1).float()
-        ys.append(F.avg_pool2d(onehot[None], 16)[0].argmax(0))  # majority part per 16x16 patch
-    return torch.stack(xs), torch.stack(ys)
-
-
-def _miou(pred, gt) -> float:
-    return float(np.mean([((pred == c) & (gt == c)).sum().item() / ((pred == c) | (gt == c)).sum().item()
-                          for c in range(29) if (gt == c).any()]))
-
-
-def _linear_probe_miou(backbone, train, test) -> float:
-    """A 1x1-conv (per-patch linear) probe on frozen, standardised patch features; test-set mIoU."""
-    backbone.eval()
-    with torch.no_grad():
-        ftr, fte = backbone(train[0]), backbone(test[0])
-    flat = lambda f: f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # noqa: E731
-    x, xt = flat(ftr), flat(fte)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    x, xt = (x - mu) / sd, (xt - mu) / sd
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(x.shape[1], 29)
-    opt = torch.optim.AdamW(lin.parameters(), lr=0.05, weight_decay=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        F.cross_entropy(lin(x), train[1].reshape(-1)).backward()
-        opt.step()
-    with torch.no_grad():
-        return _miou(lin(xt).argmax(1), test[1].reshape(-1))
-
-
-@pytest.mark.skipif(os.environ.get("SAPIENS2_PRETRAIN_PROBE") != "1",
-                    reason="opt-in: at a ~60 s CPU budget (200 steps) the margin does NOT hold yet (measured "
-                           "mIoU 0.108 pretrained vs 0.114 random); run with SAPIENS2_PRETRAIN_PROBE=1")
-def test_linear_probe_pretrained_beats_random(tmp_path):
-    steps = int(os.environ.get("SAPIENS2_PRETRAIN_PROBE_STEPS", "200"))
-    root = tmp_path / "imgs"
-    root.mkdir()
-    for i in range(48):
-        cv2.imwrite(str(root / f"{i:04d}.png"), generate_sample(11, i, 128, 96, 1)["image"][..., ::-1])
-    cfg = small_config(root, tmp_path / "run", steps=steps, batch=8)
-    cfg.optim.lr = 1e-3
-    result = pretrain(cfg, keep_model=True)
-    torch.manual_seed(cfg.seed)  # the exact starting point of the pretraining run
-    random_init = build_pretrain_model(cfg, torch.device("cpu"))
-    train, test = _probe_data(101, 48), _probe_data(202, 24)
-    pretrained = _linear_probe_miou(result.model.teacher.backbone, train, test)
-    random = _linear_probe_miou(random_init.teacher.backbone, train, test)
-    print(f"linear probe mIoU: pretrained {pretrained:.3f}, random init {random:.3f}")
-    assert pretrained > random + 0.03

@@ -28,7 +28,50 @@ from ...evaluation import SegMetrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LinearProbe", "ProbeResult", "extract_patch_features", "fit_linear_probe", "linear_probe_miou"]
+__all__ = ["LinearProbe", "ProbeResult", "extract_patch_features", "fit_linear_probe", "linear_probe_miou",
+           "score_probe", "synthetic_part_set"]
+
+
+def _person_crop(image: np.ndarray, seg: np.ndarray, box: np.ndarray, size: tuple[int, int],
+                 margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (H, W) = ``size`` window centred on ``box`` (xywh), ``margin`` x its height (or width, whichever binds);
+    pixels beyond the image are reflected in the picture and ``255`` (ignored) in the labels."""
+    import cv2
+
+    out_h, out_w = size
+    x, y, w, h = (float(v) for v in box)
+    crop_w = max(w * margin, h * margin * out_w / out_h)
+    scale = out_w / crop_w
+    affine = np.array([[scale, 0, out_w / 2 - (x + w / 2) * scale], [0, scale, out_h / 2 - (y + h / 2) * scale]],
+                      np.float32)
+    img = cv2.warpAffine(image, affine, (out_w, out_h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+    lab = cv2.warpAffine(seg.astype(np.uint8), affine, (out_w, out_h), flags=cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+    return img, lab
+
+
+def synthetic_part_set(seed: int, count: int, size: tuple[int, int] = (128, 96), label_stride: int = 2,
+                       margin: float = 1.15) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """A probe set of ``count`` synthetic humans (stream ``seed``), each a ``size`` crop centred on one person
+    (top-down, as the part-segmentation model sees people). Returns normalised images (N, 3, H, W), part labels
+    (N, H/stride, W/stride) int64 sampled at the stride's pixel centres (255 = outside the picture), and the
+    uint8 RGB crops (N, H, W, 3) (e.g. to write out for pretraining)."""
+    from ...data.synth import generate_sample
+    from .views import PIXEL_MEAN, PIXEL_STD
+
+    if count < 1 or label_stride < 1:
+        raise ValueError(f"count and label_stride must be >= 1, got {count}, {label_stride}")
+    images, labels = [], []
+    for i in range(count):
+        sample = generate_sample(seed, i, size[0], size[1], 1)
+        img, lab = _person_crop(sample["image"], sample["seg"], sample["boxes"][0], size, margin)
+        images.append(img)
+        labels.append(lab[label_stride // 2::label_stride, label_stride // 2::label_stride])
+    rgb = np.stack(images)
+    mean = torch.tensor(PIXEL_MEAN)[:, None, None]
+    std = torch.tensor(PIXEL_STD)[:, None, None]
+    normalised = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() - mean) / std
+    return normalised, torch.from_numpy(np.stack(labels).astype(np.int64)), rgb
 
 
 @torch.no_grad()
@@ -81,13 +124,15 @@ def upsampled_pixels(features: torch.Tensor, labels: torch.Tensor, ignore_index:
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int = 29, l2: float = 1e-4,
-                     max_iter: int = 100, max_pixels: int = 200_000, ignore_index: int = 255,
-                     seed: int = 0) -> LinearProbe:
+                     max_iter: int = 100, max_pixels: int = 200_000, class_balance: float = 0.0,
+                     ignore_index: int = 255, seed: int = 0) -> LinearProbe:
     """Fit a :class:`LinearProbe` on cached ``features`` (N, C, h, w) against ``labels`` (N, H, W) int64 by
     full-batch L-BFGS on mean per-pixel cross-entropy + ``l2`` * ||W||^2 (bias unpenalised).
 
     The loss is over the labelled pixels (features bilinearly upsampled to them), a seeded uniform sample of at
-    most ``max_pixels`` of them, so the cost does not grow with the label resolution."""
+    most ``max_pixels`` of them, so the cost does not grow with the label resolution. ``class_balance`` b weights
+    each class's pixels by frequency^-b (0: plain cross-entropy, 1: every class counts alike), normalised so the
+    average pixel weight stays 1: with a dominant background, b > 0 keeps the probe from ignoring small parts."""
     if features.ndim != 4 or labels.ndim != 3 or features.shape[0] != labels.shape[0]:
         raise ValueError(f"need features (N, C, h, w) and labels (N, H, W) for the same N, got "
                          f"{tuple(features.shape)} and {tuple(labels.shape)}")
@@ -103,13 +148,16 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     x = (x - mean) / std
     probe = LinearProbe(features.shape[1], num_classes, mean, std).to(features.device)
     weight = probe.classifier.weight
+    freq = torch.bincount(y, minlength=num_classes).float() / y.numel()
+    class_w = torch.where(freq > 0, freq.clamp_min(1e-12) ** -class_balance, torch.zeros_like(freq))
+    class_w = class_w / (freq * class_w).sum()
     opt = torch.optim.LBFGS(probe.classifier.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
                             tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
         logits = F.linear(x, weight.flatten(1), probe.classifier.bias)
-        loss = F.cross_entropy(logits, y) + l2 * weight.pow(2).sum()
+        loss = F.cross_entropy(logits, y, weight=class_w) + l2 * weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -127,8 +175,9 @@ class ProbeResult:
 
 
 @torch.no_grad()
-def _score(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-           ignore_index: int, batch_size: int = 64) -> dict:
+def score_probe(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor, num_classes: int = 29,
+                ignore_index: int = 255, batch_size: int = 64) -> dict:
+    """The :class:`SegMetrics` report of ``probe`` on cached ``features`` (N, C, h, w) vs ``labels`` (N, H, W)."""
     metric = SegMetrics(num_classes, ignore_index=ignore_index)
     for i in range(0, features.shape[0], batch_size):
         gt = labels[i:i + batch_size]
@@ -140,17 +189,18 @@ def _score(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor, num
 def linear_probe_miou(backbone: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
                       test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int = 29,
                       l2: float = 1e-4, max_iter: int = 100, max_pixels: int = 200_000,
-                      ignore_index: int = 255) -> ProbeResult:
+                      class_balance: float = 0.0, ignore_index: int = 255) -> ProbeResult:
     """Freeze ``backbone``, fit a linear probe on its patch features of the training images and return the
     mIoU on the test images. Images are normalised (N, 3, H, W); labels (N, H', W') int class ids at the
-    resolution to score at (any size: the probe's logits are upsampled to it)."""
+    resolution to score at (any size: the probe's logits are upsampled to it). See :func:`fit_linear_probe` for
+    ``l2``, ``max_iter``, ``max_pixels`` and ``class_balance``."""
     for name, lab in (("train_labels", train_labels), ("test_labels", test_labels)):
         if lab.ndim != 3:
             raise ValueError(f"{name} must be (N, H, W) class ids, got shape {tuple(lab.shape)}")
     f_train = extract_patch_features(backbone, train_images)
     f_test = extract_patch_features(backbone, test_images)
     probe = fit_linear_probe(f_train, train_labels, num_classes, l2=l2, max_iter=max_iter, max_pixels=max_pixels,
-                             ignore_index=ignore_index)
-    report = _score(probe, f_test, test_labels, num_classes, ignore_index)
-    train_report = _score(probe, f_train, train_labels, num_classes, ignore_index)
+                             class_balance=class_balance, ignore_index=ignore_index)
+    report = score_probe(probe, f_test, test_labels, num_classes, ignore_index)
+    train_report = score_probe(probe, f_train, train_labels, num_classes, ignore_index)
     return ProbeResult(miou=report["mIoU"], metrics=report, train_miou=train_report["mIoU"])
