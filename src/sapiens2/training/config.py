@@ -229,8 +229,8 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"logger must be csv or tensorboard, got {config.logger!r}")
 
 
-def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """A YAML-safe nested dict (tuples as lists)."""
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A YAML-safe nested dict (tuples as lists) of any config dataclass."""
     def plain(v: Any) -> Any:
         if isinstance(v, (tuple, list)):
             return [plain(x) for x in v]

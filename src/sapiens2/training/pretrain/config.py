@@ -7,11 +7,10 @@ warm-up + cosine lr. No layer-wise lr decay (that is a fine-tuning device).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import OptimConfig
+from ..config import OptimConfig, config_to_dict
 from .masking import MaskSpec
 from .model import ObjectiveConfig
 from .views import ViewSpec
@@ -54,13 +53,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=pretrain_optim_defaults)
 
     def to_dict(self) -> dict[str, Any]:
-        def plain(v: Any) -> Any:
-            if isinstance(v, (tuple, list)):
-                return [plain(x) for x in v]
-            if isinstance(v, dict):
-                return {k: plain(x) for k, x in v.items()}
-            return v
-        return plain(dataclasses.asdict(self))
+        return config_to_dict(self)
 
 
 def validate_pretrain_config(cfg: PretrainConfig) -> None:

@@ -8,9 +8,9 @@ and the uniform distribution. Defaults are DINO's: student temperature 0.1, teac
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+
+from .centering import CenteredTeacherLoss
 
 
 def teacher_temperature(step: int, warmup_steps: int, start: float = 0.04, final: float = 0.07) -> float:
@@ -20,25 +20,7 @@ def teacher_temperature(step: int, warmup_steps: int, start: float = 0.04, final
     return start + (final - start) * max(step, 0) / warmup_steps
 
 
-def global_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean over the leading dims, averaged over all ranks when distributed (every rank has the same count)."""
-    m = x.reshape(-1, x.shape[-1]).float().mean(0, keepdim=True)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(m)
-        m /= dist.get_world_size()
-    return m
-
-
-class DINOClassLoss(nn.Module):
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
-        super().__init__()
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
-
+class DINOClassLoss(CenteredTeacherLoss):
     def forward(self, student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over (student view, teacher view) pairs with different views.
 
@@ -57,8 +39,3 @@ class DINOClassLoss(nn.Module):
             log_p = F.log_softmax(student_logits[0].float() / self.student_temp, dim=-1)
             return (-(teacher_probs[0] * log_p).sum(-1)).mean()
         return total / pairs
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: list[torch.Tensor]) -> None:
-        batch_center = global_mean(torch.cat([t.detach() for t in teacher_logits]))
-        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
