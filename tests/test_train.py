@@ -1,4 +1,4 @@
-"""Trainer: config, optimiser, checkpoints in the official layout, exact resume, CLI, and per-task learning."""
+"""Trainer: config, optimiser, checkpoints in the official layout, exact resume, CLI (learning: test_train_learning.py)."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +10,7 @@ import torch
 from safetensors import safe_open
 
 import sapiens2
-from sapiens2.data.datasets import build_dataset
 from sapiens2.data.synth import write_dataset
-from sapiens2.evaluation.runner import evaluate
 from sapiens2.training.checkpointing import list_checkpoints
 from sapiens2.training.config import OptimConfig, default_config, load_config
 from sapiens2.training.logging import read_metrics_csv
@@ -149,80 +147,6 @@ def test_cli_train_flags_and_errors(data, tmp_path, capsys):
     args = p.parse_args(["--task", "seg", "--data", str(data), "--print-config", "--lr", "0.01"])
     assert train_cli.run(args) == 0
     assert "lr: 0.01" in capsys.readouterr().out
-
-
-# -- learning on synthetic humans: loss halves and held-out metric beats a trivial baseline ------------------
-
-def _always_background_miou(val):
-    from sapiens2.evaluation import SegMetrics
-    m = SegMetrics()
-    for i in range(len(val)):
-        gt = val[i]["seg"].numpy()
-        m.update(np.zeros_like(gt), gt)
-    return m.compute()["mIoU"]
-
-
-def _box_centre_pck(val, threshold=0.1):
-    """PCK of the trivial pose: every keypoint at the box centre."""
-    hits = []
-    for p in val.people:
-        centre = (p.bbox_xyxy[:2] + p.bbox_xyxy[2:]) / 2
-        side = max(p.bbox_xyxy[2:] - p.bbox_xyxy[:2])
-        lab = p.keypoints[:, 2] > 0
-        hits.append(np.linalg.norm(p.keypoints[lab, :2] - centre, axis=1) / side < threshold)
-    return float(np.concatenate(hits).mean())
-
-
-def _constant_mean_metric(task, key, train, val):
-    """The metric of predicting, everywhere, the mean target of the training images (masked pixels)."""
-    from sapiens2.evaluation.runner import make_metric
-    vals = [train[i][task].numpy().reshape(3, -1)[:, train[i]["mask"].numpy().reshape(-1) > 0]
-            for i in range(len(train))]
-    mean = np.concatenate(vals, 1).mean(1)
-    m = make_metric(task)
-    for i in range(len(val)):
-        gt = val[i][task].numpy().transpose(1, 2, 0)
-        m.update(np.broadcast_to(mean, gt.shape).copy(), gt, val[i]["mask"].numpy()[0])
-    return m.compute()[key]
-
-
-LEARNING = {
-    # task: (config overrides, metric, higher is better)
-    "seg": ({"data.input_size": "[128,96]", "num_iters": 100, "loss.class_weight": "null"}, "mIoU", True),
-    "pose": ({"num_iters": 60, "data.sigma": 1.5}, "PCK@0.1", True),
-    "normal": ({"num_iters": 50}, "mean_deg", False),
-    "albedo": ({"num_iters": 50}, "mae", False),
-    "pointmap": ({"num_iters": 50, "head": '{"scale_conv_out_channels": [16], "scale_conv_kernel_sizes": [1]}'},
-                 "dist_m", False),
-}
-
-
-@pytest.mark.parametrize("task", list(LEARNING))
-def test_learning(task, data, tmp_path):
-    over, key, higher = LEARNING[task]
-    cfg = tiny(task, data, tmp_path, **{"optim.lr": 2e-2, "optim.warmup_iters": 5, "optim.layer_decay_rate": 0.9,
-                                        "data.val_fraction": 0.25, "data.augment": "false", **over})
-    result = Trainer(cfg).fit()
-    first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
-    assert last < 0.5 * first, f"{task} loss {first:.4g} -> {last:.4g}"
-    val = build_dataset(task, data, train=False, input_hw=cfg.data.input_size, image_ids=list(range(18, 24)),
-                        sigma=cfg.data.sigma)
-    trained = result.metrics[key]  # on the 6 held-out images (val_fraction 0.25 = the last ids)
-    torch.manual_seed(cfg.seed)  # the same initial weights, untrained: the "no learning" reference
-    from sapiens2.training.trainer import build_training_model
-    untrained = evaluate(build_training_model(task, "sapiens2_tiny", cfg.data.input_size, cfg.head).eval(), val)[key]
-    better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
-    assert better(trained, untrained), f"{task}: trained {key}={trained:.4g}, untrained {untrained:.4g}"
-    if task == "seg":
-        base = _always_background_miou(val)
-        assert trained > base + 0.5, f"mIoU {trained:.3f} vs always-background {base:.3f}"
-    if task == "pose":
-        base = _box_centre_pck(val)
-        assert trained > base + 0.2, f"PCK@0.1 {trained:.3f} vs box centre {base:.3f}"
-    if task == "pointmap":  # metric points from the predicted scale beat the mean training point by >10%
-        train = build_dataset(task, data, train=False, input_hw=cfg.data.input_size, image_ids=list(range(18)))
-        base = _constant_mean_metric(task, key, train, val)
-        assert trained < 0.9 * base, f"dist_m {trained:.3f} vs constant mean point {base:.3f}"
 
 
 def test_activation_checkpointing_is_exact_and_frozen_backbone_stays(data, tmp_path):
