@@ -53,3 +53,14 @@ def masked_pixel_mean(per_element: Tensor, mask: Tensor) -> Tensor:
 
 def finite(loss: Tensor) -> Tensor:
     return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def masked_pair(pred: Tensor, target: Tensor, valid_mask: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """The common start of the dense losses: check (B, C, H, W) shapes, build the pixel mask, and return
+    ``(clean target in pred's dtype, mask)``, or None when no pixel has ground truth (the loss is then 0)."""
+    check_nchw(pred, "pred")
+    check_same_shape(pred, target)
+    mask = pixel_mask(valid_mask, pred)
+    if not bool(mask.any()):
+        return None
+    return clean_target(target, mask).to(pred.dtype), mask

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._masking import check_nchw, check_same_shape, clean_target, masked_pixel_mean, pixel_mask, zero_loss
+from ._masking import masked_pair, masked_pixel_mean, zero_loss
 
 
 def normal_cosine_loss(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
@@ -12,11 +12,9 @@ def normal_cosine_loss(pred: Tensor, target: Tensor, valid_mask: Tensor | None =
 
     pred, target: (B, 3, H, W) (any length; both are normalised with ``eps``).
     """
-    check_nchw(pred, "pred")
-    check_same_shape(pred, target)
-    mask = pixel_mask(valid_mask, pred)
-    if not bool(mask.any()):
+    prepared = masked_pair(pred, target, valid_mask)
+    if prepared is None:
         return zero_loss(pred)
-    target = clean_target(target, mask).to(pred.dtype)
+    target, mask = prepared
     cos = (F.normalize(pred, dim=1, eps=eps) * F.normalize(target, dim=1, eps=eps)).sum(dim=1, keepdim=True)
     return masked_pixel_mean(1.0 - cos, mask)

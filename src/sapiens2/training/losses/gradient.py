@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._masking import check_nchw, check_same_shape, clean_target, pixel_mask, zero_loss
+from ._masking import masked_pair, zero_loss
 
 
 def gradient_loss(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None, penalty: str = "squared",
@@ -17,12 +17,10 @@ def gradient_loss(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None
     """
     if penalty not in ("squared", "absolute"):
         raise ValueError(f"penalty must be 'squared' or 'absolute', got {penalty!r}")
-    check_nchw(pred, "pred")
-    check_same_shape(pred, target)
-    mask = pixel_mask(valid_mask, pred)
-    if not bool(mask.any()):
+    prepared = masked_pair(pred, target, valid_mask)
+    if prepared is None:
         return zero_loss(pred)
-    target = clean_target(target, mask).to(pred.dtype)
+    target, mask = prepared
 
     def axis_loss(dim: int) -> Tensor:
         n = pred.shape[dim]

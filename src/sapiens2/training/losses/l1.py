@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._masking import check_nchw, check_same_shape, clean_target, masked_pixel_mean, pixel_mask, zero_loss
+from ._masking import masked_pair, masked_pixel_mean, zero_loss
 
 
 def masked_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None) -> Tensor:
@@ -11,10 +11,8 @@ def masked_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None) ->
 
     pred, target: (B, C, H, W); valid_mask: (B, 1, H, W) or (B, H, W), > 0 = has ground truth.
     """
-    check_nchw(pred, "pred")
-    check_same_shape(pred, target)
-    mask = pixel_mask(valid_mask, pred)
-    if not bool(mask.any()):
+    prepared = masked_pair(pred, target, valid_mask)
+    if prepared is None:
         return zero_loss(pred)
-    target = clean_target(target, mask).to(pred.dtype)
+    target, mask = prepared
     return masked_pixel_mean((pred - target).abs(), mask)

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._masking import check_nchw, check_same_shape, clean_target, pixel_mask, zero_loss
+from ._masking import masked_pair, zero_loss
 
 
 def matting_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None) -> Tensor:
     """``mean(|pred - target| * mask)`` over *all* B*C*H*W elements (official ``MattingL1Loss``: masked pixels count
     as 0 in the mean, unlike the dense losses). pred, target: (B, C, H, W)."""
-    check_nchw(pred, "pred")
-    check_same_shape(pred, target)
-    mask = pixel_mask(valid_mask, pred)
-    if not bool(mask.any()):
+    prepared = masked_pair(pred, target, valid_mask)
+    if prepared is None:
         return zero_loss(pred)
-    target = clean_target(target, mask).to(pred.dtype)
+    target, mask = prepared
     return ((pred - target).abs() * mask).mean()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._masking import check_nchw, check_same_shape, clean_target, masked_pixel_mean, pixel_mask, zero_loss
+from ._masking import masked_pair, masked_pixel_mean, zero_loss
 
 
 def multiscale_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None, scale_factor: float = 2.0,
@@ -15,12 +15,10 @@ def multiscale_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None
     """
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
-    check_nchw(pred, "pred")
-    check_same_shape(pred, target)
-    mask = pixel_mask(valid_mask, pred)
-    if not bool(mask.any()):
+    prepared = masked_pair(pred, target, valid_mask)
+    if prepared is None:
         return zero_loss(pred)
-    target = clean_target(target, mask).to(pred.dtype)
+    target, mask = prepared
     pred_s = F.interpolate(pred, scale_factor=scale_factor, mode=mode, align_corners=False)
     target_s = F.interpolate(target, scale_factor=scale_factor, mode=mode, align_corners=False)
     mask_s = F.interpolate(mask, scale_factor=scale_factor, mode="nearest")

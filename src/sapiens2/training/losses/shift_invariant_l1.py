@@ -3,19 +3,17 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._masking import check_nchw, check_same_shape, clean_target, masked_pixel_mean, pixel_mask, zero_loss
+from ._masking import masked_pair, masked_pixel_mean, zero_loss
 
 
 def shift_invariant_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None) -> Tensor:
     """Centre pred and target on their own masked centroids (per sample, per channel), then the masked L1
     (channels summed, pixels averaged) as the official ``PointmapShiftInvariantL1Loss``.
     """
-    check_nchw(pred, "pred")
-    check_same_shape(pred, target)
-    mask = pixel_mask(valid_mask, pred)
-    if not bool(mask.any()):
+    prepared = masked_pair(pred, target, valid_mask)
+    if prepared is None:
         return zero_loss(pred)
-    target = clean_target(target, mask).to(pred.dtype)
+    target, mask = prepared
     count = mask.sum(dim=(2, 3), keepdim=True) + 1e-6
     pred_c = pred - (pred * mask).sum(dim=(2, 3), keepdim=True) / count
     target_c = target - (target * mask).sum(dim=(2, 3), keepdim=True) / count
