@@ -12,10 +12,10 @@ from .attention import Attention
 class SwiGLUFFN(nn.Module):
     """``w3(silu(a) * b)`` with ``[a, b]`` the halves of one fused ``w12`` projection."""
 
-    # Inference runs the FFN over tokens in chunks whose hidden activations stay under this many bytes.
+    # Inference runs the FFN over tokens in equal chunks whose hidden activations stay under this many bytes.
     # Besides bounding memory, it keeps every buffer below glibc's 32 MiB mmap ceiling, so buffers are
     # reused instead of page-faulted afresh each block (measured: 0.1b at 1024x768 on CPU, ~35% faster).
-    chunk_bytes = 16 * 2**20
+    chunk_bytes = 30 * 2**20
 
     def __init__(self, dim: int, hidden_dim: int, device=None, dtype=None):
         super().__init__()
@@ -36,7 +36,9 @@ class SwiGLUFFN(nn.Module):
             a, b = self._halves(x)
             return self.w3(F.silu(a) * b)
         flat = x.reshape(-1, x.shape[-1])
-        rows = max(64, self.chunk_bytes // (self.w3.in_features * x.element_size()))
+        # equal chunks: a short trailing chunk would be an inefficient matrix product
+        chunks = -(-flat.shape[0] * self.w3.in_features * x.element_size() // self.chunk_bytes)
+        rows = max(64, -(-flat.shape[0] // max(chunks, 1)))
         out = None
         for start in range(0, flat.shape[0], rows):
             a, b = self._halves(flat[start:start + rows])
