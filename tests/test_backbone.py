@@ -266,3 +266,16 @@ def test_keep_indices_must_match_batch():
     m = sapiens2.build_backbone("tiny")
     with pytest.raises(ValueError, match="keep must be"):
         m.forward_tokens(torch.zeros(2, 3, 64, 48), keep=torch.zeros(3, 4, dtype=torch.long))
+
+
+def test_ffn_token_chunking_does_not_change_output(monkeypatch):
+    from sapiens2.models.block import SwiGLUFFN
+
+    torch.manual_seed(0)
+    m = sapiens2.build_backbone("tiny").eval()
+    x = torch.randn(2, 3, 256, 192)
+    with torch.inference_mode():
+        whole = m(x)
+        monkeypatch.setattr(SwiGLUFFN, "chunk_bytes", 1 << 16)  # many small chunks (64-row minimum)
+        chunked = m(x)
+    assert torch.equal(whole, chunked)
