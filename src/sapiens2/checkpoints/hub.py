@@ -84,5 +84,5 @@ def _message(model: PublishedModel, why: str) -> str:
         f"cannot load {model.name}: {why}. Fetch {model.filename} from the Hugging Face repo {model.repo_id} "
         f"({model.url}) on a machine with network access, e.g. `{model.download_command}`, then pass the "
         f"local file instead of the name: `--checkpoint PATH` on the command line, or the file path in "
-        f"Python (load_backbone('/path/to/{model.filename}'))."
+        f"Python ({'load_backbone' if model.task == 'pretrain' else 'load_model'}('/path/to/{model.filename}'))."
     )
