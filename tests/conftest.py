@@ -37,3 +37,12 @@ def spec_state_dict(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
             shape, dtype = rest.rsplit(" ", 1)
             out[key] = (tuple(int(s) for s in shape.strip("()").replace(" ", "").split(",") if s), dtype)
     return out
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models on 2 shared cores: more torch threads only oversubscribe (measured several times slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -18,13 +18,7 @@ from sapiens2.training.optim import layer_id, lr_factor, param_groups
 from sapiens2.training.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: more threads only oversubscribe (measured ~8x slower on this machine).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

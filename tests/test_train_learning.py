@@ -25,13 +25,7 @@ from sapiens2.training.trainer import Trainer, build_training_model
 TRAIN_IMAGES, HELD_OUT_IMAGES = 320, 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: more threads only oversubscribe.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")
