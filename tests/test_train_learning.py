@@ -6,8 +6,6 @@ same held-out images through the same ``evaluate`` code by a constant "model":
   model at this size: 308 points, most of them face points with tiny sigmas);  normal: the mean training normal
   (mean angular error);  pointmap: the mean training point (mean distance, m);  albedo: the mean training
   albedo (MAE).
-
-pose and albedo do not yet beat their baselines within this budget: they are strict xfails (see NOT_YET).
 """
 from __future__ import annotations
 
@@ -87,6 +85,10 @@ def trivial_model(task: str, train_root, input_hw, sigma=None) -> ConstantModel:
 
 
 SMALL_SCALE_HEAD = '{"scale_conv_out_channels": [16], "scale_conv_kernel_sizes": [1]}'
+# Two x2 stages, no extra convs: output at 1/4 size, upsampled bilinearly by the loss and the evaluator. With the
+# tiny arch's default head (4 stages + 3 convs, each followed by a per-pixel RMSNorm) on a random backbone, the
+# prediction collapses to the mean albedo within this budget; without those norms or with this head it learns.
+SHALLOW_ALBEDO_HEAD = '{"upsample_channels": [32, 16], "conv_out_channels": [], "conv_kernel_sizes": []}'
 
 # task: (config overrides, metric key, higher is better, required margin over the trivial baseline)
 # margin: "ratio" r means trained >= r x baseline (higher is better) or trained <= r x baseline (lower is better).
@@ -98,19 +100,15 @@ LEARNING = {
     # no gradient term: from a random head it dominates the loss and pulls the output towards a smooth constant
     "normal": ({"num_iters": 250, "data.input_size": "[128,96]", "data.batch_size": 4, "optim.lr": 5e-3,
                 "loss.grad_weight": 0}, "mean_deg", False, 0.96),
-    "pose": ({"num_iters": 200, "data.sigma": 2.0}, "PCK@0.1", True, 1.1),
-    "albedo": ({"num_iters": 150}, "mae", False, 0.9),
-}
-
-# Not reached within the CPU budget (see the module docstring): strict, so that a fix makes the suite say so.
-NOT_YET = {
-    "pose": "matches the mean pose (PCK@0.1 ~0.53) but beats it only after ~1000 steps (0.59)",
-    "albedo": "the tiny albedo head collapses to the constant mean albedo (prediction std ~0.007)",
+    # 128x96: at 64x48 (4x3 patches) 1000 steps only reach the mean pose's PCK + 10%; lr 2e-2 overshoots here
+    "pose": ({"num_iters": 400, "data.input_size": "[128,96]", "data.sigma": 2.0, "optim.lr": 5e-3}, "PCK@0.1",
+             True, 1.1),
+    "albedo": ({"num_iters": 400, "data.input_size": "[128,96]", "data.batch_size": 4, "optim.lr": 5e-3,
+                "head": SHALLOW_ALBEDO_HEAD}, "mae", False, 0.85),
 }
 
 
-@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[t]))
-                                  if t in NOT_YET else t for t in LEARNING])
+@pytest.mark.parametrize("task", list(LEARNING))
 def test_learning_beats_the_trivial_baseline(task, humans, tmp_path):
     over, key, higher, margin = LEARNING[task]
     train_root, held_out_root = humans
