@@ -36,19 +36,44 @@ class SwiGLUFFN(nn.Module):
             a, b = self._halves(x)
             return self.w3(F.silu(a) * b)
         flat = x.reshape(-1, x.shape[-1])
+        hidden = self.w3.in_features
         # equal chunks: a short trailing chunk would be an inefficient matrix product
-        chunks = -(-flat.shape[0] * self.w3.in_features * x.element_size() // self.chunk_bytes)
+        chunks = -(-flat.shape[0] * hidden * x.element_size() // self.chunk_bytes)
         rows = max(64, -(-flat.shape[0] // max(chunks, 1)))
+        if torch.is_autocast_enabled(x.device.type):  # autocast does not apply to out= products
+            return self._chunked(flat, rows).view(*x.shape[:-1], -1)
+        # The products write into two buffers shared by every chunk, and the output rows in place.
+        w, bias = self.w12.weight, self.w12.bias
+        a_buf = flat.new_empty(min(rows, flat.shape[0]), hidden)
+        b_buf = torch.empty_like(a_buf)
+        out = flat.new_empty(flat.shape[0], self.w3.out_features)
+        for start in range(0, flat.shape[0], rows):
+            xc = flat[start:start + rows]
+            a, b = a_buf[:xc.shape[0]], b_buf[:xc.shape[0]]
+            _linear_into(xc, w[:hidden], None if bias is None else bias[:hidden], a)
+            _linear_into(xc, w[hidden:], None if bias is None else bias[hidden:], b)
+            _linear_into(F.silu(a, inplace=True).mul_(b), self.w3.weight, self.w3.bias, out[start:start + rows])
+        return out.view(*x.shape[:-1], -1)
+
+    def _chunked(self, flat: torch.Tensor, rows: int) -> torch.Tensor:
         out = None
         for start in range(0, flat.shape[0], rows):
             a, b = self._halves(flat[start:start + rows])
             y = self.w3(F.silu(a, inplace=True).mul_(b))  # no temporaries at inference
             if out is None:
                 if rows >= flat.shape[0]:
-                    return y.view(*x.shape[:-1], -1)
+                    return y
                 out = y.new_empty(flat.shape[0], y.shape[-1])
             out[start:start + rows] = y
-        return out.view(*x.shape[:-1], -1)
+        return out
+
+
+def _linear_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``out = F.linear(x, weight, bias)`` for 2-D ``x``, written into ``out`` (the same addmm F.linear calls)."""
+    if bias is None:
+        torch.mm(x, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x, weight.t(), out=out)
 
 
 class Block(nn.Module):
