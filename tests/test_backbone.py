@@ -279,3 +279,22 @@ def test_ffn_token_chunking_does_not_change_output(monkeypatch):
         monkeypatch.setattr(SwiGLUFFN, "chunk_bytes", 1 << 16)  # many small chunks (64-row minimum)
         chunked = m(x)
     assert torch.equal(whole, chunked)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_ffn_inference_path_equals_the_plain_formula(monkeypatch, bias):
+    from sapiens2.models.block import SwiGLUFFN
+
+    torch.manual_seed(0)
+    ffn = SwiGLUFFN(32, 96)
+    if not bias:
+        ffn.w12.bias = ffn.w3.bias = None
+    x = torch.randn(1, 301, 32)  # 301 rows: chunks of 76, 76, 76, 73 at the first budget, one pass at the second
+    a, b = F.linear(x, ffn.w12.weight, ffn.w12.bias).chunk(2, dim=-1)
+    expected = F.linear(F.silu(a) * b, ffn.w3.weight, ffn.w3.bias)
+    for chunk_bytes in (100 * 96 * 4, 1 << 30):
+        monkeypatch.setattr(SwiGLUFFN, "chunk_bytes", chunk_bytes)
+        with torch.inference_mode():
+            got = ffn(x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
