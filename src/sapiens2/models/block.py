@@ -22,13 +22,16 @@ class SwiGLUFFN(nn.Module):
         self.w12 = nn.Linear(dim, 2 * hidden_dim, device=device, dtype=dtype)
         self.w3 = nn.Linear(hidden_dim, dim, device=device, dtype=dtype)
 
-    def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _halves(self, x: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         # Two half-width products instead of chunking one output: each half comes out contiguous, which
         # makes the elementwise SiLU and product much faster on CPU. Same weights, same numbers.
+        # ``out``: 2-D buffers to write the halves into (inference), else new tensors.
         hidden = self.w12.out_features // 2
         w, bias = self.w12.weight, self.w12.bias
-        a = F.linear(x, w[:hidden], None if bias is None else bias[:hidden])
-        b = F.linear(x, w[hidden:], None if bias is None else bias[hidden:])
+        out_a, out_b = out if out is not None else (None, None)
+        a = _linear(x, w[:hidden], None if bias is None else bias[:hidden], out_a)
+        b = _linear(x, w[hidden:], None if bias is None else bias[hidden:], out_b)
         return a, b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,16 +46,13 @@ class SwiGLUFFN(nn.Module):
         if torch.is_autocast_enabled(x.device.type):  # autocast does not apply to out= products
             return self._chunked(flat, rows).view(*x.shape[:-1], -1)
         # The products write into two buffers shared by every chunk, and the output rows in place.
-        w, bias = self.w12.weight, self.w12.bias
         a_buf = flat.new_empty(min(rows, flat.shape[0]), hidden)
         b_buf = torch.empty_like(a_buf)
         out = flat.new_empty(flat.shape[0], self.w3.out_features)
         for start in range(0, flat.shape[0], rows):
             xc = flat[start:start + rows]
-            a, b = a_buf[:xc.shape[0]], b_buf[:xc.shape[0]]
-            _linear_into(xc, w[:hidden], None if bias is None else bias[:hidden], a)
-            _linear_into(xc, w[hidden:], None if bias is None else bias[hidden:], b)
-            _linear_into(F.silu(a, inplace=True).mul_(b), self.w3.weight, self.w3.bias, out[start:start + rows])
+            a, b = self._halves(xc, (a_buf[:xc.shape[0]], b_buf[:xc.shape[0]]))
+            _linear(F.silu(a, inplace=True).mul_(b), self.w3.weight, self.w3.bias, out[start:start + rows])
         return out.view(*x.shape[:-1], -1)
 
     def _chunked(self, flat: torch.Tensor, rows: int) -> torch.Tensor:
@@ -68,12 +68,14 @@ class SwiGLUFFN(nn.Module):
         return out
 
 
-def _linear_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
-    """``out = F.linear(x, weight, bias)`` for 2-D ``x``, written into ``out`` (the same addmm F.linear calls)."""
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``; with ``out`` (2-D ``x``), written into it by the same addmm F.linear calls."""
+    if out is None:
+        return F.linear(x, weight, bias)
     if bias is None:
-        torch.mm(x, weight.t(), out=out)
-    else:
-        torch.addmm(bias, x, weight.t(), out=out)
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
 
 
 class Block(nn.Module):
