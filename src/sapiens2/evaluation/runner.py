@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.datasets import collate
 from . import METRICS
 
 logger = logging.getLogger(__name__)
@@ -33,14 +34,6 @@ def make_metric(task: str):
     if task == "pose":
         return METRICS[task](nms_threshold=None)  # one prediction per ground-truth box: nothing to suppress
     return METRICS[task]()
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in items[0]:
-        vals = [it[key] for it in items]
-        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else torch.as_tensor(vals)
-    return out
 
 
 def _nhwc(t: torch.Tensor) -> np.ndarray:
@@ -79,7 +72,7 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 4, device: torch.de
         raise ValueError("evaluate needs the deterministic eval resize: build the dataset with recipe=None")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     metric = make_metric(task)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     if progress:
         from tqdm import tqdm
         loader = tqdm(loader, desc=f"eval {task}", unit="batch")

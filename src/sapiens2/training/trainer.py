@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import build_dataset, image_ids_of
+from ..data.datasets import build_dataset, collate, image_ids_of
 from ..models import Sapiens2TaskModel, build_model, get_arch
 from .checkpointing import (latest_checkpoint, load_training_state, load_weights, rng_state, save_checkpoint,
                             save_weights, set_rng_state)
@@ -62,14 +62,6 @@ def build_training_model(task: str, model: str, img_size: tuple[int, int], head:
     net.backbone.load_state_dict(backbone.state_dict(), strict=True)
     logger.info("initialised the %s backbone from %s", backbone.arch.name, model)
     return net
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in items[0]:
-        vals = [it[key] for it in items]
-        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else torch.as_tensor(vals)
-    return out
 
 
 def make_targets(task: str, batch: dict[str, torch.Tensor], canonical_focal_length: float) -> dict[str, torch.Tensor]:

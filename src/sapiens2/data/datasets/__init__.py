@@ -13,13 +13,14 @@ from pathlib import Path
 
 from ..transforms.recipes import dense_recipe, pose_recipe
 from .coco import CocoKeypoints, ImageRecord, PersonRecord, read_coco_keypoints, wholebody_to_308
+from .collate import collate
 from .dense import SEG_IGNORE_INDEX, DenseDataset, find_annotation_file
 from .files import IMAGE_MEAN, IMAGE_STD, DatasetError, image_to_tensor
 from .keys import item_rng
 from .pose import TopDownPoseDataset
 
 __all__ = ["CocoKeypoints", "DatasetError", "DenseDataset", "IMAGE_MEAN", "IMAGE_STD", "ImageRecord", "PersonRecord",
-           "SEG_IGNORE_INDEX", "TopDownPoseDataset", "build_dataset", "find_annotation_file", "image_ids_of",
+           "SEG_IGNORE_INDEX", "TopDownPoseDataset", "build_dataset", "collate", "find_annotation_file", "image_ids_of",
            "image_to_tensor", "item_rng", "read_coco_keypoints", "wholebody_to_308"]
 
 
