@@ -8,6 +8,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputSizeError
 from .arch import NORM_EPS, NUM_PREFIX_TOKENS, NUM_STORAGE_TOKENS, PATCH_SIZE, TOKENIZER_WINDOW, BackboneArch, get_arch
 from .block import Block
+from .init import init_transformer_weights
 from .rope import RopePositionEmbedding
 from .tokenizer import WindowTokenizer
 
@@ -67,18 +68,7 @@ class Sapiens2Backbone(nn.Module):
 
     def init_weights(self) -> None:
         """Random initialisation for training from scratch (a no-op for tensors on the meta device)."""
-        for name, p in self.named_parameters():
-            if p.is_meta:
-                continue
-            with torch.no_grad():
-                if name.endswith("gamma.weight"):
-                    nn.init.constant_(p, 1e-4)
-                elif p.ndim == 1 and name.endswith(".weight"):  # norm weights
-                    nn.init.ones_(p)
-                elif name.endswith(".bias"):
-                    nn.init.zeros_(p)
-                else:
-                    nn.init.trunc_normal_(p, std=0.02)
+        init_transformer_weights(self, layer_scale=1e-4)
         self.rope_embed.reset_parameters()
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ...models.arch import NORM_EPS, NUM_PREFIX_TOKENS, PATCH_SIZE
 from ...models.block import Block
+from ...models.init import init_transformer_weights
 from ...models.rope import RopePositionEmbedding
 
 
@@ -39,16 +40,7 @@ class PatchDecoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for name, p in self.named_parameters():
-            with torch.no_grad():
-                if name.endswith("gamma.weight"):  # a plain residual branch: the decoder is shallow
-                    nn.init.ones_(p)
-                elif p.ndim == 1 and name.endswith(".weight"):
-                    nn.init.ones_(p)
-                elif name.endswith(".bias"):
-                    nn.init.zeros_(p)
-                else:
-                    nn.init.trunc_normal_(p, std=0.02)
+        init_transformer_weights(self, layer_scale=1.0)  # a plain residual branch: the decoder is shallow
         self.rope.reset_parameters()
 
     def forward(self, encoded: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
