@@ -7,7 +7,9 @@ the achieved GFLOP/s by the GFLOP/s of a plain float32 matmul measured in the sa
 the model runs, so a busy machine slows both alike). The headline ratio compares the fastest model run with the
 fastest matmul run: interference from other work on a shared machine only ever slows a run, so the best of
 several is each one's estimate of what the machine can do (the ratio of the medians is printed beside it).
-Also prints peak resident memory.
+Also prints peak resident memory, and where the time can go: the share of the FLOPs in attention, the GFLOP/s of
+torch's attention kernel at the model's shape, and the ratio the model would reach if its matrix products ran
+at the matmul speed and its attention at that kernel's speed (the ceiling set by the kernels, not by this code).
 """
 from __future__ import annotations
 
@@ -59,6 +61,21 @@ def matmul_gflops(sizes=(2048, 3072), repeats: int = 3) -> float:
     return best
 
 
+ATTENTION_OP = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def attention_gflops(batch: int, heads: int, tokens: int, head_dim: int, repeats: int = 3) -> float:
+    """torch's CPU attention kernel alone at the model's shape: best of a few runs, QK^T and AV counted."""
+    q, k, v = (torch.randn(batch, heads, tokens, head_dim) for _ in range(3))
+    torch.nn.functional.scaled_dot_product_attention(q, k, v)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        best = min(best, time.perf_counter() - t)
+    return 4 * batch * heads * tokens * tokens * head_dim / best / 1e9
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="sapiens2_0.1b")
@@ -76,6 +93,7 @@ def main() -> None:
         with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
             model(x)  # also the warm-up
         flops = counter.get_total_flops()
+        attn_flops = counter.get_flop_counts()["Global"].get(ATTENTION_OP, 0)
         model_times, mm_rates = [], []
         for _ in range(args.repeats):
             mm_rates.append(matmul_gflops())
@@ -84,6 +102,10 @@ def main() -> None:
             model_times.append(time.perf_counter() - t)
     model_rate = flops / min(model_times) / 1e9
     mm_rate = max(mm_rates)
+    tokens = model.num_prefix_tokens + model.grid_size(h, w)[0] * model.grid_size(h, w)[1]
+    with torch.inference_mode():
+        attn_rate = attention_gflops(1, model.arch.num_heads, tokens, model.arch.head_dim)
+    ceiling = flops / ((flops - attn_flops) / mm_rate + attn_flops / attn_rate) / mm_rate
     median_ratio = flops / statistics.median(model_times) / 1e9 / statistics.median(mm_rates)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
     print(f"{args.arch}{' +tokenizer' if args.tokenizer else ''} at {h}x{w}: {flops / 1e9:.1f} GFLOP per image, "
@@ -92,6 +114,10 @@ def main() -> None:
     print(f"matmul    {mm_rate:8.1f} GFLOP/s (square 2048/3072 float32, best run)")
     print(f"ratio     {model_rate / mm_rate:8.2f}  (backbone / matmul, best runs; 0.9 is the bar); "
           f"medians: {median_ratio:.2f}")
+    print(f"attention {attn_flops / flops:8.0%}  of the FLOPs; torch's attention kernel alone at N={tokens}: "
+          f"{attn_rate:.1f} GFLOP/s = {attn_rate / mm_rate:.2f} of matmul")
+    print(f"ceiling   {ceiling:8.2f}  (the ratio if every other product ran at matmul speed and attention at the "
+          f"kernel's)")
     print(f"memory    peak RSS {peak_rss_mib():.0f} MiB, {rss_before:.0f} MiB after building the model")
 
 
