@@ -82,6 +82,8 @@ def main() -> None:
     p.add_argument("--size", default="1024x768", help="HxW")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--tokenizer", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="time torch.compile(model) (inductor fuses the elementwise work between the products)")
     args = p.parse_args()
     h, w = (int(s) for s in args.size.lower().split("x"))
 
@@ -94,11 +96,18 @@ def main() -> None:
             model(x)  # also the warm-up
         flops = counter.get_total_flops()
         attn_flops = counter.get_flop_counts()["Global"].get(ATTENTION_OP, 0)
+        if args.compile:
+            t = time.perf_counter()
+            run = torch.compile(model)
+            run(x)  # compiles
+            print(f"torch.compile: {time.perf_counter() - t:.0f} s to compile")
+        else:
+            run = model
         model_times, mm_rates = [], []
         for _ in range(args.repeats):
             mm_rates.append(matmul_gflops())
             t = time.perf_counter()
-            model(x)
+            run(x)
             model_times.append(time.perf_counter() - t)
     model_rate = flops / min(model_times) / 1e9
     mm_rate = max(mm_rates)
@@ -108,7 +117,8 @@ def main() -> None:
     ceiling = flops / ((flops - attn_flops) / mm_rate + attn_flops / attn_rate) / mm_rate
     median_ratio = flops / statistics.median(model_times) / 1e9 / statistics.median(mm_rates)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU")
-    print(f"{args.arch}{' +tokenizer' if args.tokenizer else ''} at {h}x{w}: {flops / 1e9:.1f} GFLOP per image, "
+    label = args.arch + (" +tokenizer" if args.tokenizer else "") + (" (torch.compile)" if args.compile else "")
+    print(f"{label} at {h}x{w}: {flops / 1e9:.1f} GFLOP per image, "
           f"{min(model_times):.2f} s best of {args.repeats} (median {statistics.median(model_times):.2f})")
     print(f"backbone  {model_rate:8.1f} GFLOP/s (best run)")
     print(f"matmul    {mm_rate:8.1f} GFLOP/s (square 2048/3072 float32, best run)")

@@ -72,8 +72,8 @@ def test_synthetic_part_set_is_person_centred_and_deterministic():
 
 
 def probe_pretrain_config(data, out, steps: int) -> PretrainConfig:
-    """Small-scale pretraining on a CPU (~0.37 s a step on one core): tiny arch at 128x96 person crops, 1024 prototypes, fast EMA
-    teacher, LayerScale from 1, fp32 RoPE (bf16 elementwise maths is many times slower on CPU)."""
+    """Small-scale pretraining on a CPU (~0.37 s a step on one core): tiny arch at 128x96 person crops, 1024
+    prototypes, fast EMA teacher, LayerScale from 1, fp32 RoPE (bf16 elementwise maths is many times slower on CPU)."""
     optim = pretrain_optim_defaults()
     optim.lr, optim.warmup_iters = 2e-3, 20
     return PretrainConfig(
@@ -87,9 +87,9 @@ def probe_pretrain_config(data, out, steps: int) -> PretrainConfig:
 
 
 @pytest.mark.skipif(os.environ.get("SAPIENS2_PRETRAIN_PROBE") != "1",
-                    reason="opt-in, ~31 min on one CPU core: the margin needs thousands of steps (measured class-balanced "
-                           "probe mIoU, random 3.9-4.15: pretrained 4.3 at 120 steps, 4.66 at 600, 5.12 at 2400, 5.20 "
-                           "at 4800 = this test's default, which passes; a patch-grid oracle reaches 26.7); "
+                    reason="opt-in, ~31 min on one CPU core: the margin needs thousands of steps (measured "
+                           "class-balanced probe mIoU, random 3.9-4.15: pretrained 4.3 at 120 steps, 4.66 at 600, "
+                           "5.12 at 2400, 5.20 at 4800 = the default here, passes; a patch-grid oracle: 26.7); "
                            "run with SAPIENS2_PRETRAIN_PROBE=1 [SAPIENS2_PRETRAIN_PROBE_STEPS=N]")
 def test_linear_probe_pretrained_beats_random(tmp_path):
     steps = int(os.environ.get("SAPIENS2_PRETRAIN_PROBE_STEPS", "4800"))
