@@ -124,8 +124,8 @@ def main() -> None:
     print(f"matmul    {mm_rate:8.1f} GFLOP/s (square 2048/3072 float32, best run)")
     print(f"ratio     {model_rate / mm_rate:8.2f}  (backbone / matmul, best runs; 0.9 is the bar); "
           f"medians: {median_ratio:.2f}")
-    print(f"attention {attn_flops / flops:8.0%}  of the FLOPs; torch's attention kernel alone at N={tokens}: "
-          f"{attn_rate:.1f} GFLOP/s = {attn_rate / mm_rate:.2f} of matmul")
+    print(f"attention {attn_flops / flops:8.0%}  of the FLOPs; torch's attention kernel alone at the blocks' "
+          f"N={tokens}: {attn_rate:.1f} GFLOP/s = {attn_rate / mm_rate:.2f} of matmul")
     print(f"ceiling   {ceiling:8.2f}  (the ratio if every other product ran at matmul speed and attention at the "
           f"kernel's)")
     print(f"memory    peak RSS {peak_rss_mib():.0f} MiB, {rss_before:.0f} MiB after building the model")
