@@ -111,7 +111,8 @@ def main() -> None:
             model_times.append(time.perf_counter() - t)
     model_rate = flops / min(model_times) / 1e9
     mm_rate = max(mm_rates)
-    tokens = model.num_prefix_tokens + model.grid_size(h, w)[0] * model.grid_size(h, w)[1]
+    grid_h, grid_w = model.grid_size(h, w)
+    tokens = model.num_prefix_tokens + grid_h * grid_w
     with torch.inference_mode():
         attn_rate = attention_gflops(1, model.arch.num_heads, tokens, model.arch.head_dim)
     ceiling = flops / ((flops - attn_flops) / mm_rate + attn_flops / attn_rate) / mm_rate
