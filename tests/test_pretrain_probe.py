@@ -87,9 +87,10 @@ def probe_pretrain_config(data, out, steps: int) -> PretrainConfig:
 
 
 @pytest.mark.skipif(os.environ.get("SAPIENS2_PRETRAIN_PROBE") != "1",
-                    reason="opt-in, ~31 min on one CPU core: the margin needs thousands of steps (measured "
-                           "class-balanced probe mIoU, random 3.9-4.15: pretrained 4.3 at 120 steps, 4.66 at 600, "
-                           "5.12 at 2400, 5.20 at 4800 = the default here, passes; a patch-grid oracle: 26.7); "
+                    reason="opt-in, ~31 min on one CPU core, and borderline: the margin needs thousands of steps "
+                           "(class-balanced probe mIoU, random 3.9-4.16: pretrained 4.3 at 120 steps, 4.66 at 600, "
+                           "5.12 at 2400, 5.20 at 4800 = the default here, passes; with seed 1 5.03, just misses; a "
+                           "patch-grid oracle: 26.7); "
                            "run with SAPIENS2_PRETRAIN_PROBE=1 [SAPIENS2_PRETRAIN_PROBE_STEPS=N]")
 def test_linear_probe_pretrained_beats_random(tmp_path):
     steps = int(os.environ.get("SAPIENS2_PRETRAIN_PROBE_STEPS", "4800"))
