@@ -32,7 +32,8 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
     return 2 * b * h * nq * nk * d + 2 * b * h * nq * nk * dv
 
 
-FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+ATTENTION_OP = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+FLOP_FORMULAS = {ATTENTION_OP: _cpu_flash_attention_flops}
 
 
 def rss_mib() -> float:
@@ -48,32 +49,31 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / scale / 1024
 
 
+def best_seconds(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn``, after one untimed warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def matmul_gflops(sizes=(2048, 3072), repeats: int = 3) -> float:
     """The machine's float32 matmul speed: best of a few runs at the sizes where it peaks."""
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b  # warm-up
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+        best = max(best, 2 * n**3 / best_seconds(lambda: a @ b, repeats) / 1e9)
     return best
-
-
-ATTENTION_OP = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
 
 def attention_gflops(batch: int, heads: int, tokens: int, head_dim: int, repeats: int = 3) -> float:
     """torch's CPU attention kernel alone at the model's shape: best of a few runs, QK^T and AV counted."""
     q, k, v = (torch.randn(batch, heads, tokens, head_dim) for _ in range(3))
-    torch.nn.functional.scaled_dot_product_attention(q, k, v)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        best = min(best, time.perf_counter() - t)
-    return 4 * batch * heads * tokens * tokens * head_dim / best / 1e9
+    seconds = best_seconds(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), repeats)
+    return 4 * batch * heads * tokens * tokens * head_dim / seconds / 1e9
 
 
 def main() -> None:
