@@ -89,3 +89,52 @@ def test_bad_shapes_raise():
         decode_udp_heatmaps(np.zeros((16, 12), np.float32), INPUT)
     with pytest.raises(ValueError, match="keypoints"):
         encode_udp_heatmaps(np.zeros((3,)), INPUT, HEATMAP)
+
+
+def _dark_step_on_whole_maps(locations, heatmaps, kernel=11):
+    """Reference: the DARK-UDP step with every map blurred whole (the implementation before windowing)."""
+    import cv2
+
+    hm = np.asarray(heatmaps, np.float32)
+    out = np.asarray(locations, np.float32).copy()
+    h, w = hm.shape[-2:]
+    for i, (x, y) in enumerate(out.astype(np.int64)):
+        if x < 0 or y < 0:
+            continue
+        blurred = cv2.GaussianBlur(hm[i], (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
+        gain = hm[i].max() / blurred.max() if blurred.max() > 0 else np.float32(1)
+        xs = np.clip([x - 1, x, x + 1], 0, w - 1)
+        ys = np.clip([y - 1, y, y + 1], 0, h - 1)
+        p = np.log(np.clip(blurred[np.ix_(ys, xs)] * np.float32(gain), 1e-3, 50.0)).astype(np.float64)
+        g = np.array([0.5 * (p[1, 2] - p[1, 0]), 0.5 * (p[2, 1] - p[0, 1])])
+        dxy = 0.5 * (p[2, 2] - p[1, 2] - p[2, 1] + 2 * p[1, 1] - p[1, 0] - p[0, 1] + p[0, 0])
+        eps = float(np.finfo(np.float32).eps)
+        hess = np.array([[p[1, 2] - 2 * p[1, 1] + p[1, 0] + eps, dxy], [dxy, p[2, 1] - 2 * p[1, 1] + p[0, 1] + eps]])
+        out[i] = out[i] - np.linalg.solve(hess, g)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(256, 192), (64, 48), (23, 17)])
+def test_windowed_dark_step_equals_blurring_whole_maps(codec_case, shape):
+    """Peaks anywhere (corners and edges included), second peaks that defeat the window's proof, pure noise."""
+    from sapiens2.tasks.pose.codec import refine_dark_udp
+
+    rng = np.random.default_rng(sum(shape))
+    h, w = shape
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1], [w // 2, 0], [0, h // 2]], np.float32)
+    points = np.concatenate([corners, rng.uniform(0, [w - 1, h - 1], (40, 2))]).astype(np.float32)
+    maps, _ = encode_udp_heatmaps(points * [(768 - 1) / (w - 1), (1024 - 1) / (h - 1)], (768, 1024), (w, h),
+                                  sigma=rng.uniform(1.0, 6.0))
+    maps = maps + rng.normal(0, 0.02, maps.shape).astype(np.float32)
+    maps[-5:] = rng.normal(0, 1, (5, h, w))  # noise: the maximum of the blur can be anywhere
+    twin = maps[-10:-5]
+    twin += np.roll(twin, (h // 3, w // 3), axis=(1, 2)) * np.float32(0.99)  # a second, nearly equal peak
+    locations, _ = heatmap_maxima(maps)
+    # Rounding differences (~3e-8 in the blur) are amplified only by a near-singular Hessian (noise maps).
+    np.testing.assert_allclose(refine_dark_udp(locations, maps), _dark_step_on_whole_maps(locations, maps),
+                               rtol=1e-5, atol=1e-4)
+    if shape == (256, 192):  # the official case too
+        noisy = codec_case["heatmaps_noisy"]
+        loc, _ = heatmap_maxima(noisy)
+        np.testing.assert_allclose(refine_dark_udp(loc, noisy), _dark_step_on_whole_maps(loc, noisy), rtol=0,
+                                   atol=1e-5)

@@ -1,0 +1,62 @@
+"""Pose heatmap decoding for one person (308 keypoints): DARK-UDP with windowed blurs vs whole-map blurs.
+
+Baseline measured in the same run: the decode as it was before windowing (flat argmax, then
+``refine_dark_udp(..., whole_maps=True)``, which blurs every heatmap whole), against ``decode_udp_heatmaps``. Heatmaps are realistic: Gaussian peaks (sigma 2 in heatmap pixels,
+as a trained model's are) plus noise, at the heatmap sizes of 1024x768 and 256x192 crops. Prints best-of timings,
+the speed-up and the largest keypoint difference (float32 rounding).
+
+    python benchmarks/pose_decode.py [--people 1] [--repeats 20]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from sapiens2.tasks.pose.codec import decode_udp_heatmaps, encode_udp_heatmaps, heatmap_maxima, refine_dark_udp
+
+
+def best_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--people", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    for heatmap_size in [(192, 256), (48, 64)]:
+        w, h = heatmap_size
+        maps = []
+        for _ in range(args.people):
+            points = rng.uniform(0, [w - 1, h - 1], (308, 2)).astype(np.float32)
+            scale = np.float32([(768 - 1) / (w - 1), (1024 - 1) / (h - 1)])
+            person, _ = encode_udp_heatmaps(points * scale, (768, 1024), heatmap_size, sigma=2.0)
+            maps.append(person + rng.normal(0, 0.02, person.shape).astype(np.float32))
+        maps = np.concatenate(maps)
+        def before():
+            flat = maps.reshape(len(maps), -1)
+            index = flat.argmax(axis=1)
+            locations = np.stack([index % w, index // w], axis=-1).astype(np.float32)
+            return refine_dark_udp(locations, maps, whole_maps=True)
+
+        def after():
+            return decode_udp_heatmaps(maps, (768, 1024))
+
+        whole = best_seconds(before, args.repeats)
+        windowed = best_seconds(after, args.repeats)
+        to_input = np.float32([768 / (w - 1), 1024 / (h - 1)])
+        diff = np.abs(after()[0] / to_input - before()).max()
+        print(f"heatmaps {w}x{h}, {len(maps)} maps: decode before {1e3 * whole:7.2f} ms (baseline), "
+              f"after {1e3 * windowed:6.2f} ms, x{whole / windowed:.1f} faster; max |diff| {diff:.2e} heatmap px")
+
+if __name__ == "__main__":
+    main()
