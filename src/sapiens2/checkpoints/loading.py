@@ -22,6 +22,7 @@ from .hub import download_checkpoint
 from .reading import CHECKPOINT_SUFFIXES, read_state_dict
 from .registry import INPUT_SIZE_4K, STANDARD_INPUT_SIZE, PublishedModel, resolve_model_name
 from .strict_load import load_state_dict_strict
+from .transformers_folder import read_folder_config
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def load_backbone(path_or_name: str | os.PathLike, *, rope_dtype: str | torch.dt
     """Load a Sapiens2 backbone from a checkpoint file or a published model name, in eval mode.
 
     ``path_or_name``: a ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` file (official or transformers key
-    layout, pretrain or task file: a task file gives its backbone), or a published name such as
+    layout, pretrain or task file: a task file gives its backbone), a transformers ``save_pretrained`` folder, or a
+    published name such as
     ``"sapiens2-pretrain-1b"``, ``"pose-1b"`` or ``"0.4b"`` (a bare size means the pretrain model).
     The arch and the 4K tokenizer are inferred from the tensor shapes; ``arch`` / ``use_tokenizer`` force
     them (a file of another arch then raises :class:`~sapiens2.errors.ArchMismatchError`).
@@ -119,6 +121,9 @@ def load_backbone(path_or_name: str | os.PathLike, *, rope_dtype: str | torch.dt
     else:
         arch_name = inferred[0]
         use_tokenizer = inferred[1] if use_tokenizer is None else use_tokenizer
+    folder = read_folder_config(resolved.path) if resolved.path.is_dir() else None
+    if img_size is None and folder is not None and folder.image_size is not None:
+        img_size = folder.image_size  # a save_pretrained folder says what size it was trained at
     if img_size is None:
         img_size = entry.input_size if entry else (INPUT_SIZE_4K if use_tokenizer else STANDARD_INPUT_SIZE)
     hint = ""
@@ -138,13 +143,22 @@ def load_model(path_or_name: str | os.PathLike, task: str | None = None, *, rope
                dtype: torch.dtype | None = None, cache_dir: str | os.PathLike | None = None) -> Sapiens2TaskModel:
     """Load a task model (pose, seg, normal, pointmap, albedo, matting) in eval mode.
 
-    ``path_or_name``: a task checkpoint file (official or transformers layout) or a published name such as
+    ``path_or_name``: a task checkpoint file (official or transformers layout), a transformers ``save_pretrained``
+    folder (``config.json`` + ``model.safetensors``, possibly sharded), or a published name such as
     ``"sapiens2-seg-0.4b"`` (``"seg-0.4b"``, or ``"0.4b"`` with ``task="seg"``). The task, the head's channel
     layout and the backbone arch are inferred from the tensors; ``task``, when given, must agree with the file.
-    ``img_size`` defaults to what the head was trained at (1024x768; pointmap's scale branch fixes it).
+    ``img_size`` defaults to what the head was trained at (a folder's config.json ``image_size``, else 1024x768;
+    pointmap's scale branch fixes it).
     """
     resolved = resolve_checkpoint(path_or_name, task=task, cache_dir=cache_dir)
     source = str(resolved.path)
+    folder = read_folder_config(resolved.path) if resolved.path.is_dir() else None
+    if folder is not None:
+        # A save_pretrained folder's config names the head (the file's structure still decides and is checked
+        # against it) and the size it was trained at, which ties the pointmap scale MLP.
+        task = task or folder.task
+        if img_size is None and folder.image_size is not None:
+            img_size = folder.image_size
     state = read_official_state_dict(resolved.path, task=task)
     if not any(k.startswith("decode_head.") for k in state):
         raise CheckpointError(f"{source} holds no task head (no decode_head.* keys): it is a backbone/pretrain "

@@ -1,6 +1,7 @@
 """Read a checkpoint file into a flat ``{key: tensor}`` dict, memory-mapped, whatever its container.
 
-Handles ``.safetensors`` and PyTorch files (``.pth`` / ``.pt`` / ``.bin``, zip or legacy pickle). The format
+Handles ``.safetensors`` and PyTorch files (``.pth`` / ``.pt`` / ``.bin``, zip or legacy pickle), and the folders
+transformers' ``save_pretrained`` writes (``model.safetensors``, or shards listed by an ``*.index.json``). The format
 is decided by the file's first bytes, not its suffix, so a mislabelled file still loads and a file that is
 not a checkpoint gets an error that says what it looks like. PyTorch files are opened with
 ``weights_only=True`` (no arbitrary code) and unwrapped from the usual training containers
@@ -29,6 +30,10 @@ WRAPPER_KEYS = ("state_dict", "model", "teacher", "module", "model_state_dict")
 # Prefixes added by wrappers around the model (DDP, torch.compile); stripped from every key.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
+# The weight files of a transformers ``save_pretrained`` folder, in the order transformers itself looks for them.
+FOLDER_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                       "pytorch_model.bin.index.json")
+
 _ZIP_MAGIC = b"PK\x03\x04"
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header
 
@@ -43,9 +48,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.is_dir():
-        found = sorted(p.name for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
-        hint = f"; checkpoint files inside it: {', '.join(found)}" if found else "; it holds no checkpoint files"
-        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file{hint}")
+        raise _not_a_model_folder(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
@@ -76,6 +79,35 @@ def detect_format(path: str | os.PathLike) -> str:
     )
 
 
+def _not_a_model_folder(path: Path) -> CheckpointError:
+    found = sorted(p.name for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
+    hint = f"; checkpoint files inside it: {', '.join(found)}" if found else "; it holds no checkpoint files"
+    return CheckpointError(f"checkpoint {str(path)!r} is a directory without the weights of a transformers "
+                           f"save_pretrained folder ({' or '.join(FOLDER_WEIGHT_FILES)}){hint}")
+
+
+def folder_weight_files(path: str | os.PathLike) -> list[Path]:
+    """The weight files of a transformers ``save_pretrained`` folder: the single file, or every shard its index
+    names. Raises :class:`CheckpointError` if the folder has none or the index names a missing shard."""
+    path = Path(path)
+    name = next((n for n in FOLDER_WEIGHT_FILES if (path / n).is_file()), None)
+    if name is None:
+        raise _not_a_model_folder(path)
+    if not name.endswith(".index.json"):
+        return [path / name]
+    index = path / name
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{str(index)!r} is not a transformers shard index (no weight_map): {e}") from e
+    missing = [s for s in shards if not (path / s).is_file()]
+    if missing:
+        raise CheckpointError(f"{str(index)!r} names shards that are not in the folder: {', '.join(missing[:5])} "
+                              "(incomplete download?)")
+    return [path / s for s in shards]
+
+
 def _check_safetensors_size(path: Path, header_len: int, size: int) -> None:
     """Compare the data size the header describes with the file size, to name truncation precisely."""
     with open(path, "rb") as f:
@@ -102,20 +134,31 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read every tensor of a checkpoint file, memory-mapped on the CPU, with wrapper prefixes removed.
+    """Read every tensor of a checkpoint file (or save_pretrained folder), memory-mapped on the CPU, with wrapper
+    prefixes removed.
 
     Tensors keep the file's dtype and share memory with the mapped file (nothing is copied until a
     tensor is written to or converted), so loading a 5B file does not need twice its size in RAM.
     """
-    fmt = detect_format(path)
-    if fmt == "safetensors":
-        state = _read_safetensors(Path(path))
+    if Path(path).is_dir():  # a save_pretrained folder: merge its shards
+        state = {}
+        for file in folder_weight_files(path):
+            shard = _read_file(file)
+            twice = shard.keys() & state.keys()
+            if twice:
+                raise CheckpointError(f"{str(file)!r} repeats keys of another shard: {', '.join(sorted(twice)[:5])}")
+            state.update(shard)
     else:
-        state = _read_torch(Path(path), fmt)
+        state = _read_file(Path(path))
     state = _strip_wrapper_prefixes(state)
     if not state:
         raise CheckpointError(f"checkpoint {str(path)!r} holds no tensors")
     return state
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
+    fmt = detect_format(path)
+    return _read_safetensors(path) if fmt == "safetensors" else _read_torch(path, fmt)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
