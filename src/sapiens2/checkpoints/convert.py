@@ -1,7 +1,7 @@
 """The one place that maps foreign key layouts to the official one (and back).
 
-The only foreign layout is Hugging Face transformers' Sapiens2 (release 5.23.0), as documented in
-spec/matting-and-transformers.md §2:
+The only foreign layout is Hugging Face transformers' Sapiens2 (release 5.23.0; checked against the real
+models of 5.24 in tests/test_transformers_interop.py), as documented in spec/matting-and-transformers.md §2:
 
 - backbone keys are renamed (``blocks.N.attn.wq`` -> ``model.layer.N.attention.q_proj`` ...), the attention
   LayerScale moves to ``layer_scale1.lambda1``, storage tokens become ``embeddings.register_tokens``, the
@@ -230,7 +230,10 @@ def _rename(key: str, rules, to: str) -> str:
 
 # -- official -> transformers ---------------------------------------------------------------------------
 def to_transformers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official layout -> transformers layout (what transformers' ``save_pretrained`` writes).
+    """Official layout -> transformers layout: the names of a transformers model's own ``state_dict()``.
+
+    (transformers 5.x ``save_pretrained`` does not write these: it reverses its conversion mapping and writes the
+    official names minus ``rope_embed.periods``. ``from_pretrained`` loads either; so does ``to_official``.)
 
     ``w12`` is split into views (no copy); ``rope_embed.periods`` is dropped; ``tokenizer.*`` keys have no
     transformers counterpart and are kept verbatim. Raises :class:`CheckpointError` for a key with no
