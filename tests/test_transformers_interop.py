@@ -181,3 +181,10 @@ def test_what_transformers_cannot_hold_is_refused_before_writing(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "other" / "model.safetensors"))
     with pytest.raises(sapiens2.CheckpointError, match="'vit' model, not sapiens2"):
         sapiens2.load_model(tmp_path / "other")
+
+
+def test_cli_checkpoint_accepts_a_save_pretrained_folder(tmp_path):
+    from sapiens2.cli.predict import parse_checkpoints
+
+    _hf_model("matting").save_pretrained(tmp_path / "matting")
+    assert parse_checkpoints([str(tmp_path / "matting")]) == {"matting": tmp_path / "matting"}

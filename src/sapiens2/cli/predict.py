@@ -165,7 +165,8 @@ def _checkpoint_task(path: Path) -> str:
 
 
 def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
-    """``[TASK=]PATH`` strings -> {task: path}; the task comes from the file when not given."""
+    """``[TASK=]PATH`` strings (PATH a checkpoint file or save_pretrained folder) -> {task: path}; the task comes from
+    the file when not given."""
     found: dict[str, Path] = {}
     for spec in specs:
         task, path_text = None, spec
@@ -173,7 +174,7 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
             task_text, path_text = spec.split("=", 1)
             task = _task_name(task_text)
         path = Path(path_text).expanduser()
-        if not path.is_file():
+        if not path.exists():  # a file, or a transformers save_pretrained folder
             raise UsageError(f"--checkpoint {spec!r}: file {str(path)!r} does not exist")
         inferred = _checkpoint_task(path)
         if task is not None and inferred != task:
