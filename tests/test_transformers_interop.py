@@ -46,11 +46,7 @@ HF_HEADS = {
     "pointmap": ({**_DENSE, "scale_conv_out_channels": [32, 16, 8], "scale_final_hidden_sizes": [16, 8]}, 3),
 }
 TASKS = tuple(MODEL_CLASSES)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _size(task):
