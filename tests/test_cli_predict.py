@@ -357,15 +357,17 @@ def test_outputs_inside_the_input_folder_are_not_read_back(tmp_path, checkpoints
     write_image(tmp_path / "in" / "x.png", 30, 20)
     write_video(tmp_path / "in" / "v.mp4", 2)
     out = tmp_path / "in" / "out" if nested else tmp_path / "in"
-    args = [*ckpt_args(checkpoints, ["pose"]), *FAST, tmp_path / "in", "-o", out]
+    args = [*ckpt_args(checkpoints, ["pose", "seg"]), *FAST, tmp_path / "in", "-o", out]
     assert run_cli(*args) == 0
     assert summary_line(capsys.readouterr().out) == "inputs: 2 (2 done, 0 skipped, 0 failed)"
-    assert (out / "x.pose.png").is_file()
+    assert (out / "x.seg_vis.png").is_file() and (out / "v.seg.mp4").is_file()
+    assert (out / "v" / "000000.seg.png").is_file()
     assert run_cli(*args) == 0
     assert summary_line(capsys.readouterr().out) == "inputs: 2 (0 done, 2 skipped, 0 failed)"
     assert run_cli(*args, "--overwrite") == 0
     assert summary_line(capsys.readouterr().out) == "inputs: 2 (2 done, 0 skipped, 0 failed)"
-    assert not list(tmp_path.rglob("*.pose.pose.*")) and not (out / "out").exists()
+    assert not list(tmp_path.rglob("*.pose.*.pose.*")) and not list(tmp_path.rglob("*.seg.seg*"))
+    assert not (out / "out").exists()
 
 
 def test_no_person_found_is_reported_as_a_whole_image_fallback(tmp_path, checkpoints, capsys, caplog):
