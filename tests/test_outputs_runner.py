@@ -229,3 +229,20 @@ def test_failed_predictions_fail_their_input(tmp_path):
     assert [f.path.name for f in summary.failed] == ["img1.png"] and "poisoned" in summary.failed[0].reason
     assert summary.done == 2 and not (tmp_path / "out" / "img1.seg.png").exists()
     assert not (tmp_path / "out" / "img1.done.json").exists()
+
+
+class FindsNobody(FakePredictor):
+    def _one(self, image) -> Prediction:
+        prediction = super()._one(image)
+        prediction.pose.whole_image_fallback = True
+        return prediction
+
+
+def test_whole_image_fallbacks_are_counted_apart_and_warned_once(tmp_path, caplog):
+    write_images(tmp_path / "in", 2)
+    write_clip(tmp_path / "in" / "clip.mp4", 3)
+    with caplog.at_level("WARNING"):
+        summary = PredictJob(FindsNobody(), ["pose"], tmp_path / "out").run(discover_inputs(tmp_path / "in").items)
+    assert summary.done == 3 and summary.people == 0 and summary.whole_image_fallbacks == 5
+    assert "people found: 0; no person found, whole image used: 5" in summary.lines()[1]
+    assert len([r for r in caplog.records if "whole image" in r.getMessage()]) == 1

@@ -314,7 +314,7 @@ class PredictJob:
         logger.warning("skipped %s: %s", path, reason)
         summary.failed.append(InputFailure(Path(path), reason))
 
-    def _count(self, summary: JobSummary, prediction: Prediction) -> None:
+    def _count(self, summary: JobSummary, prediction: Prediction, video: Path | None = None) -> None:
         summary.add_timings(prediction.timings)
         pose = prediction.pose
         if pose is None:
@@ -325,8 +325,8 @@ class PredictJob:
         summary.whole_image_fallbacks += 1
         if summary.whole_image_fallbacks == 1:  # once per run: the summary counts the rest
             where = prediction.source or "an input"
-            if prediction.frame_index is not None:
-                where = f"frame {prediction.frame_index}"
+            if video is not None:
+                where = f"frame {prediction.frame_index} of {video}"
             logger.warning("no person found in %s: pose used the whole image as one box (more such cases are "
                            "counted in the summary)", where)
 
@@ -517,7 +517,7 @@ class PredictJob:
                         prediction.frame_index = frame.index
                         tracks = temporal(prediction, frame.time_s)
                         written = _at_smoothed_scale(prediction, tracks)
-                        self._count(summary, prediction)
+                        self._count(summary, prediction, video=item.path)
                         report.frames += 1
                         if self.video.frame_files:
                             frame_writes.append(writer.submit(write_prediction, written, frame.rgb,
