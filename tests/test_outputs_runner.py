@@ -246,3 +246,19 @@ def test_whole_image_fallbacks_are_counted_apart_and_warned_once(tmp_path, caplo
     assert summary.done == 3 and summary.people == 0 and summary.whole_image_fallbacks == 5
     assert "people found: 0; no person found, whole image used: 5" in summary.lines()[1]
     assert len([r for r in caplog.records if "whole image" in r.getMessage()]) == 1
+
+
+def test_any_error_opening_a_video_fails_that_video_only(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_clip(tmp_path / "in" / "a.mp4", 2)
+    write_clip(tmp_path / "in" / "b.mp4", 2)
+
+    def open_capture(target):
+        if str(target).endswith("a.mp4"):
+            raise OSError("device busy")  # not a VideoReadError: used to end the whole job
+        return cv2.VideoCapture(str(target))
+
+    summary = PredictJob(FakePredictor(), ["pose"], tmp_path / "out", open_capture=open_capture,
+                         progress=False).run(discover_inputs(tmp_path / "in").items)
+    assert [f.path.name for f in summary.failed] == ["a.mp4"] and "device busy" in summary.failed[0].reason
+    assert summary.done == 1 and (tmp_path / "out" / "b.pose.jsonl").is_file()

@@ -265,7 +265,7 @@ class PredictJob:
             try:
                 count = self._open_source(item).frame_count
                 total += math.ceil(max(count, 1) / self.every)
-            except (VideoReadError, ValueError):
+            except Exception:  # only an estimate; the run reports the failure
                 total += 1  # it will fail and be counted as one unit
         if self.video.max_frames is not None:
             total = min(total, self.video.max_frames * sum(1 for it, _, d in plan if it.is_video and not d)
@@ -460,7 +460,7 @@ class PredictJob:
             source = self._open_source(item)
             start, end = self._frame_range(source.fps)
             temporal = TemporalProcessor(track=self.video.track, smoothing=self.video.smoothing)
-        except (VideoReadError, ValueError) as exc:
+        except Exception as exc:  # whatever opening this video raises fails it alone
             self._fail(summary, item.path, exc)
             bar.update(1)
             return
