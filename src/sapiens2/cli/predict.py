@@ -218,10 +218,12 @@ def _model_identity(spec, task: str) -> dict:
 
 def output_settings(args: argparse.Namespace, models: dict, input_size) -> dict:
     """The options besides the job's own (tasks, video options) that change what an input's outputs hold."""
-    return {"models": {t: _model_identity(m, t) for t, m in sorted(models.items())},
-            "input_size": list(input_size) if input_size else None, "flip_test": bool(args.flip_test),
-            "detector": args.detector, "boxes": None if args.boxes is None else str(Path(args.boxes).resolve()),
-            "dtype": args.dtype}
+    settings = {"models": {t: _model_identity(m, t) for t, m in sorted(models.items())},
+                "input_size": list(input_size) if input_size else None, "dtype": args.dtype}
+    if "pose" in models:  # these change poses only: other tasks' outputs stay valid when they change
+        settings.update(flip_test=bool(args.flip_test), detector=args.detector,
+                        boxes=None if args.boxes is None else str(Path(args.boxes).resolve()))
+    return settings
 
 
 def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, input_size):
