@@ -291,3 +291,126 @@ def test_subprocess_smoke(tmp_path, checkpoints):
     assert "1 done" in done.stdout
     seg = cv2.imread(str(tmp_path / "out" / "a.seg.png"), cv2.IMREAD_UNCHANGED)
     assert seg.shape == (30, 20) and seg.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------- issue 22
+def summary_line(printed: str) -> str:
+    return next(line for line in printed.splitlines() if line.startswith("inputs:"))
+
+
+@pytest.mark.parametrize("bad", ['{"boxes": [[1, 2, 3]]}', "{not json"])
+def test_a_bad_boxes_file_fails_its_image_only(tmp_path, checkpoints, capsys, bad):
+    """A boxes error raised while feeding the model used to end the read-ahead and drop every later image."""
+    images = [write_image(tmp_path / "in" / f"{name}.png", 40, 30, seed=i) for i, name in enumerate("abc")]
+    (tmp_path / "boxes").mkdir()
+    (tmp_path / "boxes" / "a.json").write_text(bad)
+    out = tmp_path / "out"
+    rc = run_cli("--checkpoint", checkpoints["pose"], *FAST, "--boxes", tmp_path / "boxes", *images, "-o", out)
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert summary_line(printed) == "inputs: 3 (2 done, 0 skipped, 1 failed)", printed
+    assert f"  {images[0]}: " in printed and "boxes" in printed.split(f"  {images[0]}: ")[1].splitlines()[0]
+    assert not (out / "a.pose.json").exists()
+    for name in "bc":
+        assert json.loads((out / f"{name}.pose.json").read_text())["num_people"] == 1
+
+
+def test_resume_redoes_inputs_made_with_other_settings(tmp_path, checkpoints, capsys):
+    write_image(tmp_path / "in" / "a.png", 30, 20)
+    out = tmp_path / "out"
+    base = [*ckpt_args(checkpoints, ["pose"]), "--device", "cpu", "--no-progress", "--detector", "none",
+            tmp_path / "in", "-o", out]
+    assert run_cli(*base, "--input-size", "64x48") == 0
+    record = json.loads((out / "a.done.json").read_text())
+    assert record["format"] == "sapiens2.done" and record["outputs"] == ["a.pose.json", "a.pose.png"]
+    settings = record["settings"]
+    assert settings["tasks"] == ["pose"] and settings["input_size"] == [64, 48] and settings["flip_test"] is False
+    assert settings["models"]["pose"]["file"] == "tiny_pose.safetensors"
+    capsys.readouterr()
+    assert run_cli(*base, "--input-size", "64x48") == 0
+    assert "(0 done, 1 skipped, 0 failed)" in capsys.readouterr().out
+    for other in (["--input-size", "96x64"], ["--input-size", "64x48", "--flip-test"]):
+        assert run_cli(*base, *other) == 0
+        assert "(1 done, 0 skipped, 0 failed)" in capsys.readouterr().out, other
+    (out / "a.done.json").write_text("{")  # a damaged record: redo, not trust
+    assert run_cli(*base, "--input-size", "64x48", "--flip-test") == 0
+    assert "(1 done, 0 skipped, 0 failed)" in capsys.readouterr().out
+    os.utime(checkpoints["pose"])  # another checkpoint file (same name and size: retrained)
+    assert run_cli(*base, "--input-size", "64x48", "--flip-test") == 0
+    assert "(1 done, 0 skipped, 0 failed)" in capsys.readouterr().out
+
+
+def test_resume_redoes_videos_with_other_frames(tmp_path, checkpoints, capsys):
+    video = write_video(tmp_path / "v.mp4", 6)
+    out = tmp_path / "out"
+    base = [*ckpt_args(checkpoints, ["seg"]), *FAST, video, "-o", out]
+    assert run_cli(*base, "--every", "2") == 0
+    assert run_cli(*base, "--every", "2") == 0
+    assert "(0 done, 1 skipped, 0 failed)" in capsys.readouterr().out
+    for other in (["--every", "3"], ["--every", "3", "--start", "2f"], ["--every", "3", "--end", "5f"]):
+        assert run_cli(*base, *other) == 0
+        assert "(1 done, 0 skipped, 0 failed)" in capsys.readouterr().out, other
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_outputs_inside_the_input_folder_are_not_read_back(tmp_path, checkpoints, capsys, nested):
+    write_image(tmp_path / "in" / "x.png", 30, 20)
+    write_video(tmp_path / "in" / "v.mp4", 2)
+    out = tmp_path / "in" / "out" if nested else tmp_path / "in"
+    args = [*ckpt_args(checkpoints, ["pose", "seg"]), *FAST, tmp_path / "in", "-o", out]
+    assert run_cli(*args) == 0
+    assert summary_line(capsys.readouterr().out) == "inputs: 2 (2 done, 0 skipped, 0 failed)"
+    assert (out / "x.seg_vis.png").is_file() and (out / "v.seg.mp4").is_file()
+    assert (out / "v" / "000000.seg.png").is_file()
+    assert run_cli(*args) == 0
+    assert summary_line(capsys.readouterr().out) == "inputs: 2 (0 done, 2 skipped, 0 failed)"
+    assert run_cli(*args, "--overwrite") == 0
+    assert summary_line(capsys.readouterr().out) == "inputs: 2 (2 done, 0 skipped, 0 failed)"
+    assert not list(tmp_path.rglob("*.pose.*.pose.*")) and not list(tmp_path.rglob("*.seg.seg*"))
+    assert not (out / "out").exists()
+
+
+def test_no_person_found_is_reported_as_a_whole_image_fallback(tmp_path, checkpoints, capsys, caplog):
+    """HOG finds nobody in noise: the whole image is used, counted apart from people found, warned once."""
+    images = [tmp_path / f"{i}.png" for i in range(2)]
+    for i, path in enumerate(images):  # flat grey: nothing for HOG to find
+        assert cv2.imwrite(str(path), np.full((40, 30, 3), 100 + 20 * i, np.uint8))
+    args = [*ckpt_args(checkpoints, ["pose"]), "--input-size", "64x48", "--device", "cpu", "--no-progress"]
+    with caplog.at_level("WARNING"):
+        assert run_cli(*args, "--detector", "hog", *images, "-o", tmp_path / "out") == 0
+    printed = capsys.readouterr().out
+    assert "people found: 0; no person found, whole image used: 2" in printed, printed
+    assert len([r for r in caplog.records if "whole image" in r.getMessage()]) == 1
+    # the whole image asked for (--detector none) is not a fallback
+    assert run_cli(*args, *FAST[-2:], *images, "-o", tmp_path / "out2") == 0
+    printed = capsys.readouterr().out
+    assert "people found: 2" in printed and "whole image used" not in printed
+
+
+def test_predict_uses_the_input_size_a_checkpoint_was_trained_at(tmp_path, checkpoints, capsys):
+    torch.manual_seed(0)
+    model = build_model("pose", "sapiens2_tiny", img_size=(64, 48))
+    trained = tmp_path / "model.safetensors"  # as `sapiens2 train` writes it: img_size in the metadata
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(trained),
+              metadata={"task": "pose", "arch": "sapiens2_tiny", "img_size": "64x48"})
+    from sapiens2 import load_model
+
+    assert load_model(trained).img_size == (64, 48)  # the one rule, which eval uses as well
+    write_image(tmp_path / "a.png", 30, 20)
+    assert run_cli("--checkpoint", trained, "--device", "cpu", "--no-progress", "--detector", "none",
+                   tmp_path / "a.png", "-o", tmp_path / "out") == 0
+    doc = json.loads((tmp_path / "out" / "a.pose.json").read_text())
+    assert doc["input_size"] == {"height": 64, "width": 48}
+
+
+def test_pose_json_says_how_it_was_made_and_flip_test_is_pose_only(tmp_path, checkpoints, capsys):
+    write_image(tmp_path / "a.png", 30, 20)
+    assert run_cli(*ckpt_args(checkpoints, ["pose"]), *FAST, "--flip-test", tmp_path / "a.png",
+                   "-o", tmp_path / "out") == 0
+    doc = json.loads((tmp_path / "out" / "a.pose.json").read_text())
+    assert doc["flip_test"] is True and doc["detector"] == "whole_image"
+    assert doc["input_size"] == {"height": 64, "width": 48}
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--flip-test pose only:" in help_text and "B.frames.jsonl" in help_text

@@ -118,8 +118,10 @@ def test_video_streams_frames_and_writes_per_task_videos(tmp_path):
         assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
         assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (32, 24)
         capture.release()
-    again = PredictJob(FakePredictor(), ["pose", "seg"], tmp_path / "out").run(items)
+    again = PredictJob(FakePredictor(), ["pose", "seg"], tmp_path / "out", every=2).run(items)
     assert again.skipped == 1
+    other = PredictJob(FakePredictor(), ["pose", "seg"], tmp_path / "out", every=3).run(items)  # other frames
+    assert other.skipped == 0 and other.done == 1 and other.frames == 3
 
 
 class FailsOnSecondFrame(FakePredictor):
@@ -143,3 +145,120 @@ def test_failing_video_publishes_nothing(tmp_path):
     assert summary.done == 0
     assert not (tmp_path / "out" / "bad.seg.mp4").exists() and not (tmp_path / "out" / "bad.pose.jsonl").exists()
     assert not list((tmp_path / "out").rglob(".*s2tmp*"))
+
+
+class StopsAfterTwoFrames(FakePredictor):
+    def _one(self, image) -> Prediction:
+        if self.seen == 2:
+            raise KeyboardInterrupt  # Ctrl-C during a video
+        return super()._one(image)
+
+
+def write_clip(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (32, 24))
+    for i in range(frames):
+        writer.write(np.full((24, 32, 3), 20 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def test_an_interrupted_video_is_redone_on_the_next_run(tmp_path):
+    items = discover_inputs(write_clip(tmp_path / "clip.mp4", 6)).items
+    stopped = PredictJob(StopsAfterTwoFrames(batch_size=1), ["pose"], tmp_path / "out").run(items)
+    assert stopped.interrupted and stopped.frames == 2
+    assert json.loads((tmp_path / "out" / "clip.summary.json").read_text())["interrupted"] is True
+    assert not (tmp_path / "out" / "clip.done.json").exists()
+    again = PredictJob(FakePredictor(), ["pose"], tmp_path / "out").run(items)
+    assert again.skipped == 0 and again.done == 1 and again.frames == 6
+    assert PredictJob(FakePredictor(), ["pose"], tmp_path / "out").run(items).skipped == 1
+
+
+def test_resume_needs_a_matching_completion_record(tmp_path):
+    write_images(tmp_path / "in", 2)
+    items = discover_inputs(tmp_path / "in").items
+    settings = {"models": {"seg": "a"}}
+    assert PredictJob(FakePredictor(), ["seg"], tmp_path / "out", settings=settings).run(items).done == 2
+    record = json.loads((tmp_path / "out" / "img0.done.json").read_text())
+    assert record["outputs"] == ["img0.seg.png", "img0.seg_vis.png"] and record["settings"]["models"] == {"seg": "a"}
+    assert PredictJob(FakePredictor(), ["seg"], tmp_path / "out", settings=settings).run(items).skipped == 2
+    other = PredictJob(FakePredictor(), ["seg"], tmp_path / "out", settings={"models": {"seg": "b"}}).run(items)
+    assert other.done == 2  # another model
+    again = PredictJob(FakePredictor(), ["seg"], tmp_path / "out", settings={"models": {"seg": "b"}})
+    (tmp_path / "out" / "img1.done.json").unlink()  # outputs without a record (older version, crashed redo)
+    assert again.run(items).done == 1
+    cv2.imwrite(str(tmp_path / "in" / "img0.png"), np.zeros((30, 20, 3), np.uint8))  # a changed input
+    assert again.run(items).done == 1
+    assert again.run(items).skipped == 2
+
+
+class BoxesFail:
+    def __init__(self, bad: str):
+        self.bad = bad
+
+    def __call__(self, item):
+        if item.path.name == self.bad:
+            raise ValueError("broken boxes file")
+        return None
+
+
+def test_a_failure_while_feeding_the_model_fails_that_input_only(tmp_path):
+    write_images(tmp_path / "in", 5)
+    items = discover_inputs(tmp_path / "in").items
+    summary = PredictJob(FakePredictor(batch_size=2), ["seg"], tmp_path / "out",
+                         boxes_for=BoxesFail("img1.png")).run(items)
+    assert [f.path.name for f in summary.failed] == ["img1.png"] and "broken boxes" in summary.failed[0].reason
+    assert summary.done == 4 and summary.total == 5
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.seg.png")) == [f"img{i}.seg.png" for i in (0, 2, 3, 4)]
+
+
+class YieldsFailures(FakePredictor):
+    """Like sapiens2's Predictor: a failed input comes back as a Prediction with ``error`` set."""
+
+    def predict_many(self, images):
+        for image in images:
+            try:
+                yield self._one(image)
+            except RuntimeError as exc:
+                yield Prediction(image_size=(0, 0), error=exc)
+
+
+def test_failed_predictions_fail_their_input(tmp_path):
+    write_images(tmp_path / "in", 3)
+    cv2.imwrite(str(tmp_path / "in" / "img1.png"), np.full((24, 20, 3), POISON, np.uint8))
+    summary = PredictJob(YieldsFailures(), ["seg"], tmp_path / "out").run(discover_inputs(tmp_path / "in").items)
+    assert [f.path.name for f in summary.failed] == ["img1.png"] and "poisoned" in summary.failed[0].reason
+    assert summary.done == 2 and not (tmp_path / "out" / "img1.seg.png").exists()
+    assert not (tmp_path / "out" / "img1.done.json").exists()
+
+
+class FindsNobody(FakePredictor):
+    def _one(self, image) -> Prediction:
+        prediction = super()._one(image)
+        prediction.pose.whole_image_fallback = True
+        return prediction
+
+
+def test_whole_image_fallbacks_are_counted_apart_and_warned_once(tmp_path, caplog):
+    write_images(tmp_path / "in", 2)
+    write_clip(tmp_path / "in" / "clip.mp4", 3)
+    with caplog.at_level("WARNING"):
+        summary = PredictJob(FindsNobody(), ["pose"], tmp_path / "out").run(discover_inputs(tmp_path / "in").items)
+    assert summary.done == 3 and summary.people == 0 and summary.whole_image_fallbacks == 5
+    assert "people found: 0; no person found, whole image used: 5" in summary.lines()[1]
+    assert len([r for r in caplog.records if "whole image" in r.getMessage()]) == 1
+
+
+def test_any_error_opening_a_video_fails_that_video_only(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_clip(tmp_path / "in" / "a.mp4", 2)
+    write_clip(tmp_path / "in" / "b.mp4", 2)
+
+    def open_capture(target):
+        if str(target).endswith("a.mp4"):
+            raise OSError("device busy")  # not a VideoReadError: used to end the whole job
+        return cv2.VideoCapture(str(target))
+
+    summary = PredictJob(FakePredictor(), ["pose"], tmp_path / "out", open_capture=open_capture,
+                         progress=False).run(discover_inputs(tmp_path / "in").items)
+    assert [f.path.name for f in summary.failed] == ["a.mp4"] and "device busy" in summary.failed[0].reason
+    assert summary.done == 1 and (tmp_path / "out" / "b.pose.jsonl").is_file()

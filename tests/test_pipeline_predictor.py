@@ -125,3 +125,23 @@ def test_device_auto_resolves_to_an_available_device():
         "mps" if torch.backends.mps.is_available() else "cpu")
     assert dev.type == expected
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_predict_many_yields_failed_items_and_keeps_the_rest(models, tmp_path):
+    """A missing file or bad boxes in a batch used to raise and lose the batch's good results."""
+    good = [tmp_path / "a.png", tmp_path / "b.png"]
+    for i, path in enumerate(good):
+        cv2.imwrite(str(path), _image(40, 30, seed=i))
+    p = Predictor("pose", model=models["pose"], device="cpu", input_size=INPUT_HW, batch_size=4, detector="none")
+    preds = list(p.predict_many([*map(str, good), str(tmp_path / "missing.png"),
+                                 PredictInput(_image(40, 30), boxes=[[1, 2, 3]])]))
+    assert [pr.ok for pr in preds] == [True, True, False, False]
+    assert [pr.pose.num_people for pr in preds[:2]] == [1, 1] and preds[0].source == good[0]
+    missing = preds[2]
+    assert missing.pose is None and missing.source == tmp_path / "missing.png"
+    assert isinstance(missing.error, Sapiens2Error) and "missing.png" in str(missing.error)
+    assert isinstance(preds[3].error, Sapiens2Error)
+    one = p.predict(str(good[0]))  # the same numbers as alone
+    np.testing.assert_array_equal(one.pose.keypoints, preds[0].pose.keypoints)
+    with pytest.raises(Sapiens2Error):  # a single predict still raises
+        p.predict(str(tmp_path / "missing.png"))

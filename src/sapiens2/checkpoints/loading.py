@@ -19,7 +19,7 @@ from ..models.task_model import Sapiens2TaskModel, build_model_for_state_dict
 from .arch_inference import infer_backbone_config
 from .convert import to_official
 from .hub import download_checkpoint
-from .reading import CHECKPOINT_SUFFIXES, read_state_dict
+from .reading import CHECKPOINT_SUFFIXES, read_state_dict, recorded_img_size
 from .registry import INPUT_SIZE_4K, STANDARD_INPUT_SIZE, PublishedModel, resolve_model_name
 from .strict_load import load_state_dict_strict
 from .transformers_folder import read_folder_config
@@ -147,8 +147,9 @@ def load_model(path_or_name: str | os.PathLike, task: str | None = None, *, rope
     folder (``config.json`` + ``model.safetensors``, possibly sharded), or a published name such as
     ``"sapiens2-seg-0.4b"`` (``"seg-0.4b"``, or ``"0.4b"`` with ``task="seg"``). The task, the head's channel
     layout and the backbone arch are inferred from the tensors; ``task``, when given, must agree with the file.
-    ``img_size`` defaults to what the head was trained at (a folder's config.json ``image_size``, else 1024x768;
-    pointmap's scale branch fixes it).
+    ``img_size`` defaults to what the model was trained at: a folder's config.json ``image_size``, or the size our
+    trainer records in a file's metadata, else 1024x768 (pointmap: the size its scale branch fixes). ``sapiens2
+    predict`` and ``eval`` both rely on it.
     """
     resolved = resolve_checkpoint(path_or_name, task=task, cache_dir=cache_dir)
     source = str(resolved.path)
@@ -159,6 +160,8 @@ def load_model(path_or_name: str | os.PathLike, task: str | None = None, *, rope
         task = task or folder.task
         if img_size is None and folder.image_size is not None:
             img_size = folder.image_size
+    elif img_size is None:
+        img_size = recorded_img_size(resolved.path)
     state = read_official_state_dict(resolved.path, task=task)
     if not any(k.startswith("decode_head.") for k in state):
         raise CheckpointError(f"{source} holds no task head (no decode_head.* keys): it is a backbone/pretrain "

@@ -161,6 +161,25 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     return _read_safetensors(path) if fmt == "safetensors" else _read_torch(path, fmt)
 
 
+def recorded_img_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The input size (H, W) a model was trained at, as our trainer records it in the safetensors metadata
+    (``img_size`` ``"256x192"``); None when the file records none (official and published files, PyTorch files)."""
+    from safetensors import safe_open
+
+    try:
+        if detect_format(path) != "safetensors":
+            return None
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            text = (f.metadata() or {}).get("img_size")
+        if not text:
+            return None
+        height, width = (int(v) for v in text.lower().split("x"))
+        return height, width
+    except Exception as exc:  # a bad file or value (SafetensorError too): the weights' reader reports bad files
+        logger.debug("no img_size read from %s: %s", path, exc)
+        return None
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 

@@ -25,17 +25,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                 "  sapiens2 eval --task pose --data person_keypoints.json --checkpoint sapiens2-pose-0.4b --flip-test")
 
 
-def _checkpoint_img_size(path: str) -> tuple[int, int] | None:
-    """The img_size our trainer records in the safetensors metadata, if any."""
-    try:
-        from safetensors import safe_open
-        with safe_open(path, framework="pt") as f:
-            text = (f.metadata() or {}).get("img_size")
-        return tuple(int(v) for v in text.split("x")) if text else None
-    except Exception:  # not a local safetensors file (a published name, a .pth): use the default
-        return None
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -48,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from sapiens2.training.trainer import autocast_dtype
 
     device = pick_device(args.device)
-    size = tuple(args.input_size) if args.input_size else _checkpoint_img_size(args.checkpoint)
+    size = tuple(args.input_size) if args.input_size else None  # None: load_model's trained-at size
     try:
         model = load_model(args.checkpoint, task=args.task, img_size=size, device=device)
         dataset = build_dataset(args.task, args.data, train=False, input_hw=model.img_size,

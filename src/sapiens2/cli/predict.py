@@ -42,7 +42,8 @@ outputs (per input, mirroring the input folders; B = <out>/<relative path withou
             B.frames.jsonl (pointmap without pose: per-frame scale), B.summary.json (frames, people, tracks,
             frames/s, issues), and the data files of each frame as B/<frame:06d>.<suffix> (--no-frame-files: none)
 
-Inputs whose outputs all exist are skipped (use --overwrite). Unreadable inputs are reported and skipped;
+Inputs done by an earlier run with the same settings are skipped (B.done.json records it; --overwrite redoes
+them); our own outputs inside an input folder are not read as inputs. Failed inputs are reported and skipped;
 the exit status is 1 only if no input succeeded, 2 for usage errors."""
 
 
@@ -69,7 +70,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (default float32; bfloat16/float16 are faster on GPUs)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per forward pass")
-    p.add_argument("--flip-test", action="store_true", help="average with the horizontally flipped image (2x time)")
+    p.add_argument("--flip-test", action="store_true",
+                   help="pose only: average with the horizontally flipped crop (2x pose time)")
     p.add_argument("--detector", default=None, metavar="hog|seg|onnx:PATH|none",
                    help="person boxes for pose: hog (OpenCV, shipped), seg (from a body-part segmentation), "
                         "onnx:PATH (your YOLOv8 / RTMDet ONNX model), none (whole image)")
@@ -207,6 +209,24 @@ def _model_name(spec, task: str) -> str:
         return str(spec)
 
 
+def _model_identity(spec, task: str) -> dict:
+    """What names a model in completion records: a file by name, size and time (retrained = redone), else its name."""
+    if isinstance(spec, Path):
+        stat = spec.stat()
+        return {"file": spec.name, "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
+    return {"name": _model_name(spec, task)}
+
+
+def output_settings(args: argparse.Namespace, models: dict, input_size) -> dict:
+    """The options besides the job's own (tasks, video options) that change what an input's outputs hold."""
+    settings = {"models": {t: _model_identity(m, t) for t, m in sorted(models.items())},
+                "input_size": list(input_size) if input_size else None, "dtype": args.dtype}
+    if "pose" in models:  # these change poses only: other tasks' outputs stay valid when they change
+        settings.update(flip_test=bool(args.flip_test), detector=args.detector,
+                        boxes=None if args.boxes is None else str(Path(args.boxes).resolve()))
+    return settings
+
+
 def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, input_size):
     """The real Predictor for the parsed options (imports torch; may download published weights)."""
     from sapiens2.tasks.predictor import Predictor
@@ -232,6 +252,7 @@ def _run(args: argparse.Namespace) -> int:
     from sapiens2.errors import Sapiens2Error
     from sapiens2.io import OutputWriteError, discover_inputs
     from sapiens2.serving import InputFailure, OutputOptions, PredictJob
+    from sapiens2.serving.completion import own_output_filter
     from sapiens2.serving.runner import SourceItem, VideoOptions
 
     tasks = parse_tasks(args.task)
@@ -276,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
         return 1
 
-    found = discover_inputs(args.inputs)
+    found = discover_inputs(args.inputs, exclude=own_output_filter(output))
     found.items.extend(SourceItem(spec) for spec in sources)
     failures = [InputFailure(p, "does not exist") for p in found.missing]
     failures += [InputFailure(p, "not an image or video file extension") for p in found.unsupported]
@@ -292,7 +313,7 @@ def _run(args: argparse.Namespace) -> int:
     video = VideoOptions(start=args.start, end=args.end, max_frames=args.max_frames, track=args.track,
                          smoothing=args.smooth, frame_files=args.frame_files, fps=args.fps)
     job = PredictJob(None, tasks, output, options, overwrite=args.overwrite, every=args.every, progress=progress,
-                     video=video)
+                     video=video, settings=output_settings(args, models, input_size))
     if all(done for _, _, done in job.plan(found.items)):
         logger.info("all %d input(s) already have their outputs; nothing to do (use --overwrite to redo)",
                     len(found.items))

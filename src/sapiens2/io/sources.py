@@ -1,7 +1,8 @@
 """Turning the paths a user gives into an ordered list of image and video inputs.
 
 Files are classified by extension (case-insensitive). Folders are searched recursively; hidden files and
-folders (names starting with ".") are skipped, which also skips our own temporary files. The order is
+folders (names starting with ".") are skipped, which also skips our own temporary files; ``exclude`` skips more
+(the caller's own outputs, e.g. an output folder inside an input folder). The order is
 deterministic: the arguments' order, and inside a folder the sorted relative paths. A file reached twice
 is listed once (first occurrence wins).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -70,18 +72,21 @@ def input_kind(path: str | os.PathLike[str]) -> InputKind | None:
     return None
 
 
-def _walk_folder(folder: Path) -> list[Path]:
+def _walk_folder(folder: Path, exclude: Callable[[Path], bool] | None = None) -> list[Path]:
     found: list[Path] = []
+    skip = exclude or (lambda path: False)
     for root, dirs, files in os.walk(folder, onerror=lambda exc: logger.warning("cannot list %s: %s",
                                                                                  exc.filename, exc.strerror)):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(root) / name for name in files if not name.startswith("."))
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not skip(Path(root) / d)]
+        found.extend(Path(root) / name for name in files if not name.startswith(".") and not skip(Path(root) / name))
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
-def discover_inputs(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]) -> DiscoveredInputs:
+def discover_inputs(paths: str | os.PathLike[str] | list[str | os.PathLike[str]], *,
+                    exclude: Callable[[Path], bool] | None = None) -> DiscoveredInputs:
     """Classify files and search folders (recursively) for images and videos. Never raises for a bad
-    path: missing ones are reported in ``missing`` for the caller to decide."""
+    path: missing ones are reported in ``missing`` for the caller to decide. ``exclude(path)``: folders and files
+    met while searching a folder to leave out (paths given directly are always used)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     result = DiscoveredInputs()
@@ -95,7 +100,7 @@ def discover_inputs(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]
 
     for given in map(Path, paths):
         if given.is_dir():
-            for path in _walk_folder(given):
+            for path in _walk_folder(given, exclude):
                 kind = input_kind(path)
                 if kind is not None:
                     add(path, kind, path.relative_to(given))

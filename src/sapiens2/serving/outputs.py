@@ -22,7 +22,7 @@ Every file is written atomically by the :mod:`sapiens2.io` writers.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,8 @@ class OutputOptions:
     seg_probabilities: bool = False
     ply_max_points: int = DEFAULT_PLY_MAX_POINTS
     model_names: dict[str, str] = field(default_factory=dict)  # task -> model name for the pose header
+    # what else produced the poses, for the pose header: input_size, flip_test, detector (Predictor.pose_settings)
+    pose_settings: Mapping[str, object] = field(default_factory=dict)
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:
@@ -217,7 +219,8 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
         if path := out(".pose.json"):
             # compact: C-speed encoding, and one line per number would make big files
             write_json(path, image_pose_document(result, model=options.model_names.get("pose"),
-                                                 image_size=prediction.image_size), indent=None)
+                                                 image_size=prediction.image_size,
+                                                 settings=options.pose_settings), indent=None)
         if path := out(".pose.png"):
             write_png(path, render_task(prediction, image_rgb, task))
     elif task == "seg":

@@ -11,6 +11,7 @@ finite is written as ``[0, 0, 0]``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -46,9 +47,14 @@ def _static_header() -> dict[str, Any]:
 
 
 def pose_header(*, model: str | None, image_size: tuple[int, int] | None = None, fps: float | None = None,
-                box_source: str | None = None, kind: str = "image") -> dict[str, Any]:
-    """The self-describing part of a pose file. ``image_size`` is (H, W)."""
+                box_source: str | None = None, kind: str = "image",
+                settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The self-describing part of a pose file. ``image_size`` is (H, W). ``settings``: how the poses were made
+    (``input_size`` {height, width} of the model's crops, ``flip_test``, ``detector``), null when not known."""
     header: dict[str, Any] = {"format": f"sapiens2.pose.{kind}", "format_version": FORMAT_VERSION, "model": model}
+    settings = settings or {}
+    for key in ("input_size", "flip_test", "detector"):
+        header[key] = settings.get(key)
     if image_size is not None:
         header["image_size"] = {"height": int(image_size[0]), "width": int(image_size[1])}
     if fps is not None:
@@ -107,9 +113,11 @@ def _metres(value: float) -> float | None:
     return round(float(value), 4) if value is not None and np.isfinite(value) else None
 
 
-def image_pose_document(pose: PoseResult, *, model: str | None, image_size: tuple[int, int]) -> dict[str, Any]:
+def image_pose_document(pose: PoseResult, *, model: str | None, image_size: tuple[int, int],
+                        settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The whole ``<stem>.pose.json`` document for one image."""
-    document = pose_header(model=model, image_size=image_size, box_source=pose.box_source, kind="image")
+    document = pose_header(model=model, image_size=image_size, box_source=pose.box_source, kind="image",
+                           settings=settings)
     document["num_people"] = pose.num_people
     document["people"] = people_records(pose)
     return document

@@ -1,9 +1,10 @@
 """The batch job behind ``sapiens2 predict``: images and videos in, files out, robust to bad inputs.
 
-- Resume: an input whose outputs all exist is skipped unless ``overwrite`` (writes are atomic, so an existing
-  file is a complete one).
-- Bad inputs (unreadable, truncated, not an image, empty video) and per-input failures (a model error on one
-  image, a failed write) are recorded with the reason and the job goes on.
+- Resume: an input is skipped unless ``overwrite`` when its completion record (``B.done.json``, written last, see
+  :mod:`~sapiens2.serving.completion`) says its outputs are whole and were made with the same settings from the
+  same input; an interrupted video, other options or a changed input redo it.
+- Bad inputs (unreadable, truncated, not an image, empty video) and per-input failures at any stage (reading, its
+  boxes file, the model, writing) are recorded with the reason and fail that input only; the job goes on.
 - Overlap: images are read by a small thread pool ahead of the model, and files are written by another while
   the model runs on the next batch (OpenCV and NumPy release the GIL for decoding, encoding and file I/O).
   Memory stays bounded: at most a few batches are in flight. Video frames are streamed, never all held.
@@ -15,11 +16,12 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -28,10 +30,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sapiens2.io import (InputItem, VideoReadError, VideoWriter, atomic_open, load_image, should_skip,
-                         write_json)
+from sapiens2.io import InputItem, VideoReadError, VideoWriter, atomic_open, load_image, write_json
 from sapiens2.tasks.results import Prediction
 
+from .completion import clear_record, is_complete, write_record
 from .naming import output_bases
 from .outputs import (SUMMARY_SUFFIX, OutputOptions, frame_base, image_outputs, order_tasks, render_task,
                       video_jsonl_suffix, video_outputs, with_suffix, write_prediction)
@@ -128,7 +130,8 @@ class JobSummary:
     failed: list[InputFailure] = field(default_factory=list)
     images: int = 0
     frames: int = 0
-    people: int = 0
+    people: int = 0  # people the pose boxes came for (detector, boxes file, seg); whole-image fallbacks not included
+    whole_image_fallbacks: int = 0  # images/frames where no person was found and pose used the whole image
     files_written: int = 0
     wall_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=dict)
@@ -149,8 +152,11 @@ class JobSummary:
 
     def lines(self) -> list[str]:
         """A human summary, failures listed with their reasons."""
+        fallbacks = (f"; no person found, whole image used: {self.whole_image_fallbacks}"
+                     if self.whole_image_fallbacks else "")
         out = [f"inputs: {self.total} ({self.done} done, {self.skipped} skipped, {len(self.failed)} failed)",
-               f"predicted: {self.images} image(s), {self.frames} video frame(s); people found: {self.people}",
+               f"predicted: {self.images} image(s), {self.frames} video frame(s); people found: {self.people}"
+               + fallbacks,
                f"time: {self.wall_s:.1f} s, {self.per_second:.2f} images/s; files written: {self.files_written}"]
         for video in self.videos:
             out.append(f"video {video.source}: {video.frames} frame(s), {video.tracks} track(s), "
@@ -196,13 +202,15 @@ class PredictJob:
     :class:`~sapiens2.tasks.predictor.PredictInput` objects (``sapiens2.tasks.predictor.Predictor``).
     ``boxes_for(item)``: person boxes for an image input from a boxes file, or None (then the predictor's own
     detector is used); such predictions are labelled ``box_source="file"``.
+    ``settings``: what else decides the outputs (model identities, input size, flip test, detector, ...); it goes
+    into each input's completion record with the job's own options, and a re-run with other settings redoes inputs.
     """
 
     def __init__(self, predictor: PredictorLike, tasks: Sequence[str], output_dir: str | Path,
                  options: OutputOptions | None = None, *, overwrite: bool = False, every: int = 1,
                  progress: bool = False, read_workers: int = 2, write_workers: int = 2, max_pending: int = 8,
                  boxes_for: Callable[[InputItem], Any] | None = None, video: VideoOptions | None = None,
-                 open_capture: Callable[[Any], Any] | None = None):
+                 open_capture: Callable[[Any], Any] | None = None, settings: Mapping[str, Any] | None = None):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.predictor = predictor
@@ -218,16 +226,30 @@ class PredictJob:
         self.boxes_for = boxes_for
         self.video = video or VideoOptions()
         self.open_capture = open_capture  # replaces cv2.VideoCapture for cameras/streams/files (tests: fakes)
+        self.settings = dict(settings or {})
 
     # ------------------------------------------------------------------ planning
+    def item_settings(self, item) -> dict[str, Any]:
+        """Everything that decides an input's outputs, as its completion record keeps it."""
+        settings = {**self.settings, "tasks": list(self.tasks), "seg_probabilities": self.options.seg_probabilities,
+                    "ply_max_points": self.options.ply_max_points}
+        if item.is_video:  # frame selection and post-processing only change videos
+            v = self.video
+            settings.update(every=self.every, start=v.start, end=v.end, max_frames=v.max_frames, track=v.track,
+                            smoothing=v.smoothing, frame_files=v.frame_files, fps=v.fps)
+        return settings
+
+    def expected_outputs(self, item, base: Path) -> list[Path]:
+        return video_outputs(base, self.tasks) if item.is_video else image_outputs(base, self.tasks, self.options)
+
     def plan(self, items: Sequence[InputItem]) -> list[tuple[InputItem, Path, bool]]:
         """(item, output base, already done) for every input."""
         plan = []
         for item, base in zip(items, output_bases(items, self.output_dir)):
-            expected = video_outputs(base, self.tasks) if item.is_video else image_outputs(base, self.tasks,
-                                                                                               self.options)
             live = isinstance(item, SourceItem) and item.live  # a camera is never "already done"
-            plan.append((item, base, not live and should_skip(expected, self.overwrite)))
+            done = not (self.overwrite or live) and is_complete(base, item.path, self.expected_outputs(item, base),
+                                                                self.item_settings(item))
+            plan.append((item, base, done))
         return plan
 
     def _estimated_work(self, plan) -> int:
@@ -243,7 +265,7 @@ class PredictJob:
             try:
                 count = self._open_source(item).frame_count
                 total += math.ceil(max(count, 1) / self.every)
-            except (VideoReadError, ValueError):
+            except Exception:  # only an estimate; the run reports the failure
                 total += 1  # it will fail and be counted as one unit
         if self.video.max_frames is not None:
             total = min(total, self.video.max_frames * sum(1 for it, _, d in plan if it.is_video and not d)
@@ -256,12 +278,18 @@ class PredictJob:
         start = time.perf_counter()
         summary = JobSummary()
         summary.failed.extend(failures)
+        described = getattr(self.predictor, "pose_settings", None)
+        if "pose" in self.tasks and isinstance(described, Mapping) and not self.options.pose_settings:
+            # the pose files say how they were made: crop size, flip test, detector
+            self.options = dataclasses.replace(self.options, pose_settings=dict(described))
         plan = self.plan(items)
         summary.total = len(plan) + len(summary.failed)
         todo = [(item, base) for item, base, done in plan if not done]
         summary.skipped = len(plan) - len(todo)
         if summary.skipped:
             logger.info("skipping %d input(s) whose outputs exist (use --overwrite to redo them)", summary.skipped)
+        for _, base in todo:  # outputs about to be replaced must not pass for complete if this run stops midway
+            clear_record(base)
         bar = _progress_bar(self.progress, self._estimated_work(plan) if self.progress else None)
         try:
             with ThreadPoolExecutor(self.write_workers, thread_name_prefix="s2-write") as writer:
@@ -286,10 +314,21 @@ class PredictJob:
         logger.warning("skipped %s: %s", path, reason)
         summary.failed.append(InputFailure(Path(path), reason))
 
-    def _count(self, summary: JobSummary, prediction: Prediction) -> None:
+    def _count(self, summary: JobSummary, prediction: Prediction, video: Path | None = None) -> None:
         summary.add_timings(prediction.timings)
-        if prediction.pose is not None:
-            summary.people += prediction.pose.num_people
+        pose = prediction.pose
+        if pose is None:
+            return
+        if not pose.whole_image_fallback:
+            summary.people += pose.num_people
+            return
+        summary.whole_image_fallbacks += 1
+        if summary.whole_image_fallbacks == 1:  # once per run: the summary counts the rest
+            where = prediction.source or "an input"
+            if video is not None:
+                where = f"frame {prediction.frame_index} of {video}"
+            logger.warning("no person found in %s: pose used the whole image as one box (more such cases are "
+                           "counted in the summary)", where)
 
     # ------------------------------------------------------------------ images
     def _prefetch(self, jobs, summary: JobSummary, bar) -> Iterator[tuple[InputItem, Path, Any]]:
@@ -329,9 +368,16 @@ class PredictJob:
             return predict_input(loaded, source=item.path, boxes=boxes)
 
         def feed() -> Iterator[Any]:
+            # Nothing may raise out of this generator: an exception would end it and drop every later input.
             for job in loaded_stream:
+                try:
+                    next_request = request(job)
+                except Exception as exc:  # e.g. a broken boxes file: this input only
+                    self._fail(summary, job[0].path, exc)
+                    bar.update(1)
+                    continue
                 inflight.append(job)
-                yield request(job)
+                yield next_request
 
         def finish(item: InputItem, future: Future) -> None:
             try:
@@ -342,12 +388,15 @@ class PredictJob:
 
         def accept(job, prediction: Prediction) -> None:
             item, base, loaded = job
+            if getattr(prediction, "error", None) is not None:  # the predictor isolated this input's failure
+                self._fail(summary, item.path, prediction.error)
+                bar.update(1)
+                return
             if prediction.pose is not None and prediction.pose.box_source == "given":
                 prediction.pose.box_source = "file"  # the only boxes this job gives are from --boxes files
             self._count(summary, prediction)
             summary.images += 1
-            writes.append((item, writer.submit(write_prediction, prediction, loaded.rgb, base, self.tasks,
-                                               self.options)))
+            writes.append((item, writer.submit(self._write_image, prediction, loaded.rgb, item, base)))
             while len(writes) > self.max_pending or (writes and writes[0][1].done()):
                 finish(*writes.popleft())
             bar.update(1)
@@ -378,6 +427,11 @@ class PredictJob:
         while writes:
             finish(*writes.popleft())
 
+    def _write_image(self, prediction: Prediction, rgb, item, base: Path) -> list[Path]:
+        written = write_prediction(prediction, rgb, base, self.tasks, self.options)
+        write_record(base, item.path, written, self.item_settings(item))  # last: marks the input done
+        return written
+
     # ------------------------------------------------------------------ videos
     def _open_source(self, item):
         from sapiens2.video.sources import SourceSpec, open_source
@@ -406,7 +460,7 @@ class PredictJob:
             source = self._open_source(item)
             start, end = self._frame_range(source.fps)
             temporal = TemporalProcessor(track=self.video.track, smoothing=self.video.smoothing)
-        except (VideoReadError, ValueError) as exc:
+        except Exception as exc:  # whatever opening this video raises fails it alone
             self._fail(summary, item.path, exc)
             bar.update(1)
             return
@@ -441,7 +495,8 @@ class PredictJob:
                 if jsonl_suffix is not None:
                     lines = stack.enter_context(atomic_open(with_suffix(base, jsonl_suffix), "w"))
                     header = pose_header(model=self.options.model_names.get("pose"), fps=fps, kind="video",
-                                         image_size=(source.height, source.width))
+                                         image_size=(source.height, source.width),
+                                         settings=self.options.pose_settings)
                     if "pose" not in self.tasks:
                         header = {"format": "sapiens2.frames.video", "format_version": header["format_version"],
                                   "fps": fps, "image_size": header["image_size"]}
@@ -457,10 +512,12 @@ class PredictJob:
                 try:
                     for prediction in self.predictor.predict_many(feed()):
                         frame = inflight.popleft()
+                        if getattr(prediction, "error", None) is not None:
+                            raise prediction.error  # a frame the model failed on fails the video, as a crash does
                         prediction.frame_index = frame.index
                         tracks = temporal(prediction, frame.time_s)
                         written = _at_smoothed_scale(prediction, tracks)
-                        self._count(summary, prediction)
+                        self._count(summary, prediction, video=item.path)
                         report.frames += 1
                         if self.video.frame_files:
                             frame_writes.append(writer.submit(write_prediction, written, frame.rgb,
@@ -491,6 +548,8 @@ class PredictJob:
             report.wall_s = time.perf_counter() - began
             write_json(with_suffix(base, SUMMARY_SUFFIX), self._video_summary(report, source, fps, start, end,
                                                                               temporal))
+            if not report.interrupted:  # a partial video has no record, so the next run redoes it
+                write_record(base, item.path, self.expected_outputs(item, base), self.item_settings(item))
             summary.videos.append(report)
             summary.frames += report.frames
             summary.files_written += files + len(videos) + (lines is not None) + 1
@@ -537,8 +596,6 @@ def _at_smoothed_scale(prediction: Prediction, tracks) -> Prediction:
     factor = tracks.pointmap_factor
     if prediction.pointmap is None or factor == 1.0:
         return prediction
-    import dataclasses
-
     pointmap = dataclasses.replace(prediction.pointmap, pointmap=prediction.pointmap.pointmap * np.float32(factor),
                                    scale=float(tracks.scale))
     return dataclasses.replace(prediction, pointmap=pointmap)

@@ -193,13 +193,14 @@ class Predictor:
     dtype: "float32", "bfloat16" or "float16", applied with ``torch.autocast`` (weights stay float32); on CPU
         float16 falls back to float32.
     batch_size: images per forward for seg / dense / matting, and person crops per forward for pose.
-    flip_test: pose flip test (mirrored crop, heatmaps flipped back with left/right swapped, averaged).
+    flip_test: pose flip test (mirrored crop, heatmaps flipped back with left/right swapped, averaged); pose only.
     detector: pose box source (see ``pose.pipeline.make_box_source``): "auto", "hog", "onnx:PATH", "seg",
         "whole_image", "file:PATH", a ``BoxFileSource`` or an object with ``detect(rgb) -> Detections``. Boxes given
         to ``predict(..., boxes=...)`` ((N, 4) / (N, 5) array, Detections, or "seg") take precedence. When none is found the whole image is one box (official)
         unless ``fallback_whole_image=False``.
-    input_size: (H, W) model input for every task instead of the checkpoint's (1024x768), e.g. for speed; must be
-        multiples of 16; pointmap's scale branch only accepts the size it was trained at.
+    input_size: (H, W) model input for every task instead of the size each model was trained at (recorded in
+        checkpoints from ``sapiens2 train``, else 1024x768), e.g. for speed; must be multiples of 16; pointmap's
+        scale branch only accepts the size it was trained at.
     return_probabilities: also return the per-class softmax of seg (29, H, W) float32 (large for big images).
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
@@ -295,6 +296,16 @@ class Predictor:
         return int(hw[0]), int(hw[1])
 
     @property
+    def pose_settings(self) -> dict[str, object]:
+        """What decides the poses besides the model, as the pose files record it: the crop ``input_size``
+        ({height, width}), ``flip_test`` and the ``detector`` (box source); empty without pose."""
+        if "pose" not in self.runners:
+            return {}
+        height, width = self.runners["pose"].input_hw
+        return {"input_size": {"height": height, "width": width}, "flip_test": self.flip_test,
+                "detector": self.box_source.label if self.box_source is not None else None}
+
+    @property
     def models(self) -> dict[str, nn.Module]:
         return {t: r.model for t, r in self.runners.items()}
 
@@ -316,7 +327,11 @@ class Predictor:
     def predict_many(self, images: Iterable[ImageInput | PredictInput], *, batch_size: int | None = None
                      ) -> Iterator[Prediction]:
         """Predictions in input order, ``batch_size`` images per model forward; the iterable is consumed lazily
-        (at most one batch of images is held)."""
+        (at most one batch of images is held).
+
+        An input that fails (unreadable or missing file, bad boxes, a model error on it) does not stop the stream
+        or lose its batch-mates: its Prediction has ``error`` set (the exception; ``ok`` is False) and no results.
+        """
         size = self.batch_size if batch_size is None else int(batch_size)
         if size < 1:
             raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
@@ -324,19 +339,26 @@ class Predictor:
         for item in images:
             group.append(item)
             if len(group) == size:
-                yield from self._predict_group(group)
+                yield from self._predict_group(group, isolate=True)
                 group = []
         if group:
-            yield from self._predict_group(group)
+            yield from self._predict_group(group, isolate=True)
 
-    def _load_inputs(self, items: list) -> list[_Loaded]:
-        loaded = []
-        for item in items:
-            request = item if isinstance(item, PredictInput) else PredictInput(item)
-            rgb, found = as_rgb_image(request.image)
-            src = Path(request.source) if request.source is not None else found
-            loaded.append(_Loaded(rgb, src, request.frame_index, request.boxes))
-        return loaded
+    @staticmethod
+    def _load_input(item) -> _Loaded:
+        request = item if isinstance(item, PredictInput) else PredictInput(item)
+        rgb, found = as_rgb_image(request.image)
+        src = Path(request.source) if request.source is not None else found
+        return _Loaded(rgb, src, request.frame_index, request.boxes)
+
+    @staticmethod
+    def _failed(item, error: Exception) -> Prediction:
+        request = item if isinstance(item, PredictInput) else PredictInput(item)
+        source = request.source
+        if source is None and isinstance(request.image, (str, os.PathLike)):
+            source = request.image
+        return Prediction(image_size=(0, 0), source=None if source is None else Path(source),
+                          frame_index=request.frame_index, error=error)
 
     def _run(self, task: str, inputs: list[np.ndarray]):
         runner = self.runners[task]
@@ -356,12 +378,45 @@ class Predictor:
             return BoxSource(SEG_BOX_SOURCE, SEG_BOX_SOURCE).boxes(image.rgb, None, seg_mask), SEG_BOX_SOURCE
         return as_detections(image.boxes), "given"
 
-    def _predict_group(self, items: list) -> list[Prediction]:
+    def _predict_group(self, items: list, *, isolate: bool = False) -> list[Prediction]:
+        """Predictions for ``items``; an error raises, or with ``isolate`` becomes that item's failed Prediction
+        (a model error on the group is retried one item at a time, so only the culprit fails)."""
         clock = StageClock(self.device)
+        results: list[Prediction | None] = [None] * len(items)
+        loaded: list[tuple[int, _Loaded]] = []
+        with clock.stage("load"):
+            for i, item in enumerate(items):
+                try:
+                    loaded.append((i, self._load_input(item)))
+                except Exception as exc:
+                    if not isolate:
+                        raise
+                    results[i] = self._failed(item, exc)
+        if loaded:
+            try:
+                preds = self._predict_loaded([im for _, im in loaded], clock)
+            except Exception as exc:
+                if not isolate:
+                    raise
+                if len(loaded) == 1:
+                    preds = [self._failed(items[loaded[0][0]], exc)]
+                else:
+                    log.debug("batch failed (%s); retrying %d image(s) one at a time", exc, len(loaded))
+                    preds = [self._predict_group([items[i]], isolate=True)[0] for i, _ in loaded]
+            for (i, _), pred in zip(loaded, preds):
+                results[i] = pred
+        return results
+
+    def _predict_loaded(self, images: list[_Loaded], clock: StageClock) -> list[Prediction]:
         for runner in self.runners.values():
             runner.clock = clock
-        with clock.stage("load"):
-            images = self._load_inputs(items)
+        try:
+            return self._predict_images(images, clock)
+        finally:
+            for runner in self.runners.values():
+                runner.clock = None
+
+    def _predict_images(self, images: list[_Loaded], clock: StageClock) -> list[Prediction]:
         preds = [Prediction(image_size=im.hw, source=im.source, frame_index=im.frame_index) for im in images]
         masks: list[np.ndarray | None] = [None] * len(images)
         seg_logits = None
@@ -435,8 +490,6 @@ class Predictor:
                     preds[i].matting = matting_result(out[i], im.hw)
             del out
 
-        for runner in self.runners.values():
-            runner.clock = None
         share = {name: seconds / len(images) for name, seconds in clock.totals.items()}
         for p in preds:
             p.timings = dict(share)

@@ -19,6 +19,7 @@ class PoseResult:
     keypoints: np.ndarray  # (P, 308, 2) x, y in image pixels, official keypoint order
     scores: np.ndarray  # (P, 308) heatmap maxima
     box_source: str = "detector"  # "detector:<name>", "file", "seg", "whole_image"
+    whole_image_fallback: bool = False  # no person was found, so the whole image was used as one box
 
     @property
     def num_people(self) -> int:
@@ -68,7 +69,8 @@ class MattingResult:
 
 @dataclass
 class Prediction:
-    """Everything predicted for one image (or one video frame)."""
+    """Everything predicted for one image (or one video frame). A failed input from ``predict_many`` has ``error``
+    set (``ok`` False), ``image_size`` (0, 0) and no results."""
     image_size: tuple[int, int]  # (H, W)
     source: Path | None = None
     frame_index: int | None = None  # for video frames
@@ -79,6 +81,12 @@ class Prediction:
     albedo: AlbedoResult | None = None
     matting: MattingResult | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: "forward", "pre", "post"
+    # Set instead of the results when this input failed (``Predictor.predict_many`` keeps going): the exception.
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def get(self, task: str):
         return getattr(self, task)

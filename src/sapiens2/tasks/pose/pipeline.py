@@ -160,14 +160,16 @@ class PoseImage:
     box_source: str
 
 
-def _final_boxes(item: PoseImage, fallback_whole_image: bool) -> tuple[np.ndarray, np.ndarray, str]:
+def _final_boxes(item: PoseImage, fallback_whole_image: bool) -> tuple[np.ndarray, np.ndarray, str, bool]:
+    """(boxes, scores, label, whether the whole image stands in for people that were looked for but not found)."""
     det = item.detections
     if det is not None and len(det.boxes) > 0:
-        return np.asarray(det.boxes, np.float32), np.asarray(det.scores, np.float32), item.box_source
+        return np.asarray(det.boxes, np.float32), np.asarray(det.scores, np.float32), item.box_source, False
     if not fallback_whole_image:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), item.box_source
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), item.box_source, False
     h, w = item.rgb.shape[:2]
-    return whole_image_box(h, w), np.ones(1, np.float32), "whole_image"
+    # asking for the whole image (detector "none") is a choice, not a fallback
+    return whole_image_box(h, w), np.ones(1, np.float32), "whole_image", item.box_source != "whole_image"
 
 
 def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tuple[int, int] = POSE_INPUT_SIZE,
@@ -179,7 +181,7 @@ def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tupl
     "pre" (cropping) and "post" (decoding); the runner times its own transfer and forward."""
     stage = clock.stage if clock is not None else (lambda name: contextlib.nullcontext())
     per_image = [_final_boxes(item, fallback_whole_image) for item in items]
-    jobs = [(i, j) for i, (boxes, _, _) in enumerate(per_image) for j in range(len(boxes))]
+    jobs = [(i, j) for i, (boxes, *_) in enumerate(per_image) for j in range(len(boxes))]
     keypoints = [np.zeros((0, _NUM_KEYPOINTS, 2), np.float32) for _ in per_image]
     scores = [np.zeros((0, _NUM_KEYPOINTS), np.float32) for _ in per_image]
     decoded: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -204,10 +206,10 @@ def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tupl
             for n, key in enumerate(sorted(chunk)):
                 decoded[key] = (kp[n].astype(np.float32), sc[n])
     results = []
-    for i, (boxes, box_scores, label) in enumerate(per_image):
+    for i, (boxes, box_scores, label, fallback) in enumerate(per_image):
         if len(boxes):
             keypoints[i] = np.stack([decoded[(i, j)][0] for j in range(len(boxes))])
             scores[i] = np.stack([decoded[(i, j)][1] for j in range(len(boxes))])
         results.append(PoseResult(boxes=boxes, box_scores=box_scores, keypoints=keypoints[i], scores=scores[i],
-                                  box_source=label))
+                                  box_source=label, whole_image_fallback=fallback))
     return results
