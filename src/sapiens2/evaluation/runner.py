@@ -61,7 +61,8 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 4, device: torch.de
     """Metrics of ``model`` on ``dataset`` (a :class:`TopDownPoseDataset` or :class:`DenseDataset` built with
     ``recipe=None``). The model is run in whatever mode it is in (call ``.eval()`` first).
 
-    Pose adds to the COCO OKS AP/AR ``PCK@t``: the fraction of labelled keypoints within ``t`` x the longer side
+    Rates are percentages (:func:`sapiens2.evaluation.metric_units` names every key's unit).
+    Pose adds to the COCO OKS AP/AR ``PCK@t``: the % of labelled keypoints within ``t`` x the longer side
     of the ground-truth box (finer-grained than AP, which needs all 308 points right at once), and
     ``mean_error_box``, the mean keypoint distance in units of that side.
     """
@@ -121,7 +122,7 @@ def _pose_metrics(metric, per_image, dataset, pck_thresholds) -> dict[str, Any]:
     out = metric.compute()
     err = np.concatenate(errors) if errors else np.zeros(0)
     for t in pck_thresholds:
-        out[f"PCK@{t:g}"] = float((err < t).mean()) if err.size else float("nan")
+        out[f"PCK@{t:g}"] = 100.0 * float((err < t).mean()) if err.size else float("nan")  # percent
     out["mean_error_box"] = float(err.mean()) if err.size else float("nan")
     return out
 
