@@ -88,3 +88,14 @@ def test_training_datasets_are_refused(data):
     ds = build_dataset("seg", data, train=True, input_hw=(48, 36))
     with pytest.raises(ValueError, match="recipe=None"):
         evaluate(Replay(lambda s: None, 1), ds)
+
+
+def test_non_positive_pointmap_scale_is_warned_once_per_evaluation(data, caplog):
+    # an untrained scale head: one warning for the run, not one per batch (issue 22: no repeated log lines)
+    ds = build_dataset("pointmap", data, train=False, input_hw=(48, 36))
+    gt = _stack(ds, "pointmap")
+    scale = torch.full((len(ds), 1), -1.0)
+    with caplog.at_level("WARNING"):
+        evaluate(Replay(lambda s: (gt[s], scale[s]), 1), ds, batch_size=1)
+    warnings = [r for r in caplog.records if "non-positive pointmap scale" in r.getMessage()]
+    assert len(warnings) == 1 and f"for {len(ds)} of {len(ds)} images" in warnings[0].getMessage()

@@ -48,15 +48,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
-    """One handler on the root logger, replaced (not added to) on every call: main() may run many times in one
-    process (tests, notebooks), and a handler per call would print each line once per call."""
+    """At most one handler of ours on the root logger, whatever the number of main() calls in one process
+    (tests, notebooks), and none where the host already shows log records (a second would repeat each line)."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_sapiens2", False)]:
-        root.removeHandler(handler)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    handler._sapiens2 = True
-    root.addHandler(handler)
+    ours = [h for h in root.handlers if getattr(h, "_sapiens2", False)]
+    if not ours and not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler._sapiens2 = True
+        root.addHandler(handler)
+    for handler in ours:  # the stream of an earlier call may be gone (pytest's capture, a closed notebook cell)
+        handler.setStream(sys.stderr)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
