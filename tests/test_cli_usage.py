@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import save_file
 
 from sapiens2.cli.main import main
-from sapiens2.errors import DeviceError, UsageError
-from sapiens2.runtime import available_devices, resolve_device
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+import sapiens2
+
+SRC = Path(sapiens2.__file__).resolve().parents[1]  # the sapiens2 under test, for subprocesses
 
 
 @pytest.fixture()
@@ -48,6 +48,9 @@ def photo(tmp_path) -> Path:
 
 # ------------------------------------------------------------------------------------------- item 6: devices
 def test_resolve_device_names_what_is_available(no_cuda, monkeypatch):
+    from sapiens2.errors import DeviceError, UsageError
+    from sapiens2.runtime import available_devices, resolve_device
+
     assert resolve_device("auto") in (torch.device("cpu"), torch.device("mps"))
     assert resolve_device("cpu") == torch.device("cpu") and resolve_device(torch.device("cpu")).type == "cpu"
     with pytest.raises(DeviceError, match=r"CUDA is not available.*available devices: .*cpu"):
@@ -205,6 +208,7 @@ def test_one_spelling_for_input_size_and_dtype(tmp_path, capsys):
 
 def test_eval_output_is_a_folder(tmp_path):
     from sapiens2.cli.eval import _output_path
+    from sapiens2.errors import UsageError
 
     assert _output_path(str(tmp_path), "seg") == tmp_path / "eval_seg.json"
     assert _output_path(None, "pose") == Path("eval_pose.json")

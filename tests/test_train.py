@@ -179,7 +179,7 @@ def test_a_new_run_never_mixes_with_an_earlier_one(data, tmp_path, capsys):
         Trainer(tiny("seg", data, out, num_iters=2))
     argv = ["train", "--task", "seg", "--data", str(data), "--model", "sapiens2_tiny", "--iters", "2",
             "--batch-size", "4", "-o", str(out), "--input-size", "64x48", "--set", "data.num_workers=0",
-            "--set", "device=cpu", "--set", "save_every=0", "--no-progress"]
+            "--set", "device=cpu", "--set", "save_every=0", "--set", "log_every=1", "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "usage: sapiens2 train" in err and "sapiens2 train: error:" in err and "holds another run" in err
