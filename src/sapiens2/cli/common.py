@@ -53,6 +53,15 @@ class _InputSize(argparse.Action):
             parser.error(str(exc))
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows ``--input-size HxW`` as such, also where the deprecated two-number form makes it take 1-2 values."""
+
+    def _format_args(self, action, default_metavar):
+        if isinstance(action, _InputSize):
+            return action.metavar
+        return super()._format_args(action, default_metavar)
+
+
 def add_input_size(p, *names: str, default=None, help: str, two_numbers: bool = False, dest: str = "input_size"):
     """The input-size option, parsed to (H, W) (or None). ``two_numbers``: also accept the deprecated ``H W``
     (only for sub-commands without positional arguments, which a two-value option could swallow)."""

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from sapiens2 import __version__
-from sapiens2.cli.common import error
+from sapiens2.cli.common import HelpFormatter, error
 from sapiens2.errors import Sapiens2Error, UsageError
 
 # name -> module under sapiens2.cli; imported lazily so `sapiens2 synth` never imports torch models etc.
@@ -40,8 +40,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=help_text, add_help=False)
             continue
         mod = importlib.import_module(f"sapiens2.cli.{module}")
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         mod.add_parser(p)
         p.set_defaults(_run=mod.run, _parser=p)
     return parser

@@ -49,8 +49,6 @@ Inputs whose outputs all exist are skipped (use --overwrite). Unreadable inputs 
 the exit status is 1 only if no input succeeded, 2 for usage errors."""
 
 
-
-
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.usage = "%(prog)s [--task TASKS] [--model SIZE|NAME] [--checkpoint [TASK=]PATH] [options] INPUT... -o OUT"
     p.epilog = EPILOG
