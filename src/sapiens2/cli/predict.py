@@ -289,7 +289,7 @@ def _run(args: argparse.Namespace) -> int:
         # a published seg model would be downloaded behind the back of someone who gave their own pose model
         raise UsageError("--detector seg finds people with a seg model, and none was given: add "
                          "--checkpoint seg=PATH (or --model SIZE|NAME for a published one), or choose another "
-                         f"--detector ({DETECTORS})")
+                         "--detector (hog, onnx:PATH or none)")
     model = args.model or "0.4b"
     models = {task: checkpoints.get(task, model) for task in tasks}
     if seg_for_boxes:
