@@ -242,3 +242,9 @@ def test_repeated_runs_do_not_repeat_log_lines(tmp_path, photo, capsys, monkeypa
               "-o", str(tmp_path / "o")])
     assert sum(getattr(h, "_sapiens2", False) for h in logging.getLogger().handlers) == 1
     assert capsys.readouterr().err.count("random weights (sapiens2_tiny)") == 3  # once per run
+
+
+def test_synth_usage_errors_share_the_form(tmp_path, capsys):
+    assert main(["synth", "--num", "-1", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "usage: sapiens2 synth" in err and "sapiens2 synth: error: --num must be >= 0" in err
