@@ -59,7 +59,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
              ("precision", PRECISION_OF_DTYPE.get(args.dtype)),
              ("data.input_size", list(args.input_size) if args.input_size else None))
     out += [f"{k}={v}" for k, v in pairs if v is not None]
-    out.append(f"progress={str(progress_enabled(args.progress)).lower()}")
+    if args.progress or not progress_enabled(args.progress):  # asked for, or no terminal: else the config's value
+        out.append(f"progress={str(progress_enabled(args.progress)).lower()}")
     return out
 
 
