@@ -65,7 +65,11 @@ def test_bad_files_are_skipped_and_reported(tmp_path, photos, caplog):
                  "-o", str(out)]) == 1
 
 
-def test_input_size_not_multiple_of_16_is_a_clear_error(tmp_path, photos, caplog):
-    rc = main(["features", str(photos), "--random-weights", "sapiens2_tiny", "--input-size", "60x48",
-               "-o", str(tmp_path / "o")])
-    assert rc == 1 and "not a multiple of 16" in caplog.text
+def test_input_size_not_multiple_of_16_is_a_usage_error(tmp_path, photos, capsys):
+    # status 2 under the features usage line, before any model is built
+    with pytest.raises(SystemExit) as exit_info:
+        main(["features", str(photos), "--random-weights", "sapiens2_tiny", "--input-size", "60x48",
+              "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "usage: sapiens2 features" in err and "multiples of 16" in err
+    assert not (tmp_path / "o").exists()

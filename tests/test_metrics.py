@@ -207,4 +207,7 @@ def test_report_table_and_json(tmp_path):
     data = json.loads(path.read_text())
     assert data["task"] == "seg" and data["metrics"]["mIoU"] == pytest.approx(metrics["mIoU"])
     assert data["metrics"]["per_class"]["c"]["IoU"] is None  # NaN written as null (strict JSON)
+    assert data["units"]["mIoU"] == data["units"]["aAcc"] == data["units"]["IoU"] == "%"
+    row = next(line for line in table.splitlines() if line.startswith("| mIoU "))
+    assert row.split("|")[2:4] == [" 64.4444 ", "     % "] and "IoU (%)" in table  # the unit beside each value
     assert list(tmp_path.joinpath("out").iterdir()) == [path]  # no temporary file left behind

@@ -47,7 +47,7 @@ def evaluate(images, perturb=lambda kp, rng: kp, drop=(), **kwargs):
 
 def test_identical_prediction_gives_ap_1():
     r = evaluate(dataset())
-    assert r["AP"] == pytest.approx(1.0) and r["AR"] == pytest.approx(1.0) and r["AP_L"] == pytest.approx(1.0)
+    assert r["AP"] == pytest.approx(100.0) and r["AR"] == pytest.approx(100.0) and r["AP_L"] == pytest.approx(100.0)
     assert r["num_images"] == 3 and r["num_instances"] == 6
     assert np.isnan(r["AP_M"])  # no medium-size person: undefined, not 0
 
@@ -55,10 +55,10 @@ def test_identical_prediction_gives_ap_1():
 def test_perturbation_lowers_ap_monotonically():
     images = dataset()
     aps = [evaluate(images, lambda kp, rng: kp + rng.normal(0, s, kp.shape)) for s in (1.0, 2.0, 4.0)]
-    assert 1.0 > aps[0]["AP"] > aps[1]["AP"] > aps[2]["AP"] > 0.0  # the 308 sigmas are tight (face 0.01)
-    assert aps[2]["AP50"] == pytest.approx(1.0) and aps[2]["AP75"] < 1.0  # loose thresholds still match
+    assert 100.0 > aps[0]["AP"] > aps[1]["AP"] > aps[2]["AP"] > 0.0  # the 308 sigmas are tight (face 0.01)
+    assert aps[2]["AP50"] == pytest.approx(100.0) and aps[2]["AP75"] < 100.0  # loose thresholds still match
     missing = evaluate(images, drop={(0, 1)})
-    assert missing["AR"] == pytest.approx(5 / 6) and missing["AP"] < 1.0
+    assert missing["AR"] == pytest.approx(100 * 5 / 6) and missing["AP"] < 100.0
 
 
 def test_single_instance_ap_counts_thresholds_below_its_oks():
@@ -73,9 +73,9 @@ def test_single_instance_ap_counts_thresholds_below_its_oks():
         m = PoseMetrics()
         m.update({"keypoints": (kp + [shift, 0.0])[None], "scores": np.ones((1, K))}, [ann])
         r = m.compute()
-        # One detection, one person: precision is 1 at every threshold it matches, so AP = share of thresholds.
-        assert r["AP"] == pytest.approx((THRESHOLDS <= oks).mean())
-        assert r["AR"] == pytest.approx((THRESHOLDS <= oks).mean())
+        # One detection, one person: precision is 1 at every threshold it matches, so AP = % of thresholds.
+        assert r["AP"] == pytest.approx(100 * (THRESHOLDS <= oks).mean())
+        assert r["AR"] == pytest.approx(100 * (THRESHOLDS <= oks).mean())
 
 
 def test_groups_and_pose_result_input():
@@ -88,8 +88,8 @@ def test_groups_and_pose_result_input():
     m.update(PoseResult(boxes=np.zeros((1, 4)), box_scores=np.ones(1), keypoints=pred[None],
                         scores=np.ones((1, K))), [gt_ann(kp)])
     r = m.compute()
-    assert r["body_AP"] == pytest.approx(1.0) and r["left_hand_AP"] == pytest.approx(1.0)
-    assert r["face_AP"] == pytest.approx(0.0) and r["AP"] < 1.0
+    assert r["body_AP"] == pytest.approx(100.0) and r["left_hand_AP"] == pytest.approx(100.0)
+    assert r["face_AP"] == pytest.approx(0.0) and r["AP"] < 100.0
 
 
 def test_unlabelled_people_are_ignored_and_scores():
@@ -98,7 +98,7 @@ def test_unlabelled_people_are_ignored_and_scores():
     m = PoseMetrics()
     m.update({"keypoints": a[None], "scores": np.ones((1, K))}, [gt_ann(a), gt_ann(b, visible=np.zeros(K))])
     r = m.compute()
-    assert r["num_instances"] == 1 and r["AP"] == pytest.approx(1.0) and r["AR"] == pytest.approx(1.0)
+    assert r["num_instances"] == 1 and r["AP"] == pytest.approx(100.0) and r["AR"] == pytest.approx(100.0)
     # Official instance score: box score x mean of the keypoint scores above 0.2.
     s = m._instance_scores(np.array([[0.1, 0.5, 0.9]]), np.array([0.5]))
     assert s[0] == pytest.approx(0.5 * 0.7)

@@ -165,3 +165,42 @@ def test_init_from_a_pretrain_checkpoint(data, tmp_path):
     model = build_training_model("seg", str(tmp_path / "pre.safetensors"), (64, 48))
     for k, v in backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v)
+
+
+def test_a_new_run_never_mixes_with_an_earlier_one(data, tmp_path, capsys):
+    # issue 22 item 3: without --resume a folder holding another run is refused; --overwrite deletes that run
+    from sapiens2.cli.main import main
+    from sapiens2.errors import RunExistsError
+
+    out = tmp_path / "run"
+    Trainer(tiny("seg", data, out, num_iters=4, save_every=2, keep_last=5)).fit()
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002", "step_00000004"]
+    with pytest.raises(RunExistsError, match="holds another run .*step_00000004.*--resume.*--overwrite"):
+        Trainer(tiny("seg", data, out, num_iters=2))
+    argv = ["train", "--task", "seg", "--data", str(data), "--model", "sapiens2_tiny", "--iters", "2",
+            "--batch-size", "4", "-o", str(out), "--input-size", "64x48", "--set", "data.num_workers=0",
+            "--set", "device=cpu", "--set", "save_every=0", "--set", "log_every=1", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "usage: sapiens2 train" in err and "sapiens2 train: error:" in err and "holds another run" in err
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002", "step_00000004"]  # untouched
+    assert main([*argv, "--overwrite"]) == 0
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]  # only the new run's checkpoint
+    assert [s for s, n, _ in read_metrics_csv(out / "metrics.csv") if n == "train/loss"] == [1, 2]
+    # a later resume continues the new run (at its end: nothing left to do), never the old step 4
+    rest = Trainer(tiny("seg", data, out, num_iters=2), resume=True).fit()
+    assert rest.start_step == 2 and rest.losses == []
+
+
+def test_pretrain_without_resume_refuses_a_folder_with_a_run(tmp_path):
+    from sapiens2.errors import RunExistsError
+    from sapiens2.training.pretrain.config import PretrainConfig
+    from sapiens2.training.pretrain.trainer import pretrain
+
+    (tmp_path / "pt" / "checkpoints" / "step_00000010").mkdir(parents=True)
+    (tmp_path / "pt" / "metrics.csv").write_text("step,name,value\n")
+    cfg = PretrainConfig(data=str(tmp_path / "images"), arch="sapiens2_tiny", output_dir=str(tmp_path / "pt"),
+                         resume=False, device="cpu")
+    with pytest.raises(RunExistsError, match="step_00000010"):
+        pretrain(cfg)
+    assert (tmp_path / "pt" / "checkpoints" / "step_00000010").is_dir()

@@ -29,3 +29,16 @@ class ArchMismatchError(CheckpointError):
 
 class ModelNotAvailableError(CheckpointError):
     """A published model that could not be fetched (no network, no such file)."""
+
+
+class UsageError(Sapiens2Error, ValueError):
+    """A bad option value (the command line's or an API argument's). The CLI reports it in one line under the
+    sub-command's usage line and exits with status 2."""
+
+
+class DeviceError(UsageError):
+    """A device that this machine or this torch build does not have; the message names the ones it has."""
+
+
+class RunExistsError(UsageError):
+    """An output folder that already holds another training run (its checkpoints would be mixed with ours)."""

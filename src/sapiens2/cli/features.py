@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import Sapiens2Error
+from ..errors import InputSizeError, Sapiens2Error, UsageError
+from .common import add_dtype, add_input_size, add_progress, error, progress_enabled
 from ..io import discover_inputs, load_image, should_skip, write_npy, write_png
 from ..tasks.preprocess import stretch_resize, to_model_batch
 
@@ -30,20 +31,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", help="local checkpoint file (.safetensors/.pth, official or transformers layout)")
     src.add_argument("--random-weights", metavar="ARCH",
                      help="no download: a randomly initialised ARCH (e.g. sapiens2_tiny), for smoke tests only")
-    p.add_argument("--input-size", default="1024x768", help="model input HxW, multiples of 16 (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default: auto)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_input_size(p, default="1024x768", help="model input HxW, multiples of 16 (default: 1024x768)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]|mps (default: auto)")
+    add_dtype(p, "float32")
     p.add_argument("--save-dtype", default="float16", choices=["float16", "float32"],
                    help="dtype of the written .npy (default: float16)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
-
-
-def _parse_hw(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise Sapiens2Error(f"--input-size must look like 1024x768, got {text!r}") from None
-    return h, w
+    add_progress(p)
 
 
 def pca_picture(features: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -71,11 +65,12 @@ def _load_backbone(args, device, input_hw):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.predictor import resolve_amp_dtype, resolve_device
+    from ..runtime import resolve_device
+    from ..tasks.predictor import resolve_amp_dtype
 
+    input_hw = args.input_size
+    device = resolve_device(args.device)  # a DeviceError is a usage error (status 2), before any work
     try:
-        input_hw = _parse_hw(args.input_size)
-        device = resolve_device(args.device)
         amp = resolve_amp_dtype(args.dtype, device)
         found = discover_inputs(args.inputs)
         for path in found.missing:
@@ -87,13 +82,15 @@ def run(args: argparse.Namespace) -> int:
             log.error("no images to process")
             return 1
         model = _load_backbone(args, device, input_hw)
-        model.grid_size(*input_hw)  # a bad --input-size fails here, before any image
+        model.grid_size(*input_hw)  # an --input-size this model cannot tile fails here, before any image
+    except InputSizeError as e:
+        raise UsageError(str(e)) from e
     except Sapiens2Error as e:
-        log.error("%s", e)
+        error("features", str(e))
         return 1
     out_dir = Path(args.output)
     done = failed = skipped = 0
-    for item in tqdm(images, desc="features", unit="img"):
+    for item in tqdm(images, desc="features", unit="img", disable=not progress_enabled(args.progress)):
         stem = out_dir / item.relative.with_suffix("")
         targets = [stem.with_name(stem.name + ".features.npy"), stem.with_name(stem.name + ".features.png")]
         if should_skip(targets, overwrite=args.overwrite):

@@ -6,6 +6,10 @@ import importlib
 import logging
 import sys
 
+from sapiens2 import __version__
+from sapiens2.cli.common import HelpFormatter, error
+from sapiens2.errors import Sapiens2Error, UsageError
+
 # name -> module under sapiens2.cli; imported lazily so `sapiens2 synth` never imports torch models etc.
 SUBCOMMANDS = {
     "features": ("features", "write backbone feature maps for images"),
@@ -29,17 +33,32 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         if only is not None and name != only:
             sub.add_parser(name, help=help_text, add_help=False)
             continue
         mod = importlib.import_module(f"sapiens2.cli.{module}")
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         mod.add_parser(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)
     return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    """At most one handler of ours on the root logger, whatever the number of main() calls in one process
+    (tests, notebooks), and none where the host already shows log records (a second would repeat each line)."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, "_sapiens2", False)]
+    if not ours and not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler._sapiens2 = True
+        root.addHandler(handler)
+    for handler in ours:  # the stream of an earlier call may be gone (pytest's capture, a closed notebook cell)
+        handler.setStream(sys.stderr)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +67,25 @@ def main(argv: list[str] | None = None) -> int:
     # cannot take the others down).
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     parser = build_parser(only=chosen)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    # parse_known_args + the sub-command's own error(): argparse would report a stray argument of a sub-command
+    # from the top-level parser, under the top-level usage line.
+    args, extra = parser.parse_known_args(argv)
+    sub = getattr(args, "_parser", None)
+    if extra:
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    _configure_logging(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as exc:  # a bad option value found after parsing: same form and status as argparse's
+        sub.print_usage(sys.stderr)
+        error(args.command, str(exc))
+        return 2
+    except Sapiens2Error as exc:  # a reported failure (model not available, bad checkpoint, ...), no traceback
+        error(args.command, str(exc))
+        return 1
 
 
 if __name__ == "__main__":

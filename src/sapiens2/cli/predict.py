@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from sapiens2.cli.common import add_dtype, error, parse_hw
+from sapiens2.errors import UsageError  # a bad command line: reported under the usage line, exit status 2
+
 logger = logging.getLogger(__name__)
 
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
@@ -47,10 +50,6 @@ them); our own outputs inside an input folder are not read as inputs. Failed inp
 the exit status is 1 only if no input succeeded, 2 for usage errors."""
 
 
-class UsageError(Exception):
-    """A bad command line: reported in one line, exit status 2."""
-
-
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.usage = "%(prog)s [--task TASKS] [--model SIZE|NAME] [--checkpoint [TASK=]PATH] [options] INPUT... -o OUT"
     p.epilog = EPILOG
@@ -59,16 +58,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--task", action="append", default=[], metavar="TASKS",
                    help=f"comma-separated tasks: {', '.join(TASKS)} (repeatable; default: the tasks of the "
                         "--checkpoint files)")
-    p.add_argument("-m", "--model", default="0.4b", metavar="SIZE|NAME",
+    p.add_argument("-m", "--model", default=None, metavar="SIZE|NAME",
                    help="published model size or name for tasks without --checkpoint, e.g. 0.4b, 1b, "
                         "sapiens2-pose-1b (default 0.4b; downloaded once into the Hugging Face cache)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="[TASK=]PATH",
                    help="local checkpoint file for a task (repeatable); without TASK= the task is read from the "
                         "file's keys")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps",
                    help="where to run (default auto: cuda, then mps, then cpu)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="compute dtype (default float32; bfloat16/float16 are faster on GPUs)")
+    add_dtype(p, "float32", help="compute dtype (default float32; bfloat16/float16 are faster on GPUs)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per forward pass")
     p.add_argument("--flip-test", action="store_true",
                    help="pose only: average with the horizontally flipped crop (2x pose time)")
@@ -123,16 +121,38 @@ def parse_tasks(values: list[str]) -> list[str]:
 
 
 def parse_input_size(text: str | None) -> tuple[int, int] | None:
+    return parse_hw(text)
+
+
+DETECTORS = "hog, seg, onnx:PATH or none"
+
+
+def check_detector(text: str | None) -> None:
+    """Reject a --detector the command line does not offer (the Python API takes more, e.g. objects)."""
     if text is None:
-        return None
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        height, width = (int(v) for v in parts)
-    except ValueError:
-        raise UsageError(f"--input-size must look like HxW, e.g. 1024x768; got {text!r}") from None
-    if height < 16 or width < 16:
-        raise UsageError(f"--input-size must be at least 16x16, got {text!r}")
-    return height, width
+        return
+    key = text.strip().lower()
+    if key in ("auto", "hog", "seg", "none"):
+        return
+    if key.startswith("onnx:"):
+        if not Path(text.strip()[5:]).expanduser().is_file():
+            raise UsageError(f"--detector {text!r}: no ONNX file at {text.strip()[5:]!r}")
+        return
+    raise UsageError(f"unknown --detector {text!r}: use {DETECTORS}")
+
+
+def check_span(start: str | None, end: str | None) -> None:
+    """--end must come after --start when both are in the same unit (frames, or time); mixed units need the
+    video's frame rate and are checked per video."""
+    from sapiens2.video.sources import parse_position
+
+    if start is None or end is None:
+        return
+    frames = [text.strip().lower().endswith("f") for text in (start, end)]
+    if frames[0] != frames[1]:
+        return
+    if parse_position(end, 1000.0) <= parse_position(start, 1000.0):
+        raise UsageError(f"--end {end} is not after --start {start}")
 
 
 def parse_sources(values: list[str]):
@@ -241,15 +261,12 @@ def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, in
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except UsageError as exc:
-        print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+    """Usage errors propagate as UsageError: ``sapiens2`` reports them under this command's usage, status 2."""
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sapiens2.errors import Sapiens2Error
+    from sapiens2.errors import InputSizeError, Sapiens2Error
     from sapiens2.io import OutputWriteError, discover_inputs
     from sapiens2.serving import InputFailure, OutputOptions, PredictJob
     from sapiens2.serving.completion import own_output_filter
@@ -265,6 +282,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--fps must be > 0, got {args.fps}")
     for name in ("start", "end"):
         check_position(getattr(args, name), f"--{name}")
+    check_span(args.start, args.end)
+    check_detector(args.detector)
     input_size = parse_input_size(args.input_size)
     if args.every < 1:
         raise UsageError(f"--every must be >= 1, got {args.every}")
@@ -272,8 +291,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         checkpoints = parse_checkpoints(args.checkpoint)
+    except UsageError:
+        raise
     except Sapiens2Error as exc:  # an unreadable checkpoint file
-        print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
+        error("predict", str(exc))
         return 1
     if not tasks:
         tasks = list(checkpoints)
@@ -286,15 +307,27 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--checkpoint given for {', '.join(stray)} but --task is {','.join(tasks)}")
     if args.boxes is not None and not Path(args.boxes).exists():
         raise UsageError(f"--boxes {args.boxes!r} does not exist (give a COCO JSON file or a folder)")
-    models = {task: checkpoints.get(task, args.model) for task in tasks}
+    if seg_for_boxes and "seg" not in checkpoints and "pose" in checkpoints and args.model is None:
+        # a published seg model would be downloaded behind the back of someone who gave their own pose model
+        raise UsageError("--detector seg finds people with a seg model, and none was given: add "
+                         "--checkpoint seg=PATH (or --model SIZE|NAME for a published one), or choose another "
+                         "--detector (hog, onnx:PATH or none)")
+    model = args.model or "0.4b"
+    models = {task: checkpoints.get(task, model) for task in tasks}
     if seg_for_boxes:
-        models["seg"] = checkpoints.get("seg", args.model)
+        models["seg"] = checkpoints.get("seg", model)
+        if "seg" not in checkpoints:
+            logger.info("--detector seg: person boxes come from the seg model %s", _model_name(model, "seg"))
 
     output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {args.output!r} is a file; give a folder for the outputs")
+    from sapiens2.runtime import resolve_device
+    resolve_device(args.device)  # an unavailable --device fails here, before any input is read or model loaded
     try:
         _check_output_dir(output)
     except OutputWriteError as exc:
-        print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
+        error("predict", str(exc))
         return 1
 
     found = discover_inputs(args.inputs, exclude=own_output_filter(output))
@@ -304,7 +337,7 @@ def _run(args: argparse.Namespace) -> int:
     if not found.items:
         for f in failures:
             print(f"sapiens2 predict: {f.path}: {f.reason}", file=sys.stderr)
-        print("sapiens2 predict: error: no images or videos found in the inputs", file=sys.stderr)
+        error("predict", "no images or videos found in the inputs")
         return 1
 
     options = OutputOptions(seg_probabilities=args.seg_probs,
@@ -321,8 +354,10 @@ def _run(args: argparse.Namespace) -> int:
         try:
             job.boxes_for = _boxes_lookup(args.boxes)
             job.predictor = build_predictor(args, tasks, models, input_size)
-        except Sapiens2Error as exc:  # model not available offline, bad checkpoint, bad detector, ...
-            print(f"sapiens2 predict: error: {exc}", file=sys.stderr)
+        except (UsageError, InputSizeError) as exc:  # e.g. an input size the model's tokenizer cannot tile
+            raise UsageError(str(exc)) from exc
+        except Sapiens2Error as exc:  # model not available offline, bad checkpoint, ...
+            error("predict", str(exc))
             return 1
     summary = job.run(found.items, failures)
     for line in summary.lines():

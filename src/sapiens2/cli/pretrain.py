@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
+
+from .common import PRECISION_OF_DTYPE, add_dtype, add_input_size, add_progress, error, progress_enabled
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -20,17 +21,22 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="output folder (checkpoints, metrics.csv, backbone.safetensors)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 100000)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per process and step (default 8)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="global view size (default 1024 768)")
+    add_input_size(parser, "--input-size", "--size", dest="size", two_numbers=True,
+                   help="global view size HxW (default 1024x768; --size H W is the older spelling)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
     parser.add_argument("--mask-ratio", type=float, default=None, help="hidden patch fraction (default 0.75)")
     parser.add_argument("--local-crops", type=int, default=None, help="extra small local views (multi-crop; default 0)")
     parser.add_argument("--workers", type=int, default=None, help="data loader workers per process (default 4)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None)
-    parser.add_argument("--device", default=None, help="cuda / mps / cpu (default: best available)")
+    add_dtype(parser, None, allow_auto=True, precision_alias=True,
+              help="compute dtype: auto (bfloat16 on CUDA, else float32), float32 or bfloat16")
+    parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
     parser.add_argument("--distributed", choices=("ddp", "fsdp"), default=None, help="under torchrun (default ddp)")
     parser.add_argument("--activation-checkpointing", action="store_true", default=None)
-    parser.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start a new run, not the continuation of the one in --out (needs --overwrite when "
+                             "--out holds one)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --no-resume: delete the run already in --out (checkpoints, metrics, backbone)")
     parser.add_argument("--config", help="YAML file of PretrainConfig keys")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. objective.dino_weight=0.5 or mask.mode=block")
@@ -38,7 +44,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="only export: a checkpoint folder (or training_state.pt) -> --out .safetensors")
     parser.add_argument("--which", choices=("teacher", "student"), default="teacher",
                         help="backbone to export (default teacher)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress(parser)
 
 
 def build_config(args: argparse.Namespace):
@@ -56,15 +62,15 @@ def build_config(args: argparse.Namespace):
     direct = {"data": args.data, "arch": args.arch, "init": args.init, "output_dir": args.output_dir,
               "num_steps": args.steps, "batch_size": args.batch_size, "optim.lr": args.lr,
               "mask.ratio": args.mask_ratio, "views.num_local": args.local_crops, "num_workers": args.workers,
-              "precision": args.precision, "device": args.device, "distributed": args.distributed,
+              "precision": PRECISION_OF_DTYPE.get(args.dtype), "device": args.device, "distributed": args.distributed,
               "activation_checkpointing": args.activation_checkpointing,
               "views.global_size": list(args.size) if args.size else None}
     apply_overrides(cfg, {k: v for k, v in direct.items() if v is not None})
     apply_overrides(cfg, args.overrides)
     if args.no_resume:
         cfg.resume = False
-    if args.no_progress:
-        cfg.progress = False
+    if args.progress is not None or cfg.progress:  # a config file's `progress: false` stands unless overridden
+        cfg.progress = progress_enabled(args.progress)
     return cfg
 
 
@@ -78,7 +84,7 @@ def _export_only(args: argparse.Namespace) -> int:
     src = Path(args.export)
     state_file = src / "training_state.pt" if src.is_dir() else src
     if not state_file.is_file():
-        print(f"error: no training_state.pt at {args.export}")
+        error("pretrain", f"no training_state.pt at {args.export}")
         return 2
     state = torch.load(state_file, map_location="cpu", weights_only=False)
     cfg = PretrainConfig()
@@ -96,23 +102,28 @@ def _export_only(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.export:
         return _export_only(args)
+    from ..errors import UsageError
     from ..training.pretrain.trainer import pretrain
 
     try:
         cfg = build_config(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}")
+        error("pretrain", str(exc))
         return 2
     if not cfg.data:
-        print("error: --data is required (a folder of images or tar shards)")
+        error("pretrain", "--data is required (a folder of images or tar shards)")
+        return 2
+    if args.overwrite and cfg.resume:
+        error("pretrain", "--overwrite replaces the run in --out: give --no-resume with it")
         return 2
     try:
-        result = pretrain(cfg)
+        result = pretrain(cfg, overwrite=args.overwrite)
+    except UsageError:  # reported by `sapiens2` under this command's usage line
+        raise
     except ValueError as exc:  # bad data / config, reported without a traceback
-        print(f"error: {exc}")
+        error("pretrain", str(exc))
         return 2
     if result.export_path is not None:
         print(f"pretrained {result.steps} steps; backbone exported to {result.export_path}")

@@ -28,13 +28,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sapiens2.data.synth.writer import write_dataset
 
+    from sapiens2.errors import UsageError  # reported by `sapiens2` like every sub-command's (status 2)
+
     if args.height < 8 or args.width < 8:
-        logger.error("image size must be at least 8x8, got %dx%d", args.height, args.width)
-        return 2
+        raise UsageError(f"image size must be at least 8x8, got {args.height}x{args.width}")
     num = args.num if args.num is not None else (0 if args.preview else 1000)
     if num < 0 or args.workers < 1 or args.max_people < 1:
-        logger.error("--num must be >= 0, --workers and --max-people >= 1")
-        return 2
+        raise UsageError("--num must be >= 0, --workers and --max-people >= 1")
     out = Path(args.output)
     if args.preview:
         import cv2

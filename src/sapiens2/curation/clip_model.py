@@ -22,15 +22,10 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 
 
 def resolve_device(name: str) -> str:
-    import torch
+    """The device name for ``name`` (the shared rule of :func:`sapiens2.runtime.resolve_device`)."""
+    from sapiens2.runtime import resolve_device as resolve
 
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return str(resolve(name))
 
 
 def preprocess_for_clip(rgb: np.ndarray, size: int) -> np.ndarray:

@@ -178,7 +178,7 @@ class PoseMetrics:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def compute(self) -> dict:
-        """COCO stats (AP, AP50, AP75, AP_M, AP_L, AR, AR50, AR75, AR_M, AR_L) in [0, 1]; NaN where undefined (no
+        """COCO stats (AP, AP50, AP75, AP_M, AP_L, AR, AR50, AR75, AR_M, AR_L) in percent; NaN where undefined (no
         ground truth). With ``groups``, the same per part group, prefixed (``face_AP``, ...)."""
         out = self._evaluate(np.arange(self.num_keypoints), "")
         for name, idx in self.groups.items():
@@ -217,4 +217,5 @@ class PoseMetrics:
             evaluator.accumulate()
             evaluator.summarize()
         logger.debug("COCOeval (%s keypoints):\n%s", k, log.getvalue())
-        return {prefix + s: (float(v) if v >= 0 else float("nan")) for s, v in zip(STAT_NAMES, evaluator.stats)}
+        # percent, like every rate sapiens2 reports (COCOeval gives fractions)
+        return {prefix + s: (100.0 * float(v) if v >= 0 else float("nan")) for s, v in zip(STAT_NAMES, evaluator.stats)}

@@ -61,7 +61,8 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 4, device: torch.de
     """Metrics of ``model`` on ``dataset`` (a :class:`TopDownPoseDataset` or :class:`DenseDataset` built with
     ``recipe=None``). The model is run in whatever mode it is in (call ``.eval()`` first).
 
-    Pose adds to the COCO OKS AP/AR ``PCK@t``: the fraction of labelled keypoints within ``t`` x the longer side
+    Rates are percentages (:func:`sapiens2.evaluation.metric_units` names every key's unit).
+    Pose adds to the COCO OKS AP/AR ``PCK@t``: the % of labelled keypoints within ``t`` x the longer side
     of the ground-truth box (finer-grained than AP, which needs all 308 points right at once), and
     ``mean_error_box``, the mean keypoint distance in units of that side.
     """
@@ -77,6 +78,7 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 4, device: torch.de
         from tqdm import tqdm
         loader = tqdm(loader, desc=f"eval {task}", unit="batch")
     per_image: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    clamped = 0  # pointmap: images whose predicted scale was not positive
     for batch in loader:
         images = batch["image"].to(device)
         out = predict_batch(model, images, autocast, flip_test and task == "pose")
@@ -93,12 +95,15 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 4, device: torch.de
             points = _fit(points, gt)
             scale = scale.reshape(-1)
             if bool((scale <= 0).any()):  # an untrained scale head: score it as a tiny scale, not a crash
-                logger.warning("the model predicted a non-positive pointmap scale; clamped to 1e-6")
+                clamped += int((scale <= 0).sum())
                 scale = scale.clamp(min=1e-6)
             metric.update(_nhwc(points), _nhwc(gt), batch["mask"][:, 0].numpy(), pred_scale=scale.cpu().numpy())
         else:
             gt = batch[task]
             metric.update(_nhwc(_fit(out, gt)), _nhwc(gt), batch["mask"][:, 0].numpy())
+    if clamped:  # once per evaluation, not once per batch
+        logger.warning("the model predicted a non-positive pointmap scale for %d of %d images; clamped to 1e-6",
+                       clamped, len(dataset))
     if task == "pose":
         return _pose_metrics(metric, per_image, dataset, pck_thresholds)
     return metric.compute()
@@ -121,7 +126,7 @@ def _pose_metrics(metric, per_image, dataset, pck_thresholds) -> dict[str, Any]:
     out = metric.compute()
     err = np.concatenate(errors) if errors else np.zeros(0)
     for t in pck_thresholds:
-        out[f"PCK@{t:g}"] = float((err < t).mean()) if err.size else float("nan")
+        out[f"PCK@{t:g}"] = 100.0 * float((err < t).mean()) if err.size else float("nan")  # percent
     out["mean_error_box"] = float(err.mean()) if err.size else float("nan")
     return out
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arch import NORM_EPS
+from .norm import RMSNorm
 from .rope import apply_rope
 
 
@@ -49,8 +50,8 @@ class Attention(nn.Module):
         self.wk = nn.Linear(dim, kv_dim, **fk)
         self.wv = nn.Linear(dim, kv_dim, **fk)
         if qk_norm:
-            self.q_norm = nn.RMSNorm(self.head_dim, eps=NORM_EPS, **fk)
-            self.k_norm = nn.RMSNorm(self.head_dim, eps=NORM_EPS, **fk)
+            self.q_norm = RMSNorm(self.head_dim, eps=NORM_EPS, **fk)
+            self.k_norm = RMSNorm(self.head_dim, eps=NORM_EPS, **fk)
         else:
             self.q_norm = self.k_norm = None
         self.proj = nn.Linear(dim, dim, **fk)

@@ -8,6 +8,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputSizeError
 from .arch import NORM_EPS, NUM_PREFIX_TOKENS, NUM_STORAGE_TOKENS, PATCH_SIZE, TOKENIZER_WINDOW, BackboneArch, get_arch
 from .block import Block
+from .norm import RMSNorm
 from .init import init_transformer_weights
 from .rope import RopePositionEmbedding
 from .tokenizer import WindowTokenizer
@@ -54,7 +55,7 @@ class Sapiens2Backbone(nn.Module):
         self.blocks = nn.Sequential(*(
             Block(a.embed_dim, a.num_heads, a.ffn_dim, num_kv_heads=kv, **fk) for kv in a.kv_heads_per_block
         ))
-        self.ln1 = nn.RMSNorm(a.embed_dim, eps=NORM_EPS, **fk)
+        self.ln1 = RMSNorm(a.embed_dim, eps=NORM_EPS, **fk)
         self.init_weights()
 
     # -- construction -------------------------------------------------------------------------------

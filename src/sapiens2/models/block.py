@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .arch import NORM_EPS
+from .norm import RMSNorm
 from .attention import Attention
 
 
@@ -83,9 +84,9 @@ class Block(nn.Module):
                  qk_norm: bool = True, layer_scale: bool = True, device=None, dtype=None):
         super().__init__()
         fk = {"device": device, "dtype": dtype}
-        self.ln1 = nn.RMSNorm(dim, eps=NORM_EPS, **fk)
+        self.ln1 = RMSNorm(dim, eps=NORM_EPS, **fk)
         self.attn = Attention(dim, num_heads, num_kv_heads, qk_norm=qk_norm, layer_scale=layer_scale, **fk)
-        self.ln2 = nn.RMSNorm(dim, eps=NORM_EPS, **fk)
+        self.ln2 = RMSNorm(dim, eps=NORM_EPS, **fk)
         self.ffn = SwiGLUFFN(dim, ffn_dim, **fk)
 
     def forward(self, x: torch.Tensor, rope=None, num_prefix: int = 0) -> torch.Tensor:

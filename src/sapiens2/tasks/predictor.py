@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
+from sapiens2.runtime import resolve_device  # re-exported: one device rule for every entry point
 from sapiens2.tasks.dense import albedo_result, dense_input, normal_result, pointmap_result
 from sapiens2.tasks.matting import matting_input, matting_result
 from sapiens2.tasks.pose.pipeline import (SEG_BOX_SOURCE, BoxSource, PoseImage, as_detections, make_box_source,
@@ -37,18 +38,6 @@ PREDICT_TASKS = ("seg", "pose", "normal", "pointmap", "albedo", "matting")  # al
 _DENSE = ("normal", "pointmap", "albedo")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda, then mps, then cpu; anything else as torch understands it."""
-    if isinstance(device, str) and device.lower() == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def _synchronize(device: torch.device) -> None:

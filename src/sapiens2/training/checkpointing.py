@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, RunExistsError
 
 __all__ = ["CHECKPOINT_DIR", "MODEL_FILE", "STATE_FILE", "save_weights", "save_checkpoint", "list_checkpoints",
-           "latest_checkpoint", "load_weights", "load_training_state", "rng_state", "set_rng_state"]
+           "latest_checkpoint", "load_weights", "load_training_state", "rng_state", "set_rng_state",
+           "prepare_run_folder"]
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
@@ -78,6 +79,41 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     found = list_checkpoints(output_dir)
     return found[-1] if found else None
+
+
+def _run_traces(output_dir: Path, run_files: tuple[str, ...]) -> list[str]:
+    """What in ``output_dir`` belongs to an earlier run: checkpoint folders (complete or not) and run files."""
+    root = output_dir / CHECKPOINT_DIR
+    steps = sorted(p.name for p in root.iterdir() if p.name.startswith(("step_", ".step_"))) if root.is_dir() else []
+    traces = [f"{CHECKPOINT_DIR}/{steps[-1]}" + (f" (and {len(steps) - 1} more)" if len(steps) > 1 else "")] \
+        if steps else []
+    return traces + [name for name in run_files if (output_dir / name).exists()]
+
+
+def prepare_run_folder(output_dir: str | Path, *, resume: bool, overwrite: bool, run_files: tuple[str, ...],
+                       is_main: bool = True) -> None:
+    """Refuse to start a new run in a folder that holds another one, or clear that run when ``overwrite``.
+
+    A fresh run would keep the old ``checkpoints/step_*`` beside its own; the newest of them -- possibly the old
+    run's -- is what a later resume continues, so two runs would be mixed. ``run_files``: the run's other files
+    (metrics, final model, ...), deleted with the checkpoints. Call it on every rank; only the main one deletes.
+    """
+    output_dir = Path(output_dir)
+    traces = _run_traces(output_dir, run_files)
+    if resume or not traces:
+        return
+    if not overwrite:
+        raise RunExistsError(f"{output_dir} holds another run ({', '.join(traces)}): continue it with --resume, "
+                             "start over with --overwrite (deletes that run), or choose another output folder")
+    if is_main:
+        logger.warning("--overwrite: deleting the earlier run in %s (%s)", output_dir, ", ".join(traces))
+        shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
+        for name in run_files:
+            path = output_dir / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model_state: dict[str, torch.Tensor],

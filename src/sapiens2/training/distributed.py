@@ -20,6 +20,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
+from ..runtime import resolve_device
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "pick_device", "wrap_model", "unwrap_model",
@@ -44,16 +46,8 @@ class DistInfo:
 
 
 def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    if requested:
-        dev = torch.device(requested)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """This process's device (see :func:`sapiens2.runtime.resolve_device`; CUDA takes the LOCAL_RANK-th GPU)."""
+    return resolve_device(requested, local_rank=local_rank)
 
 
 def setup_distributed(device: str | None = None) -> DistInfo:

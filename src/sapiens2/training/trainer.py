@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from ..data.datasets import build_dataset, collate, image_ids_of
 from ..models import Sapiens2TaskModel, build_model, get_arch
-from .checkpointing import (latest_checkpoint, load_training_state, load_weights, rng_state, save_checkpoint,
-                            save_weights, set_rng_state)
+from .checkpointing import (MODEL_FILE, latest_checkpoint, load_training_state, load_weights, prepare_run_folder,
+                            rng_state, save_checkpoint, save_weights, set_rng_state)
 from .config import TrainConfig, config_to_dict, validate
 from .distributed import (DistInfo, all_reduce_mean, barrier, full_model_state_dict, full_optimizer_state_dict,
                           load_full_model_state_dict, load_full_optimizer_state_dict, setup_distributed,
@@ -33,6 +33,7 @@ from .optim import build_optimizer, build_scheduler
 from .sampling import GlobalBatchSampler
 
 logger = logging.getLogger(__name__)
+RUN_FILES = (MODEL_FILE, "metrics.csv", "config.yaml", "tb")  # a run's files besides checkpoints/
 
 __all__ = ["Trainer", "TrainResult", "build_training_model", "make_targets", "collate", "autocast_dtype",
            "split_datasets"]
@@ -106,10 +107,11 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 class Trainer:
     """Fine-tune one task model. ``resume``: True = the latest checkpoint in ``output_dir`` (if any), or a path.
-    ``stop_after``: stop (as if interrupted) once this many steps are done — for tests of resuming."""
+    ``stop_after``: stop (as if interrupted) once this many steps are done — for tests of resuming.
+    ``overwrite``: start afresh in an ``output_dir`` that holds another run, deleting it (otherwise refused)."""
 
     def __init__(self, config: TrainConfig, resume: bool | str | Path = False, stop_after: int | None = None,
-                 dist_info: DistInfo | None = None):
+                 dist_info: DistInfo | None = None, overwrite: bool = False):
         validate(config)
         if not config.data.train:
             raise ValueError("no training data: set data.train (sapiens2 train --data DIR)")
@@ -118,6 +120,10 @@ class Trainer:
         self.stop_after = stop_after
         self.dist = dist_info or setup_distributed(config.device)
         self.output_dir = Path(config.output_dir)
+        # before any work: a new run never shares a folder (and so a later resume) with an earlier one
+        prepare_run_folder(self.output_dir, resume=bool(resume), overwrite=overwrite, run_files=RUN_FILES,
+                           is_main=self.dist.is_main)
+        barrier()
 
     # -- setup -----------------------------------------------------------------------------------------------
     def _datasets(self):

@@ -6,6 +6,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..norm import RMSNorm
+
 HEAD_RMS_NORM_EPS = 1e-6
 
 NormFactory = Callable[..., nn.Module]
@@ -19,7 +21,7 @@ class ChannelRMSNorm(nn.Module):
 
     def __init__(self, num_channels: int, eps: float = HEAD_RMS_NORM_EPS, device=None, dtype=None):
         super().__init__()
-        self.norm = nn.RMSNorm(num_channels, eps=eps, device=device, dtype=dtype)
+        self.norm = RMSNorm(num_channels, eps=eps, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Channels-last so nn.RMSNorm reduces over C, exactly as the official module does.

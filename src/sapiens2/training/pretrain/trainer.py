@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 
 from ...checkpoints.loading import load_backbone
 from ...models.backbone import build_backbone
-from ..checkpointing import latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
+from ..checkpointing import (latest_checkpoint, load_training_state, prepare_run_folder, rng_state, save_checkpoint,
+                             set_rng_state)
 from ..distributed import (DistInfo, all_reduce_mean, barrier, cleanup_distributed, full_model_state_dict,
                            full_optimizer_state_dict, load_full_model_state_dict, load_full_optimizer_state_dict,
                            setup_distributed, wrap_model)
@@ -47,6 +48,9 @@ class PretrainResult:
     export_path: Path | None
     history: list[dict[str, float]] = field(default_factory=list)  # logged metrics (main process)
     model: PretrainModel | None = None
+
+
+RUN_FILES = (EXPORT_FILE, "metrics.csv", "tb")  # a pretraining run's files besides checkpoints/
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -87,11 +91,17 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def pretrain(cfg: PretrainConfig, keep_model: bool = False) -> PretrainResult:
-    """Run (or resume) pretraining as configured; returns the steps done, the export path and the logged history."""
+def pretrain(cfg: PretrainConfig, keep_model: bool = False, overwrite: bool = False) -> PretrainResult:
+    """Run (or resume) pretraining as configured; returns the steps done, the export path and the logged history.
+
+    ``overwrite``: with ``cfg.resume`` off, delete an earlier run in ``output_dir`` (otherwise refused: its
+    checkpoints would stay beside the new ones and a later resume could continue the wrong run)."""
     validate_pretrain_config(cfg)
     info: DistInfo = setup_distributed(cfg.device)
     try:
+        prepare_run_folder(cfg.output_dir, resume=cfg.resume, overwrite=overwrite, run_files=RUN_FILES,
+                           is_main=info.is_main)
+        barrier()
         return _run(cfg, info, keep_model)
     finally:
         cleanup_distributed()
