@@ -35,7 +35,8 @@ MANIFEST_DROP = ("embedding", "annotation")
 
 
 class CurationInterrupted(Sapiens2Error, RuntimeError):
-    """Raised by ``curate(..., stop_after_batches=k)`` to simulate a crash (tests and demos of resuming)."""
+    """Raised by ``curate(..., stop_after_batches=k)`` to simulate a crash after exactly k committed batches (tests
+    and demos of resuming)."""
 
 
 @dataclass
@@ -67,8 +68,9 @@ def _fingerprint(cfg: CurateConfig) -> str:
     return config_fingerprint(cfg, PER_IMAGE_SECTIONS)
 
 
-def build_per_image_dataset(ray, items: list[dict], cfg: CurateConfig, parts_dir: Path):
-    """The streaming Dataset of phase 1 (lazy; consuming it writes the parts)."""
+def build_per_image_dataset(ray, items: list[dict], cfg: CurateConfig, parts_dir: Path,
+                            commit_budget: int | None = None):
+    """The streaming Dataset of phase 1 (lazy; consuming it writes the parts, at most ``commit_budget``)."""
     from .clip_stage import ClipStage
     from .decode import decode_batch
     from .parts import write_part
@@ -93,23 +95,32 @@ def build_per_image_dataset(ray, items: list[dict], cfg: CurateConfig, parts_dir
                             **{**actor, "concurrency": (1, min(max_actors, gpu_actors))})
     else:
         ds = ds.map_batches(ClipStage, num_cpus=0.5, **actor)
-    return ds.map_batches(write_part, fn_kwargs={"parts_dir": str(parts_dir)}, **task)
+    return ds.map_batches(write_part, fn_kwargs={"parts_dir": str(parts_dir), "commit_budget": commit_budget},
+                          **task)
 
 
 def _run_per_image(ray, items, cfg, parts_dir: Path, stop_after_batches: int | None) -> None:
-    from .parts import done_uids
+    from .parts import done_uids, reset_commit_budget
 
+    reset_commit_budget(parts_dir)
     done = done_uids(parts_dir)
     todo = [it for it in items if it["uid"] not in done]
     log.info("%d of %d images already scored (resuming); %d to go", len(items) - len(todo), len(items), len(todo))
     if not todo:
         return
-    ds = build_per_image_dataset(ray, todo, cfg, parts_dir)
-    seen = 0
-    for i, batch in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):
-        seen += len(batch["uid"])
-        if stop_after_batches is not None and i + 1 >= stop_after_batches:
-            raise CurationInterrupted(f"stopped on request after {i + 1} batches ({seen} images)")
+    ds = build_per_image_dataset(ray, todo, cfg, parts_dir, commit_budget=stop_after_batches)
+    seen = lost = 0
+    # The stream is consumed to its end even when interrupting: a writer that claimed a slot may still be
+    # writing its part, and the parts on disk must be exactly the committed ones when this returns.
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        committed = np.asarray(batch["committed"], bool)
+        seen += int(committed.sum())
+        lost += int((~committed).sum())
+    if stop_after_batches is not None:
+        reset_commit_budget(parts_dir)
+        if lost:
+            raise CurationInterrupted(f"stopped on request after {stop_after_batches} committed batch(es) "
+                                      f"({seen} images scored, {lost} not)")
     log.info("phase 1 done: %d images scored", seen)
 
 
