@@ -61,6 +61,7 @@ def overlay_segmentation(image: np.ndarray, labels: np.ndarray, *, alpha: float 
 
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+_MAX_LEGEND_COLUMNS = 3  # 29 classes fit from 120 px of height; shorter images list the first ones only
 
 
 def _legend_layout(height: int, names: Sequence[str]) -> tuple[int, int, int, float, int]:
@@ -68,7 +69,7 @@ def _legend_layout(height: int, names: Sequence[str]) -> tuple[int, int, int, fl
 
     It depends only on the image height and the class names (not on which classes are present), so every frame of
     a video gets the same panel width. Rows are 12-28 px (readable at any image size); when all classes do not fit
-    in one column at that height, more columns are used rather than leaving classes out."""
+    in one column at that height, up to three columns are used rather than leaving classes out."""
     row_h = int(min(28, max(12, height // 30)))
     rows = max(1, height // row_h)
     scale = row_h / 40.0
@@ -83,7 +84,7 @@ def legend_width(height: int, class_names: Sequence[str] | None = None) -> int:
     classes are present)."""
     names = list(class_names) if class_names is not None else list(seg_classes().names)
     _, rows, column_w, _, _ = _legend_layout(height, names)
-    return column_w * max(1, -(-len(names) // rows))
+    return column_w * min(_MAX_LEGEND_COLUMNS, max(1, -(-len(names) // rows)))
 
 
 def draw_legend(class_ids: Sequence[int], height: int, palette: np.ndarray | None = None,
@@ -99,7 +100,7 @@ def draw_legend(class_ids: Sequence[int], height: int, palette: np.ndarray | Non
         column, row = divmod(i, rows)
         left, top = column * column_w, row * row_h
         if left + column_w > panel.shape[1]:
-            break  # only when more ids are given than there are names (repeats)
+            break  # no room left (images under 120 px tall)
         text = names[cid] if cid < len(names) else str(cid)
         colour = tuple(int(v) for v in palette[cid])
         cv2.rectangle(panel, (left + pad, top + pad), (left + row_h - pad, top + row_h - pad), colour, -1)
