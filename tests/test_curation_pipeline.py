@@ -151,6 +151,19 @@ def test_killed_run_resumes_to_the_same_manifest(full_run, ray_local):
     assert (out / "shards" / "index.json").read_bytes() == (root / "out" / "shards" / "index.json").read_bytes()
 
 
+def test_clip_stage_can_be_turned_off(collection, ray_local, tmp_path):
+    """``--clip-model none`` (the way out the missing-CLIP message offers): the run completes without CLIP scores,
+    embedding de-duplication or balancing; everything else still decides."""
+    root, expected = collection
+    result = curate(collection_inputs(root), tmp_path / "out", curation_config(root, clip={"model": "none",
+                                                                                          "aesthetic_head": ""}))
+    m = read_manifest(result.manifest)
+    reasons = {Path(s.split("#")[-1]).name: m["drop_reason"][i] for i, s in enumerate(m["source"])}
+    assert set(reasons) == set(expected) and reasons["corrupt.jpg"] == expected["corrupt.jpg"]
+    assert "duplicate_embedding" not in reasons.values() and reasons["pos0_copy.jpg"] == "duplicate_exact"
+    assert all(np.isnan(v) for v in m["clip_photo_prob"]) and set(m["cluster"]) == {-1}
+
+
 def test_clip_stage_thresholds_drop(collection):
     """The CLIP stage itself (no Ray): real tiny CLIP, real head file; thresholds give not_photo / low_aesthetic."""
     from sapiens2.curation.clip_stage import ClipStage
