@@ -68,16 +68,17 @@ def _draw_label(canvas: np.ndarray, text: str, box: Sequence[float], colour: tup
 
 def draw_poses(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | None = None, *,
                boxes: np.ndarray | None = None, track_ids: Sequence[int] | None = None,
-               threshold: float = KEYPOINT_SCORE_THRESHOLD, radius: int | None = None, thickness: int | None = None,
-               draw_skeleton: bool = True, info: KeypointInfo | None = None) -> np.ndarray:
+               threshold: float = KEYPOINT_SCORE_THRESHOLD, radius: int | None = None,
+               thickness: int | None = None, draw_skeleton: bool = True,
+               info: KeypointInfo | None = None) -> np.ndarray:
     """Draw people's keypoints, skeleton links, boxes and track ids on a copy of an RGB uint8 image.
 
     ``keypoints`` (P, K, 2) or (K, 2) in pixel (x, y); ``scores`` (P, K) or (K,) (None: all shown);
     a keypoint is drawn when its score > ``threshold`` and a link when both its ends are. ``boxes`` (P, 4)
     are (x1, y1, x2, y2), each drawn in its person's colour (:func:`track_colour`) with an "id N" label kept
     inside the image; N is ``track_ids[p]`` in videos, else the person's index ``p`` (the ``id`` of the pose
-    JSON). K must equal the keypoint
-    set's size (308 for the official set). ``radius``/``thickness`` default to :func:`default_sizes`.
+    JSON). K must equal the keypoint set's size (308 for the official set). ``radius``/``thickness`` default
+    to :func:`default_sizes`.
     """
     info = info or keypoint_info()
     canvas = as_rgb_image(image).copy()
