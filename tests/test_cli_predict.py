@@ -133,11 +133,14 @@ def test_every_task_on_images_a_folder_and_a_video(tmp_path, checkpoints, capsys
     frames = [json.loads(line) for line in lines[1:]]
     assert [f["frame_index"] for f in frames] == [0, 2, 4]
     assert all(len(f["people"][0]["keypoints"]) == 308 for f in frames)
-    for task in tasks:
-        assert mp4_frames(out / f"clip.{task}.mp4") == (3, (30, 40))
+    from sapiens2.visualization import legend_width
+
+    for task in tasks:  # the seg video carries the class legend on the right
+        width = 40 + (legend_width(30) if task == "seg" else 0)
+        assert mp4_frames(out / f"clip.{task}.mp4") == (3, (30, width + width % 2))
     per_frame = sorted(p.name for p in (out / "clip").iterdir())
-    assert per_frame == sorted(f"{i:06d}{s}" for i in (0, 2, 4) for s in (
-        ".seg.png", ".seg_probs.npy", ".normal.npy", ".albedo.png", ".alpha.png", ".cutout.png"))
+    assert per_frame == sorted(["seg_classes.json"] + [f"{i:06d}{s}" for i in (0, 2, 4) for s in (
+        ".seg.png", ".seg_probs.npy", ".normal.npy", ".albedo.png", ".alpha.png", ".cutout.png")])
     assert cv2.imread(str(out / "clip" / "000002.seg.png"), cv2.IMREAD_UNCHANGED).shape == (30, 40)
     assert not list(out.rglob(".*s2tmp*"))
 
@@ -219,7 +222,8 @@ def test_rerun_skips_and_overwrite_redoes(tmp_path, checkpoints, capsys, monkeyp
     assert all(p.stat().st_mtime_ns == 1_000_000_000 for p in outputs)
     assert run_cli(*args, "--overwrite") == 0
     assert "(2 done, 0 skipped, 0 failed)" in capsys.readouterr().out
-    assert all(p.stat().st_mtime_ns != 1_000_000_000 for p in outputs)
+    # every per-input output is redone; the folder's seg_classes.json is the same for every input and run
+    assert all(p.stat().st_mtime_ns != 1_000_000_000 for p in outputs if p.name != "seg_classes.json")
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, checkpoints, capsys):

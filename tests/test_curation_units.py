@@ -209,3 +209,126 @@ def test_shards_round_trip(tmp_path):
         assert tar.extractfile("k1.jpg").read() == (tmp_path / "b.jpg").read_bytes()
         assert json.loads(tar.extractfile("k0.json").read())["key"] == "k0"
     assert list_shards(shard_dir) == [shard_dir / "shard-000000.tar"]
+
+
+def _write_budgeted(args):
+    from sapiens2.curation.columns import new_row, rows_to_batch
+    from sapiens2.curation.parts import write_part
+
+    folder, names, budget = args
+    rows = [new_row({"uid": n, "source": n, "path": n, "member": "", "offset": -1, "size": -1, "sidecar": ""})
+            for n in names]
+    return bool(write_part(rows_to_batch(rows), folder, commit_budget=budget)["committed"].all())
+
+
+def test_commit_budget_commits_exactly_k_parts_across_processes(tmp_path):
+    """The resume demo's crash is a count of committed parts, claimed atomically by the writers, not a race between
+    the driver and Ray Data's streaming executor (which often wrote every part before the driver saw the first)."""
+    pytest.importorskip("pyarrow")
+    import multiprocessing as mp
+
+    from sapiens2.curation.parts import done_uids, reset_commit_budget
+
+    jobs = [(str(tmp_path), [f"u{i}a", f"u{i}b"], 3) for i in range(8)]
+    with mp.get_context("spawn").Pool(4) as pool:
+        committed = pool.map(_write_budgeted, jobs)
+    assert sum(committed) == 3 and len(list(tmp_path.glob("part-*.parquet"))) == 3
+    assert len(done_uids(tmp_path)) == 6
+    reset_commit_budget(tmp_path)
+    assert _write_budgeted((str(tmp_path), ["again"], 1)) and "again" in done_uids(tmp_path)
+
+
+# -- models checked before Ray starts (issue 22 item 16) ---------------------------------------------------------
+def _no_ray(monkeypatch) -> list[str]:
+    """Any start of Ray is recorded (and refused): the checks must come first."""
+    import sapiens2.curation.pipeline as pipeline
+
+    started: list[str] = []
+
+    def refuse(*a, **k):
+        started.append("ray")
+        raise AssertionError("Ray was started before the models were checked")
+
+    monkeypatch.setattr(pipeline, "connect_ray", refuse)
+    try:
+        import ray
+
+        monkeypatch.setattr(ray, "init", refuse)
+    except ImportError:
+        pass
+    return started
+
+
+def test_curate_without_a_cached_clip_fails_before_ray_in_one_line(tmp_path, monkeypatch, caplog):
+    import argparse
+    import logging
+
+    from sapiens2.cli import curate as cli
+
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    started = _no_ray(monkeypatch)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.jpg"), _scene())
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser)
+    with caplog.at_level(logging.ERROR):
+        code = cli.run(parser.parse_args([str(photos), "-o", str(tmp_path / "out")]))
+    assert code == 1 and started == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    msg = errors[0]
+    assert "CLIP model 'openai/clip-vit-base-patch32'" in msg and "offline" in msg
+    assert "`hf download openai/clip-vit-base-patch32`" in msg  # how to fetch it
+    assert "--clip-model /path/to/folder" in msg and "--clip-model none" in msg  # a local copy, or the stage off
+
+
+def test_model_checks_name_the_model_and_the_way_out(tmp_path, monkeypatch):
+    from sapiens2.curation.pipeline import curate
+    from sapiens2.errors import ModelNotAvailableError
+
+    started = _no_ray(monkeypatch)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cases = [
+        ({"person": {"detector": "onnx", "model_path": str(tmp_path / "det.onnx")}}, ["det.onnx", "--detector hog"]),
+        ({"clip": {"model": str(tmp_path / "no_such_clip")}}, ["no_such_clip", "--clip-model none"]),
+        ({"clip": {"model": "none", "aesthetic_head": "head.pth"}}, ["aesthetic_head", "CLIP stage is off"]),
+    ]
+    (tmp_path / "clip_folder").mkdir()
+    cases.append(({"clip": {"model": str(tmp_path / "clip_folder")}}, ["config.json", "save_pretrained"]))
+    for cfg, words in cases:
+        with pytest.raises(ModelNotAvailableError) as info:
+            curate([photos], tmp_path / "out", cfg)
+        assert all(w in str(info.value) for w in words), (cfg, str(info.value))
+    assert started == [] and not (tmp_path / "out").exists()
+
+
+def test_actor_stages_use_compute_strategies_not_deprecated_concurrency(tmp_path):
+    """Ray Data deprecated ``concurrency`` (2.51): actor pools are given as ``compute=ActorPoolStrategy``."""
+    ray_data = pytest.importorskip("ray.data")
+    from types import SimpleNamespace
+
+    from sapiens2.curation.clip_stage import ClipStage
+    from sapiens2.curation.pipeline import build_per_image_dataset
+
+    calls = []
+
+    class Recorder:
+        def map_batches(self, fn, **kwargs):
+            calls.append((fn, kwargs))
+            return self
+
+    fake_ray = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0},
+                               data=SimpleNamespace(from_items=lambda items, **k: Recorder(),
+                                                    ActorPoolStrategy=ray_data.ActorPoolStrategy))
+    build_per_image_dataset(fake_ray, [{"uid": "a"}], load_config(None), tmp_path)
+    assert calls and all("concurrency" not in kwargs for _, kwargs in calls)
+    actors = [kwargs for fn, kwargs in calls if isinstance(fn, type)]
+    assert len(actors) == 2 and all(isinstance(k["compute"], ray_data.ActorPoolStrategy) for k in actors)
+    calls.clear()
+    build_per_image_dataset(fake_ray, [{"uid": "a"}], load_config({"clip": {"model": "none"}}), tmp_path)
+    assert ClipStage not in [fn for fn, _ in calls]

@@ -1,5 +1,6 @@
 """Input discovery and video streaming / writing."""
 import logging
+import os
 import types
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_video_writer_is_atomic_and_round_trips(tmp_path):
             writer.write(np.full((24, 32, 3), (40 * i, 100, 200), np.uint8))
             assert not out.exists()  # only the hidden temporary file exists while writing
         assert len(list(out.parent.glob(".out.*.s2tmp.mp4"))) == 1
-    assert out.is_file() and writer.path == out and writer.fourcc == "mp4v" and writer.frames_written == 5
+    assert out.is_file() and writer.path == out and writer.fourcc in ("avc1", "mp4v") and writer.frames_written == 5
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4"]
     source = open_video(out)
     assert (source.frame_count, source.width, source.height) == (5, 32, 24)
@@ -152,3 +153,41 @@ def test_video_writer_falls_back_to_mjpg_avi(tmp_path, monkeypatch, caplog):
     assert [p.name for p in tmp_path.iterdir()] == ["clip.avi"]
     assert "Motion-JPEG" in caplog.text
     assert open_video(tmp_path / "clip.avi").frame_count == 1
+
+
+def _opencv_with_encoders(monkeypatch, *available: str) -> list[str]:
+    """cv2.VideoWriter as in an OpenCV build with only ``available`` encoders; returns the fourccs tried."""
+    real, tried = cv2.VideoWriter, []
+
+    def writer(path, fourcc, fps, size):
+        name = "".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4))
+        tried.append(name)
+        if name not in available:
+            os.write(2, f"[libav] Could not find encoder for {name}\n".encode())  # as FFmpeg does, natively
+            return real()  # never opened
+        return real(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)  # stands in for any encoder
+
+    monkeypatch.setattr(video_module.cv2, "VideoWriter", writer)
+    monkeypatch.setattr(video_module, "_reported_fallbacks", set())
+    return tried
+
+
+def test_video_writer_prefers_h264_which_browsers_play(tmp_path, monkeypatch, caplog):
+    tried = _opencv_with_encoders(monkeypatch, "avc1", "mp4v")
+    with caplog.at_level(logging.WARNING, logger="sapiens2.io.video"):
+        with VideoWriter(tmp_path / "clip.mp4", fps=5) as writer:
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+    assert writer.fourcc == "avc1" and tried == ["avc1"] and caplog.text == ""
+
+
+def test_video_writer_says_the_mp4v_fallback_once(tmp_path, monkeypatch, caplog, capfd):
+    tried = _opencv_with_encoders(monkeypatch, "mp4v")  # the pip wheels: no H.264 encoder
+    with caplog.at_level(logging.WARNING, logger="sapiens2.io.video"):
+        for name in ("a.mp4", "b.mp4"):
+            with VideoWriter(tmp_path / name, fps=5) as writer:
+                writer.write(np.zeros((16, 16, 3), np.uint8))
+            assert writer.fourcc == "mp4v" and writer.path == tmp_path / name
+    assert tried == ["avc1", "mp4v"] * 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "no avc1 encoder" in lines[0] and "mp4v" in lines[0] and "browsers" in lines[0]
+    assert "Could not find encoder" not in capfd.readouterr().err  # the native lines of the failed try are hidden

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sapiens2.data.specs import seg_classes
 from sapiens2.io import InputItem
 from sapiens2.serving.naming import output_bases
 from sapiens2.serving.outputs import (OutputOptions, depth_millimetres, image_outputs, render_task, subsample,
@@ -91,7 +92,16 @@ def test_every_task_file_is_written_and_reads_back(tmp_path):
     seg = cv2.imread(str(tmp_path / "sub/x.seg.png"), cv2.IMREAD_UNCHANGED)
     assert seg.dtype == np.uint8 and seg.shape == (H, W)
     np.testing.assert_array_equal(seg, prediction.seg.mask)
-    assert cv2.imread(str(tmp_path / "sub/x.seg_vis.png")).shape == (H, W, 3)
+    from sapiens2.visualization import legend_width
+
+    vis = cv2.imread(str(tmp_path / "sub/x.seg_vis.png"))[..., ::-1]
+    assert vis.shape == (H, W + legend_width(H), 3)
+    classes = json.loads((tmp_path / "sub" / "seg_classes.json").read_text())["classes"]
+    assert [c["name"] for c in classes] == list(seg_classes().names)
+    assert [c["id"] for c in classes] == list(range(29))
+    legend = vis[:, W:].reshape(-1, 3)
+    for cid in np.unique(prediction.seg.mask)[1:4]:  # swatches in the class file's colours (a 40 px tall image
+        assert (legend == classes[cid]["color"]).all(axis=1).sum() >= 4, classes[cid]["name"]  # lists 9)
     probs = np.load(tmp_path / "sub/x.seg_probs.npy")
     assert probs.dtype == np.float16 and probs.shape == (29, H, W)
     np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=0.02)

@@ -112,11 +112,13 @@ def test_video_streams_frames_and_writes_per_task_videos(tmp_path):
     assert [f["frame_index"] for f in frames] == [0, 2, 4, 6] and frames[1]["time_s"] == 0.2
     assert all(len(f["people"][0]["keypoints"]) == 308 for f in frames)
     assert sorted(p.name for p in (tmp_path / "out" / "clip").iterdir()) == [
-        f"{i:06d}.seg.png" for i in (0, 2, 4, 6)]
-    for task in ("pose", "seg"):
+        f"{i:06d}.seg.png" for i in (0, 2, 4, 6)] + ["seg_classes.json"]
+    from sapiens2.visualization import legend_width
+
+    for task, width in (("pose", 32), ("seg", 32 + legend_width(24))):  # seg: the class legend on the right
         capture = cv2.VideoCapture(str(tmp_path / "out" / f"clip.{task}.mp4"))
         assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
-        assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (32, 24)
+        assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (width, 24)
         capture.release()
     again = PredictJob(FakePredictor(), ["pose", "seg"], tmp_path / "out", every=2).run(items)
     assert again.skipped == 1

@@ -52,6 +52,24 @@ def test_seg_legend_and_errors():
         overlay_segmentation(grey(), np.zeros((40, 60), np.float32))
 
 
+def test_legend_lists_every_present_class_in_a_panel_of_fixed_width():
+    from sapiens2.visualization.seg import legend_width
+
+    palette, names = seg_classes().palette, seg_classes().names
+    for height in (256, 600, 1024):
+        labels = np.zeros((height, 50), np.int32)
+        labels[:, 10:] = np.arange(1, 29)[np.arange(height) % 28][:, None]  # all 28 body classes present
+        out = overlay_segmentation(grey(height, 50), labels, legend=True)
+        assert out.shape == (height, 50 + legend_width(height), 3)
+        panel = out[:, 50:].reshape(-1, 3)
+        for cid in range(1, 29):  # a swatch for each class, none cut off for lack of rows
+            assert (panel == palette[cid]).all(axis=1).sum() >= 4, (height, names[cid])
+        few = overlay_segmentation(grey(height, 50), np.where(labels == 3, 3, 0), legend=True)
+        assert few.shape == out.shape  # the same width whatever is present: video frames keep one size
+        # every name is inside the panel: its right-most column is blank
+        assert out[:, -1].max() == 0
+
+
 def _one_link_pose():
     info = keypoint_info()
     a, b = info.skeleton[0]
@@ -99,9 +117,10 @@ def test_boxes_and_track_ids():
     out = draw_poses(grey(200, 200, 0), keypoints, scores, boxes=boxes, track_ids=[7], thickness=3)
     np.testing.assert_array_equal(out[105, 10], track_colour(7))  # left edge of the box
     assert out[40:56, 10:60].max() > 0  # the "id 7" label above the box
+    # without tracks each person still gets its own colour and its index (the pose JSON's "id") as label
     plain = draw_poses(grey(200, 200, 0), keypoints, scores, boxes=boxes, thickness=3)
-    np.testing.assert_array_equal(plain[105, 10], (0, 255, 0))
-    assert plain[40:56, 10:60].max() == 0
+    np.testing.assert_array_equal(plain[105, 10], track_colour(0))
+    assert plain[40:56, 10:60].max() > 0
     assert track_colour(1) != track_colour(2) and track_colour(5) == track_colour(5)
     with pytest.raises(ValueError, match="308"):
         draw_poses(grey(), np.zeros((17, 2)))
@@ -173,3 +192,35 @@ def test_matting_cutout_and_composite():
     np.testing.assert_array_equal(matte_composite(image, alpha, background=background)[0, 1], (0, 0, 0))
     with pytest.raises(ValueError, match="alpha"):
         matte_composite(image, np.ones((2, 2)))
+
+
+def test_low_score_points_not_drawn_and_people_coloured_apart():
+    from sapiens2.visualization.pose import KEYPOINT_SCORE_THRESHOLD
+
+    info, a, b, keypoints, scores = _one_link_pose()
+    two = np.stack([keypoints, keypoints + (0.0, 60.0)])
+    sc = np.stack([scores, scores])
+    sc[1, b] = KEYPOINT_SCORE_THRESHOLD  # not above the threshold: not drawn
+    boxes = np.array([[10.0, 80.0, 190.0, 120.0], [10.0, 140.0, 190.0, 180.0]])
+    out = draw_poses(grey(200, 200, 0), two, sc, boxes=boxes, radius=4, thickness=3)
+    np.testing.assert_array_equal(out[160, 180], (0, 0, 0))
+    np.testing.assert_array_equal(out[160, 20], info.colors[a])
+    np.testing.assert_array_equal(out[100, 180], info.colors[b])
+    np.testing.assert_array_equal(out[110, 10], track_colour(0))
+    np.testing.assert_array_equal(out[170, 10], track_colour(1))
+    assert track_colour(0) != track_colour(1)
+
+
+@pytest.mark.parametrize("box", [(185.0, 2.0, 199.0, 60.0), (-30.0, -20.0, 40.0, 199.0), (150.0, 195.0, 199.0, 199.0)])
+def test_person_label_stays_inside_the_image(box):
+    """People at the image edge: the label is moved into the frame, drawn whole on a patch of the person's colour."""
+    from sapiens2.visualization.pose import label_box
+
+    info, a, b, keypoints, scores = _one_link_pose()
+    out = draw_poses(grey(200, 200, 0), keypoints, scores, boxes=np.array([box]), track_ids=[12], thickness=2)
+    font_scale = max(0.4, 200 / 1500)
+    left, top, right, bottom = label_box("id 12", box, (200, 200), font_scale, 2)
+    assert 0 <= left < right <= 200 and 0 <= top < bottom <= 200 and right - left > 20
+    patch = out[top:bottom, left:right].reshape(-1, 3)
+    assert (patch == track_colour(12)).all(axis=1).mean() > 0.3  # the label's background
+    assert ((patch != track_colour(12)).any(axis=1)).sum() > 10  # and its text

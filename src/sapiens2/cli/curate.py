@@ -15,7 +15,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="curate.yaml (only the keys that differ from the defaults)")
     p.add_argument("--address", default="", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--clip-model", default=None, help="CLIP hub name or local folder (overrides the config)")
+    p.add_argument("--clip-model", default=None,
+                   help="CLIP hub name or local folder (overrides the config); none = no CLIP stage")
     p.add_argument("--detector", choices=("hog", "onnx", "annotations"), default=None,
                    help="person detector (overrides the config)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
@@ -27,7 +28,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sapiens2.errors import Sapiens2Error
+    from sapiens2.errors import ModelNotAvailableError, Sapiens2Error
 
     try:
         from sapiens2.curation.config import load_config
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if args.no_report:
             cfg.output.report = False
         result = curate(args.inputs, args.output, cfg, address=args.address, progress=args.progress)
+    except ModelNotAvailableError as exc:  # checked before Ray starts: one line, exit 1 (not a usage error)
+        logger.error("%s", exc)
+        return 1
     except (Sapiens2Error, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2

@@ -14,7 +14,7 @@ import numpy as np
 
 from .columns import LISTING_COLUMNS, SCORE_DEFAULTS
 
-__all__ = ["write_part", "batch_to_table", "read_parts", "done_uids"]
+__all__ = ["write_part", "batch_to_table", "read_parts", "done_uids", "claim_commit", "reset_commit_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,49 @@ def batch_to_table(batch: dict[str, np.ndarray]):
     return pa.table(columns)
 
 
-def write_part(batch: dict[str, np.ndarray], parts_dir: str) -> dict[str, np.ndarray]:
-    """Ray Data task: write the batch as a part; pass on only uid and drop_reason (for progress)."""
+COMMIT_BUDGET_DIR = ".commit-budget"
+
+
+def reset_commit_budget(parts_dir: str | Path) -> None:
+    """Forget the slots claimed by an earlier interrupted run (driver, before and after a run)."""
+    import shutil
+
+    shutil.rmtree(Path(parts_dir) / COMMIT_BUDGET_DIR, ignore_errors=True)
+
+
+def claim_commit(parts_dir: str | Path, budget: int) -> bool:
+    """Claim one of ``budget`` commit slots; False once all are taken.
+
+    A simulated crash "after k committed batches" must not depend on how far Ray Data's streaming executor has
+    run ahead of the driver (it often finishes every batch before the driver sees the first), so the writers
+    themselves count: each slot is a file created with O_EXCL, atomic across processes and nodes sharing the
+    output folder, so exactly ``budget`` parts are ever committed however the tasks are scheduled."""
+    folder = Path(parts_dir) / COMMIT_BUDGET_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for slot in range(budget):
+        try:
+            os.close(os.open(folder / f"slot-{slot}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            continue
+    return False
+
+
+def _result(batch: dict[str, np.ndarray], committed: bool) -> dict[str, np.ndarray]:
+    return {"uid": np.asarray(batch["uid"], dtype=object),
+            "drop_reason": np.asarray(batch["drop_reason"], dtype=object),
+            "committed": np.full(len(batch["uid"]), committed, dtype=bool)}
+
+
+def write_part(batch: dict[str, np.ndarray], parts_dir: str,
+               commit_budget: int | None = None) -> dict[str, np.ndarray]:
+    """Ray Data task: write the batch as a part; pass on only uid, drop_reason (for progress) and whether the part
+    was committed. ``commit_budget`` (tests and demos of resuming) commits only that many parts in all."""
     import pyarrow.parquet as pq
 
     folder = Path(parts_dir)
+    if commit_budget is not None and not claim_commit(folder, commit_budget):
+        return _result(batch, False)  # as if the process had died before this write
     table = batch_to_table(batch)
     uids = sorted(str(u) for u in batch["uid"])
     name = "part-" + hashlib.sha1("\n".join(uids).encode()).hexdigest()[:20] + ".parquet"
@@ -59,8 +97,7 @@ def write_part(batch: dict[str, np.ndarray], parts_dir: str) -> dict[str, np.nda
         os.replace(temp, folder / name)
     finally:
         temp.unlink(missing_ok=True)
-    return {"uid": np.asarray(batch["uid"], dtype=object),
-            "drop_reason": np.asarray(batch["drop_reason"], dtype=object)}
+    return _result(batch, True)
 
 
 def read_parts(parts_dir: str | Path, uids: set[str] | None = None):

@@ -1,9 +1,10 @@
 """The curation run on Ray Data, one code path for a laptop and a cluster.
 
 Phase 1 (streaming, per image): listing -> ``decode`` (task) -> ``person`` + head pose (actor: detector and face
-cascades loaded once) -> ``text`` (task) -> ``clip`` (actor; a GPU each when the cluster has GPUs) -> ``write_part``
-(task). Ray Data streams blocks through all stages at once, so the collection never sits in memory and the slowest
-stage sets the rate. Inputs already present in a part are skipped: a killed run resumes where it stopped.
+cascades loaded once) -> ``text`` (task) -> ``clip`` (actor; a GPU each when the cluster has GPUs; ``clip.model:
+none`` leaves it out) -> ``write_part`` (task). Every model file is checked on the driver before Ray starts. Ray
+Data streams blocks through all stages at once, so the collection never sits in memory and the slowest stage sets
+the rate. Inputs already present in a part are skipped: a killed run resumes where it stopped.
 Phase 2 (driver, whole collection): exact / near / embedding de-duplication and cluster balancing, then the
 manifest. Phase 3: shards written by Ray tasks (reading the sources again), the index, the report.
 """
@@ -23,6 +24,7 @@ from sapiens2.io.writers import write_json
 from .config import CurateConfig, config_fingerprint, config_to_dict, load_config
 from .global_stage import apply_global_stages
 from .manifest import stage_of_reason, write_table_atomic
+from .preflight import check_models, clip_enabled
 from .runtime import connect_ray, require
 from .shards import shard_fingerprint, shard_name, write_index, write_shard
 from .sources import list_inputs
@@ -35,7 +37,8 @@ MANIFEST_DROP = ("embedding", "annotation")
 
 
 class CurationInterrupted(Sapiens2Error, RuntimeError):
-    """Raised by ``curate(..., stop_after_batches=k)`` to simulate a crash (tests and demos of resuming)."""
+    """Raised by ``curate(..., stop_after_batches=k)`` to simulate a crash after exactly k committed batches (tests
+    and demos of resuming)."""
 
 
 @dataclass
@@ -67,8 +70,9 @@ def _fingerprint(cfg: CurateConfig) -> str:
     return config_fingerprint(cfg, PER_IMAGE_SECTIONS)
 
 
-def build_per_image_dataset(ray, items: list[dict], cfg: CurateConfig, parts_dir: Path):
-    """The streaming Dataset of phase 1 (lazy; consuming it writes the parts)."""
+def build_per_image_dataset(ray, items: list[dict], cfg: CurateConfig, parts_dir: Path,
+                            commit_budget: int | None = None):
+    """The streaming Dataset of phase 1 (lazy; consuming it writes the parts, at most ``commit_budget``)."""
     from .clip_stage import ClipStage
     from .decode import decode_batch
     from .parts import write_part
@@ -80,36 +84,49 @@ def build_per_image_dataset(ray, items: list[dict], cfg: CurateConfig, parts_dir
     bs = max(1, cfg.ray.batch_size)
     # Fractional CPUs so the two CPU actor pools never starve the tasks on a small machine; cores are shared anyway.
     task = dict(batch_size=bs, batch_format="numpy", num_cpus=0.5)
+    # actor pools through ``compute`` (``concurrency`` is deprecated since Ray 2.51)
     actor = dict(batch_size=bs, batch_format="numpy", fn_constructor_kwargs={"cfg": cfg},
-                 concurrency=(1, max_actors))
+                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors))
     blocks = max(1, math.ceil(len(items) / max(1, cfg.ray.block_size)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, fn_kwargs={"cfg": cfg}, **task)
     ds = ds.map_batches(_PersonAndHead, num_cpus=0.5, **actor)
     ds = ds.map_batches(text_batch, fn_kwargs={"cfg": cfg}, **task)
-    if gpus > 0:
+    if not clip_enabled(cfg):
+        pass  # no embeddings: the global stages skip embedding de-duplication and balancing
+    elif gpus > 0:
         gpu_actors = max(1, int(gpus / cfg.ray.num_gpus_per_actor))
+        gpu_pool = ray.data.ActorPoolStrategy(min_size=1, max_size=min(max_actors, gpu_actors))
         ds = ds.map_batches(ClipStage, num_gpus=cfg.ray.num_gpus_per_actor, num_cpus=1,
-                            **{**actor, "concurrency": (1, min(max_actors, gpu_actors))})
+                            **{**actor, "compute": gpu_pool})
     else:
         ds = ds.map_batches(ClipStage, num_cpus=0.5, **actor)
-    return ds.map_batches(write_part, fn_kwargs={"parts_dir": str(parts_dir)}, **task)
+    return ds.map_batches(write_part, fn_kwargs={"parts_dir": str(parts_dir), "commit_budget": commit_budget},
+                          **task)
 
 
 def _run_per_image(ray, items, cfg, parts_dir: Path, stop_after_batches: int | None) -> None:
-    from .parts import done_uids
+    from .parts import done_uids, reset_commit_budget
 
+    reset_commit_budget(parts_dir)
     done = done_uids(parts_dir)
     todo = [it for it in items if it["uid"] not in done]
     log.info("%d of %d images already scored (resuming); %d to go", len(items) - len(todo), len(items), len(todo))
     if not todo:
         return
-    ds = build_per_image_dataset(ray, todo, cfg, parts_dir)
-    seen = 0
-    for i, batch in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):
-        seen += len(batch["uid"])
-        if stop_after_batches is not None and i + 1 >= stop_after_batches:
-            raise CurationInterrupted(f"stopped on request after {i + 1} batches ({seen} images)")
+    ds = build_per_image_dataset(ray, todo, cfg, parts_dir, commit_budget=stop_after_batches)
+    seen = lost = 0
+    # The stream is consumed to its end even when interrupting: a writer that claimed a slot may still be
+    # writing its part, and the parts on disk must be exactly the committed ones when this returns.
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        committed = np.asarray(batch["committed"], bool)
+        seen += int(committed.sum())
+        lost += int((~committed).sum())
+    if stop_after_batches is not None:
+        reset_commit_budget(parts_dir)
+        if lost:
+            raise CurationInterrupted(f"stopped on request after {stop_after_batches} committed batch(es) "
+                                      f"({seen} images scored, {lost} not)")
     log.info("phase 1 done: %d images scored", seen)
 
 
@@ -187,6 +204,7 @@ def curate(inputs, output: str | Path, config=None, *, address: str = "", progre
     Writes ``output/shards/`` (tar shards + index.json), ``output/manifest.parquet`` (every input),
     ``output/embeddings.parquet``, ``output/report/`` and ``output/parts/`` (per-image results, for resuming)."""
     cfg = load_config(config)
+    check_models(cfg)  # before Ray starts: a missing model is one clear line, not a wall of actor tracebacks
     pa = require("pyarrow")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

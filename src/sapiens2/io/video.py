@@ -5,9 +5,12 @@ Writing goes to a hidden temporary file in the destination folder which is renam
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,34 @@ VIDEO_EXTENSIONS = frozenset({
 FALLBACK_FPS = 30.0
 
 TEMP_TAG = ".s2tmp"  # marks our temporary files (see writers.remove_stale_temp_files)
+
+#: Codecs tried in order for the requested container: H.264 (``avc1``, what every browser plays; OpenCV's pip
+#: wheels usually ship no H.264 encoder), then MPEG-4 Part 2 (``mp4v``, always present, but browsers do not play
+#: it). Motion-JPEG in ``.avi`` is the last resort.
+PREFERRED_FOURCCS = ("avc1", "mp4v")
+_BROWSER_CODECS = frozenset({"avc1"})
+_reported_fallbacks: set[tuple[str, str]] = set()  # (requested, used): each said once per process
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide what FFmpeg / OpenCV print on the process's stderr while an encoder is tried: a missing H.264 encoder
+    is expected and reported once by us, in one line, not as native error lines. Only around the open call."""
+    with _stderr_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no real stderr (embedded interpreters): nothing to hide
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _open_capture(path: Path) -> cv2.VideoCapture:
@@ -101,6 +132,16 @@ class VideoSource:
             yield frame
 
 
+def _report_fallback(requested: str, used: str) -> None:
+    if (requested, used) in _reported_fallbacks:
+        return
+    _reported_fallbacks.add((requested, used))
+    note = "" if used in _BROWSER_CODECS else (
+        "; web browsers do not play it: re-encode with `ffmpeg -i X.mp4 -c:v libx264 -pix_fmt yuv420p Y.mp4`, or "
+        "use an OpenCV built with an H.264 encoder")
+    logger.warning("videos: no %s encoder in this OpenCV build, writing %s instead%s", requested, used, note)
+
+
 def open_video(path: str | os.PathLike[str]) -> VideoSource:
     """Open a video for streaming; raises :class:`VideoReadError` if it is missing, unreadable or empty."""
     return VideoSource(path)
@@ -109,17 +150,18 @@ def open_video(path: str | os.PathLike[str]) -> VideoSource:
 class VideoWriter:
     """Write RGB uint8 frames to a video file atomically.
 
-    The container follows the file extension (normally ``.mp4``). Codecs are tried in order: ``fourcc``
-    (default ``mp4v``, MPEG-4 Part 2, always present in OpenCV's FFmpeg build), then ``avc1`` (H.264, only
-    where OpenCV's FFmpeg has an encoder). If no codec opens for that container, the writer falls back to
-    Motion-JPEG in ``.avi``, logs a warning, and ``path`` becomes the ``.avi`` name. Odd frame sizes are
+    The container follows the file extension (normally ``.mp4``). Codecs are tried in order: ``fourcc`` if
+    given, then :data:`PREFERRED_FOURCCS`: ``avc1`` (H.264, which browsers play; only where OpenCV's FFmpeg has an
+    encoder), then ``mp4v`` (MPEG-4 Part 2, always present, not played by browsers: said once per process in a
+    warning). If no codec opens for that container, the writer falls back to Motion-JPEG in ``.avi``, logs a
+    warning, and ``path`` becomes the ``.avi`` name; ``fourcc`` is the codec used. Odd frame sizes are
     padded by one replicated row/column, as MPEG encoders need even sizes. The frame size is fixed by the
     first frame (or ``frame_size=(width, height)``); a frame of another size raises ``ValueError``.
 
     Use as a context manager: on an exception the temporary file is deleted and nothing is published.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float, *, fourcc: str = "mp4v",
+    def __init__(self, path: str | os.PathLike[str], fps: float, *, fourcc: str | None = None,
                  frame_size: tuple[int, int] | None = None):
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps}")
@@ -140,7 +182,8 @@ class VideoWriter:
 
     def _try_open(self, final: Path, fourcc: str, size: tuple[int, int]) -> bool:
         temp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}{TEMP_TAG}{final.suffix}")
-        writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+        with _native_stderr_silenced():
+            writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
         if writer.isOpened():
             self._writer, self._temp, self.path = writer, temp, final
             return True
@@ -149,21 +192,22 @@ class VideoWriter:
         return False
 
     def _open(self, size: tuple[int, int]) -> None:
-        requested = self.fourcc
-        for fourcc in dict.fromkeys([requested, "avc1"]):
+        requested = self.fourcc or PREFERRED_FOURCCS[0]
+        tried = list(dict.fromkeys([requested, *PREFERRED_FOURCCS]))
+        for fourcc in tried:
             if self._try_open(self.path, fourcc, size):
-                if fourcc != requested:
-                    logger.warning("video %s: codec %s unavailable, using %s", self.path, requested, fourcc)
                 self.fourcc = fourcc
+                if fourcc != requested:
+                    _report_fallback(requested, fourcc)
                 return
         fallback = self.path.with_suffix(".avi")
         if self._try_open(fallback, "MJPG", size):
-            logger.warning("video %s: no %s/avc1 encoder for %s; writing Motion-JPEG to %s instead",
-                           self.path, self.fourcc, self.path.suffix, fallback)
+            logger.warning("video %s: no %s encoder for %s; writing Motion-JPEG to %s instead",
+                           self.path, "/".join(tried), self.path.suffix, fallback)
             self.fourcc = "MJPG"
             return
         raise OutputWriteError(self.path, "OpenCV could not open any video encoder (tried "
-                               f"{self.fourcc}, avc1, MJPG/.avi)")
+                               f"{', '.join(tried)}, MJPG/.avi)")
 
     def write(self, frame: np.ndarray) -> None:
         """Append one RGB uint8 frame (H, W, 3); a grayscale (H, W) frame is accepted too."""

@@ -6,8 +6,9 @@ Per image with output base ``B`` (the input's path below its root, without exten
 task     files
 ======== =====================================================================================================
 pose     ``B.pose.json`` (see :mod:`sapiens2.serving.pose_json`), ``B.pose.png`` (keypoints + skeleton drawn)
-seg      ``B.seg.png`` (8-bit class ids, 0 = background), ``B.seg_vis.png`` (coloured overlay);
-         with probabilities ``B.seg_probs.npy`` (float16, (29, H, W))
+seg      ``B.seg.png`` (8-bit class ids, 0 = background), ``B.seg_vis.png`` (coloured overlay, legend of the
+         classes present on the right); with probabilities ``B.seg_probs.npy`` (float16, (29, H, W));
+         ``seg_classes.json`` once per folder (id, name, RGB colour of each class id)
 normal   ``B.normal.npy`` (float32 (H, W, 3) unit vectors), ``B.normal.png`` (``(n + 1) * 127.5``)
 pointmap ``B.pointmap.npy`` (float32 (H, W, 3) metres), ``B.depth.png`` (uint16 millimetres, 0 = no data),
          ``B.depth_vis.png`` (colour, near = bright), ``B.ply`` (coloured foreground points, capped)
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sapiens2.data.specs import seg_classes
 from sapiens2.io import write_json, write_npy, write_ply
 from sapiens2.io import write_png as _write_png
 from sapiens2.tasks.results import Prediction
@@ -53,6 +55,9 @@ _SUFFIXES: dict[str, tuple[tuple[str, bool], ...]] = {
     "matting": ((".alpha.png", False), (".cutout.png", False)),
 }
 SEG_PROBS_SUFFIX = ".seg_probs.npy"
+# One class table per folder rather than one per image: the 29 names are the same for every image (and every
+# video frame), and a per-image file would be one more output for resuming to check.
+SEG_CLASSES_FILE = "seg_classes.json"
 
 
 @dataclass(frozen=True)
@@ -177,7 +182,7 @@ def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
         ids = None if track_ids is None else [int(i) for i in track_ids]
         return draw_poses(image_rgb, points, pose.scores, boxes=pose.boxes, track_ids=ids)
     if task == "seg":
-        return overlay_segmentation(image_rgb, _result(prediction, task).mask)
+        return overlay_segmentation(image_rgb, _result(prediction, task).mask, legend=True)
     if task == "normal":
         normal = _result(prediction, task)
         return normals_to_rgb(normal.normals, normal.mask)
@@ -191,6 +196,24 @@ def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
         matting = _result(prediction, task)
         return matte_composite(image_rgb, matting.alpha, foreground=matting.foreground)
     raise ValueError(f"unknown task {task!r}")
+
+
+def write_seg_classes(folder: Path) -> Path:
+    """``folder/seg_classes.json``: the id, name and RGB colour (as drawn in ``*.seg_vis.png``) of each class id
+    in the ``*.seg.png`` files there. Shared by every image of the folder: written when missing or not as
+    expected (damaged), else left alone, also by ``--overwrite`` (its content never depends on the input)."""
+    import json
+
+    path = Path(folder) / SEG_CLASSES_FILE
+    classes = seg_classes()
+    doc = {"format": "sapiens2.seg_classes", "classes": [
+        {"id": i, "name": name, "color": [int(v) for v in classes.palette[i]]} for i, name in enumerate(classes.names)]}
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == doc:
+            return path
+    except (OSError, ValueError):
+        pass
+    return write_json(path, doc)
 
 
 def _write_pointcloud(path: Path, prediction: Prediction, image_rgb: np.ndarray, valid: np.ndarray,
@@ -226,6 +249,7 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
     elif task == "seg":
         if path := out(".seg.png"):
             write_png(path, np.asarray(result.mask, dtype=np.uint8))
+            write_seg_classes(path.parent)
         if path := out(".seg_vis.png"):
             write_png(path, render_task(prediction, image_rgb, task))
         if path := out(SEG_PROBS_SUFFIX):

@@ -12,7 +12,9 @@ from ._arrays import as_rgb_image
 
 _SHIFT = 4  # cv2 fixed-point bits: draws at 1/16 pixel precision
 _ONE = 1 << _SHIFT
-_DEFAULT_BOX_COLOUR = (0, 255, 0)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+#: Keypoints scoring at or below this are not drawn (nor their links): low scores are guesses, mostly wrong.
+KEYPOINT_SCORE_THRESHOLD = 0.3
 
 
 def default_sizes(height: int, width: int) -> tuple[int, int]:
@@ -32,16 +34,51 @@ def _fixed(x: float, y: float) -> tuple[int, int]:
     return int(round(x * _ONE)), int(round(y * _ONE))
 
 
+def _label_size(text: str, font_scale: float, thickness: int) -> tuple[int, int, int, int]:
+    """(width, height, baseline, padding) of a filled label."""
+    (w, h), baseline = cv2.getTextSize(text, _FONT, font_scale, thickness)
+    pad = max(1, thickness)
+    return w + 2 * pad, h + baseline + 2 * pad, baseline, pad
+
+
+def label_box(text: str, box: Sequence[float], image_size: tuple[int, int], font_scale: float,
+              thickness: int) -> tuple[int, int, int, int]:
+    """Where a person's label goes: (left, top, right, bottom), right/bottom exclusive.
+
+    Above the box's top-left corner, or just inside the box when there is no room above; then moved as little as
+    needed to be inside the image (people at the image edge keep a readable label)."""
+    height, width = image_size
+    w, h, _, _ = _label_size(text, font_scale, thickness)
+    x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
+    top = y1 - h if y1 - h >= 0 else y1
+    left = min(max(x1, 0), max(width - w, 0))
+    top = min(max(top, 0), max(height - h, 0))
+    return left, top, left + w, top + h
+
+
+def _draw_label(canvas: np.ndarray, text: str, box: Sequence[float], colour: tuple[int, int, int],
+                font_scale: float, thickness: int) -> None:
+    left, top, right, bottom = label_box(text, box, canvas.shape[:2], font_scale, thickness)
+    _, _, baseline, pad = _label_size(text, font_scale, thickness)
+    cv2.rectangle(canvas, (left, top), (right - 1, bottom - 1), colour, -1)
+    ink = (0, 0, 0) if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140 else (255, 255, 255)
+    cv2.putText(canvas, text, (left + pad, bottom - pad - baseline), _FONT, font_scale, ink, thickness,
+                cv2.LINE_AA)
+
+
 def draw_poses(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | None = None, *,
                boxes: np.ndarray | None = None, track_ids: Sequence[int] | None = None,
-               threshold: float = 0.3, radius: int | None = None, thickness: int | None = None,
-               draw_skeleton: bool = True, info: KeypointInfo | None = None) -> np.ndarray:
+               threshold: float = KEYPOINT_SCORE_THRESHOLD, radius: int | None = None,
+               thickness: int | None = None, draw_skeleton: bool = True,
+               info: KeypointInfo | None = None) -> np.ndarray:
     """Draw people's keypoints, skeleton links, boxes and track ids on a copy of an RGB uint8 image.
 
     ``keypoints`` (P, K, 2) or (K, 2) in pixel (x, y); ``scores`` (P, K) or (K,) (None: all shown);
     a keypoint is drawn when its score > ``threshold`` and a link when both its ends are. ``boxes`` (P, 4)
-    are (x1, y1, x2, y2); ``track_ids`` (P,) label the boxes and colour them. K must equal the keypoint
-    set's size (308 for the official set). ``radius``/``thickness`` default to :func:`default_sizes`.
+    are (x1, y1, x2, y2), each drawn in its person's colour (:func:`track_colour`) with an "id N" label kept
+    inside the image; N is ``track_ids[p]`` in videos, else the person's index ``p`` (the ``id`` of the pose
+    JSON). K must equal the keypoint set's size (308 for the official set). ``radius``/``thickness`` default
+    to :func:`default_sizes`.
     """
     info = info or keypoint_info()
     canvas = as_rgb_image(image).copy()
@@ -73,13 +110,10 @@ def draw_poses(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | No
         for p, (x1, y1, x2, y2) in enumerate(boxes):
             if not np.isfinite([x1, y1, x2, y2]).all():
                 continue
-            tid = None if track_ids is None else int(track_ids[p])
-            colour = _DEFAULT_BOX_COLOUR if tid is None else track_colour(tid)
+            pid = p if track_ids is None else int(track_ids[p])
+            colour = track_colour(pid)
             cv2.rectangle(canvas, _fixed(x1, y1), _fixed(x2, y2), colour, thickness, cv2.LINE_AA, _SHIFT)
-            if tid is not None:
-                origin = (int(x1), max(int(y1) - thickness * 2, int(12 * font_scale * 2)))
-                cv2.putText(canvas, f"id {tid}", origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour,
-                            max(1, thickness), cv2.LINE_AA)
+            _draw_label(canvas, f"id {pid}", (x1, y1), colour, font_scale, max(1, thickness))
 
     visible = (scores > threshold) & np.isfinite(keypoints).all(axis=2)
     for p in range(people):

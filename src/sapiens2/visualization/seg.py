@@ -42,7 +42,8 @@ def overlay_segmentation(image: np.ndarray, labels: np.ndarray, *, alpha: float 
     """Blend class colours on the image: ``round((1 - alpha) * image + alpha * palette[label])`` per pixel.
 
     Background pixels (class 0) keep the image unless ``include_background``. With ``legend`` a panel
-    listing the classes present (swatch + name) is appended on the right, so the result is wider.
+    listing the classes present (swatch + name) is appended on the right, so the result is
+    :func:`legend_width` wider (the same width for every image of a given height).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -59,26 +60,50 @@ def overlay_segmentation(image: np.ndarray, labels: np.ndarray, *, alpha: float 
     return out
 
 
-def draw_legend(class_ids: Sequence[int], height: int, palette: np.ndarray | None = None,
-                class_names: Sequence[str] | None = None) -> np.ndarray:
-    """A (height, width, 3) uint8 panel: one row per class id with its colour swatch and name."""
-    palette = _palette(palette)
-    names = list(class_names) if class_names is not None else list(seg_classes().names)
-    rows = max(len(class_ids), 1)
-    row_h = int(max(8, min(height // 30 + 8, height // rows)))
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_MAX_LEGEND_COLUMNS = 3  # 29 classes fit from 120 px of height; shorter images list the first ones only
+
+
+def _legend_layout(height: int, names: Sequence[str]) -> tuple[int, int, int, float, int]:
+    """(row height, rows per column, column width, font scale, thickness) of a legend panel.
+
+    It depends only on the image height and the class names (not on which classes are present), so every frame of
+    a video gets the same panel width. Rows are 12-28 px (readable at any image size); when all classes do not fit
+    in one column at that height, up to three columns are used rather than leaving classes out."""
+    row_h = int(min(28, max(12, height // 30)))
+    rows = max(1, height // row_h)
     scale = row_h / 40.0
     thickness = max(1, round(row_h / 20))
-    labels = [names[c] if c < len(names) else str(c) for c in class_ids]
-    text_w = max([cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0] for t in labels] or [0])
-    width = int(row_h * 1.5 + text_w + row_h * 0.5)
-    panel = np.zeros((height, width, 3), dtype=np.uint8)
-    for row, (cid, text) in enumerate(zip(class_ids, labels)):
-        top = row * row_h
-        if top + row_h > height:
-            break  # no room left; a taller image would be needed
-        pad = max(1, row_h // 8)
+    text_w = max([cv2.getTextSize(t, _FONT, scale, thickness)[0][0] for t in names] or [0])
+    column_w = int(row_h * 1.25 + text_w + row_h * 0.5)  # swatch, gap, the longest name, margin
+    return row_h, rows, column_w, scale, thickness
+
+
+def legend_width(height: int, class_names: Sequence[str] | None = None) -> int:
+    """Width in pixels of the panel :func:`draw_legend` makes for an image ``height`` tall (the same whatever
+    classes are present)."""
+    names = list(class_names) if class_names is not None else list(seg_classes().names)
+    _, rows, column_w, _, _ = _legend_layout(height, names)
+    return column_w * min(_MAX_LEGEND_COLUMNS, max(1, -(-len(names) // rows)))
+
+
+def draw_legend(class_ids: Sequence[int], height: int, palette: np.ndarray | None = None,
+                class_names: Sequence[str] | None = None) -> np.ndarray:
+    """A (height, :func:`legend_width`, 3) uint8 panel: per class id its colour swatch and name, top to bottom,
+    then in further columns; every name is inside the panel."""
+    palette = _palette(palette)
+    names = list(class_names) if class_names is not None else list(seg_classes().names)
+    row_h, rows, column_w, scale, thickness = _legend_layout(height, names)
+    panel = np.zeros((height, legend_width(height, names), 3), dtype=np.uint8)
+    pad = max(1, row_h // 8)
+    for i, cid in enumerate(class_ids):
+        column, row = divmod(i, rows)
+        left, top = column * column_w, row * row_h
+        if left + column_w > panel.shape[1]:
+            break  # no room left (images under 120 px tall)
+        text = names[cid] if cid < len(names) else str(cid)
         colour = tuple(int(v) for v in palette[cid])
-        cv2.rectangle(panel, (pad, top + pad), (row_h - pad, top + row_h - pad), colour, -1)
-        cv2.putText(panel, text, (int(row_h * 1.25), top + int(row_h * 0.75)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        cv2.rectangle(panel, (left + pad, top + pad), (left + row_h - pad, top + row_h - pad), colour, -1)
+        cv2.putText(panel, text, (left + int(row_h * 1.25), top + int(row_h * 0.75)), _FONT, scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
     return panel
