@@ -161,17 +161,32 @@ def test_video_start_end_max_frames_and_no_track(tmp_path, checkpoints):
 
 # ---- synth, train, eval --------------------------------------------------------------------------------------
 
-def test_synth_workers_write_the_same_data_as_one_process(tmp_path, capsys):
+def test_synth_workers_write_the_same_data_as_one_process(tmp_path, capsys, monkeypatch):
+    """``synth --num N --workers W`` (README) and the default (one process per usable core) give the same data as
+    one process: same seed, same data."""
+    import sapiens2.data.synth.writer as writer
+
+    used, write = [], writer.write_dataset
+
+    def spy(*args, **kwargs):
+        used.append(kwargs["workers"])
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "write_dataset", spy)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     common = ["synth", "--num", "6", "--height", "64", "--width", "48", "--seed", "4", "--no-progress"]
     assert main([*common, "--workers", "2", "-o", str(tmp_path / "w2")]) == 0
+    assert main([*common, "-o", str(tmp_path / "default")]) == 0
     assert main([*common, "--workers", "1", "-o", str(tmp_path / "w1")]) == 0
+    assert used == [2, 3, 1]
     assert "wrote 6 samples" in capsys.readouterr().out
     files = sorted(p.relative_to(tmp_path / "w1") for p in (tmp_path / "w1").rglob("*") if p.is_file())
     assert len([f for f in files if f.parts[0] == "images"]) == 6
-    assert files == sorted(p.relative_to(tmp_path / "w2") for p in (tmp_path / "w2").rglob("*") if p.is_file())
-    for f in files:
-        if f.name != "manifest.json":  # may record timings / worker counts
-            assert (tmp_path / "w1" / f).read_bytes() == (tmp_path / "w2" / f).read_bytes(), f
+    for other in ("w2", "default"):
+        assert files == sorted(p.relative_to(tmp_path / other) for p in (tmp_path / other).rglob("*") if p.is_file())
+        for f in files:
+            if f.name != "manifest.json":  # may record timings / worker counts
+                assert (tmp_path / "w1" / f).read_bytes() == (tmp_path / other / f).read_bytes(), f
 
 
 def _train(data, out, *extra) -> int:
