@@ -282,12 +282,20 @@ def test_boxes_from_a_folder_of_json_files(tmp_path, checkpoints):
 
 
 def test_subprocess_smoke(tmp_path, checkpoints):
-    write_image(tmp_path / "a.png", 30, 20)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    """A real process, as a user runs it; corrupt inputs are reported by us alone: OpenCV's and FFmpeg's own lines
+    ("[ WARN:0@...] ... PNG input buffer is incomplete", "moov atom not found") stay off the terminal."""
+    write_image(tmp_path / "in" / "a.png", 30, 20)
+    bad_inputs(tmp_path / "in")
+    ok, png = cv2.imencode(".png", np.full((30, 20, 3), 128, np.uint8))
+    (tmp_path / "in" / "cut.png").write_bytes(png.tobytes()[: len(png) // 2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}  # main() may have set them here
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
     done = subprocess.run([sys.executable, "-m", "sapiens2", "predict", "--checkpoint", str(checkpoints["seg"]),
-                           *FAST, str(tmp_path / "a.png"), "-o", str(tmp_path / "out")],
+                           *FAST, str(tmp_path / "in"), "-o", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "1 done" in done.stdout
+    assert "1 done, 0 skipped, 6 failed" in done.stdout
+    ours = [line for line in done.stderr.splitlines() if line.startswith("WARNING skipped ")]
+    assert len(ours) == 6 and done.stderr.strip().splitlines() == ours, done.stderr
     seg = cv2.imread(str(tmp_path / "out" / "a.seg.png"), cv2.IMREAD_UNCHANGED)
     assert seg.shape == (30, 20) and seg.dtype == np.uint8
