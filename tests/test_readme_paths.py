@@ -192,7 +192,8 @@ def test_synth_workers_write_the_same_data_as_one_process(tmp_path, capsys, monk
 def _train(data, out, *extra) -> int:
     return main(["train", "--task", "seg", "--data", str(data), "--model", "sapiens2_tiny", "--iters", "5",
                  "--batch-size", "2", "--device", "cpu", "--no-progress", "-o", str(out),
-                 "--set", "data.input_size=[64,48]", "--set", "save_every=2", "--set", "optim.warmup_iters=1", "--set", "log_every=1",
+                 "--set", "data.input_size=[64,48]", "--set", "save_every=2", "--set", "optim.warmup_iters=1",
+                 "--set", "log_every=1",
                  *extra])
 
 
@@ -256,11 +257,12 @@ def test_pose_training_from_a_coco_keypoint_json(synth, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task", ["seg", "pose"])
-def test_cli_eval_writes_metrics(task, synth, checkpoints, tmp_path, capsys):
-    out = tmp_path / f"eval_{task}.json"
+def test_cli_eval_writes_metrics(task, synth, checkpoints, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # README: "table + eval_seg.json" in the current folder
     rc = main(["eval", "--task", task, "--data", str(synth), "--checkpoint", str(checkpoints[task]),
-               "--input-size", "64", "48", "--device", "cpu", "--no-progress", "-o", str(out)])
+               "--input-size", "64", "48", "--device", "cpu", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
+    out = tmp_path / f"eval_{task}.json"
     saved = json.loads(out.read_text())
     assert saved["task"] == task and saved["items"] == len(json.loads((synth / "annotations.json").read_text())[
         "annotations" if task == "pose" else "images"])
