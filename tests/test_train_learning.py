@@ -1,6 +1,6 @@
 """Learning on synthetic humans, one test per task (seg also with the official augmentations; tiny arch, CPU): the
-training loss at least halves and the metric on held-out images (another generator seed) is compared with the task's trivial baseline, computed on the
-same held-out images through the same ``evaluate`` code by a constant "model":
+training loss at least halves and the metric on held-out images (another generator seed) is compared with the task's
+trivial baseline, computed on the same held-out images through the same ``evaluate`` code by a constant "model":
 
 - seg: always background (mIoU);  pose: the mean training pose in the crop (PCK@0.1; OKS AP is 0 for every
   model at this size: 308 points, most of them face points with tiny sigmas);  normal: the mean training normal
