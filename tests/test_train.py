@@ -80,7 +80,13 @@ def test_layer_decay_groups_and_schedule():
 
 def test_resume_reproduces_the_uninterrupted_run(data, tmp_path):
     full = Trainer(tiny("seg", data, tmp_path / "a", save_every=2, keep_last=2)).fit()
-    assert len(full.losses) == 6 and full.losses[-1] < full.losses[0] * 1.5
+    # 6 noisy steps prove no learning (test_train_learning.py does): here, that they trained at all
+    assert len(full.losses) == 6 and np.isfinite(full.losses).all()
+    torch.manual_seed(0)
+    from sapiens2.training.trainer import build_training_model
+    init = build_training_model("seg", "sapiens2_tiny", (64, 48)).state_dict()
+    with safe_open(str(tmp_path / "a" / "model.safetensors"), "pt") as f:
+        assert all(not torch.equal(f.get_tensor(k), init[k]) for k in f.keys() if k.endswith("weight"))
     assert [p.name for p in list_checkpoints(tmp_path / "a")] == ["step_00000004", "step_00000006"]
     part = Trainer(tiny("seg", data, tmp_path / "b", save_every=2), stop_after=3).fit()
     assert len(part.losses) == 3

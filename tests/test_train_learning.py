@@ -1,6 +1,6 @@
-"""Learning on synthetic humans, one test per task (tiny arch, CPU): the training loss at least halves and the
-metric on held-out images (another generator seed) is compared with the task's trivial baseline, computed on the
-same held-out images through the same ``evaluate`` code by a constant "model":
+"""Learning on synthetic humans, one test per task (seg also with the official augmentations; tiny arch, CPU): the
+training loss at least halves and the metric on held-out images (another generator seed) is compared with the task's
+trivial baseline, computed on the same held-out images through the same ``evaluate`` code by a constant "model":
 
 - seg: always background (mIoU);  pose: the mean training pose in the crop (PCK@0.1; OKS AP is 0 for every
   model at this size: 308 points, most of them face points with tiny sigmas);  normal: the mean training normal
@@ -95,6 +95,10 @@ SHALLOW_ALBEDO_HEAD = '{"upsample_channels": [32, 16], "conv_out_channels": [], 
 LEARNING = {
     # unweighted CE: the official weights (background 0.1, small parts 10) keep the loss from halving this early
     "seg": ({"num_iters": 250, "loss.class_weight": "null"}, "mIoU", True, 1.4),
+    # the official seg augmentations on (the other cases train on plain images, to learn within a small budget):
+    # harder to fit, so a smaller margin (measured 1.28x the baseline's mIoU, untrained 0.08x); batch 4 keeps it ~30 s
+    "seg+augment": ({"num_iters": 250, "data.batch_size": 4, "loss.class_weight": "null", "data.augment": "true"},
+                    "mIoU", True, 1.2),
     "pointmap": ({"num_iters": 150, "head": SMALL_SCALE_HEAD}, "dist_m", False, 0.85),
     # 128x96: at 64x48 a limb is ~3 px inside 16 px patches and nothing beyond the mean normal is learned;
     # no gradient term: from a random head it dominates the loss and pulls the output towards a smooth constant
@@ -108,9 +112,10 @@ LEARNING = {
 }
 
 
-@pytest.mark.parametrize("task", list(LEARNING))
-def test_learning_beats_the_trivial_baseline(task, humans, tmp_path):
-    over, key, higher, margin = LEARNING[task]
+@pytest.mark.parametrize("case", list(LEARNING))
+def test_learning_beats_the_trivial_baseline(case, humans, tmp_path):
+    over, key, higher, margin = LEARNING[case]
+    task = case.split("+")[0]
     train_root, held_out_root = humans
     sets = {"data.train": str(train_root), "data.val": str(held_out_root), "data.input_size": "[64,48]",
             "data.batch_size": 8, "data.num_workers": 0, "data.augment": "false", "optim.lr": 2e-2,
@@ -120,7 +125,7 @@ def test_learning_beats_the_trivial_baseline(task, humans, tmp_path):
     result = Trainer(cfg).fit()
     # the first 5 steps against the last 10% (averaged: the loss of one batch of 4-8 images is noisy)
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-(len(result.losses) // 10):])
-    assert last < 0.5 * first, f"{task} loss {first:.4g} -> {last:.4g}"
+    assert last < 0.5 * first, f"{case} loss {first:.4g} -> {last:.4g}"
 
     held_out = build_dataset(task, held_out_root, train=False, input_hw=cfg.data.input_size, sigma=cfg.data.sigma)
     trained = result.metrics[key]  # the trainer's final evaluation on the held-out folder
@@ -128,7 +133,8 @@ def test_learning_beats_the_trivial_baseline(task, humans, tmp_path):
     torch.manual_seed(cfg.seed)  # the same initial weights, untrained
     untrained = evaluate(build_training_model(task, "sapiens2_tiny", cfg.data.input_size, cfg.head).eval(),
                          held_out)[key]
-    report = f"{task}: loss {first:.4g} -> {last:.4g}; trained {key}={trained:.4g}, trivial baseline {base:.4g}, untrained {untrained:.4g}"
+    report = (f"{case}: loss {first:.4g} -> {last:.4g}; trained {key}={trained:.4g}, trivial baseline {base:.4g}, "
+              f"untrained {untrained:.4g}")
     if higher:
         assert trained > untrained and trained >= margin * base, report
     else:

@@ -137,6 +137,7 @@ def test_pose_crop_moves_keypoints_with_the_pixels():
     image[78:83, 60:65] = (0, 255, 0)
     aug = PoseAugment(flip_prob=0.5, half_body_prob=0, shift_prob=1.0, scale_prob=1.0, rotate_prob=1.0)
     seen_flip = False
+    checked = 0
     for seed in range(8):
         crop = sample_pose_crop(np.random.default_rng(seed), image, np.array([10.0, 20, 80, 110]), kp, vis,
                                 (48, 64), aug)
@@ -145,7 +146,8 @@ def test_pose_crop_moves_keypoints_with_the_pixels():
             # after a flip the left-wrist slot holds the (mirrored) right wrist, i.e. the green blob
             colour = channel if not crop.flipped else 1 - channel
             ys, xs = np.nonzero(crop.image[..., colour] > 128)
-            if len(xs):
+            if len(xs):  # the blob may fall outside a shifted / rotated crop
+                checked += 1
                 assert np.hypot(xs.mean() - crop.keypoints[idx, 0], ys.mean() - crop.keypoints[idx, 1]) < 1.5
-    assert seen_flip
+    assert seen_flip and checked >= 8  # most wrists are in view: the check above really ran
     assert pose_recipe().image.dropout_prob == 1.0 and pose_recipe().geometry.rotate_factor == 80.0

@@ -219,8 +219,9 @@ def test_cli_with_a_real_tiny_model_on_the_clip(tmp_path, clip_mp4, tiny_pose, c
     assert np.isfinite(smooth).all()
     confident = np.array([r["people"][0]["keypoints_raw"] for r in records])[..., 2] >= 0.3
     both = confident[1:] & confident[:-1]
-    if both.sum() > 20:  # random weights: only where the model is "confident" is the point filtered
-        assert np.abs(np.diff(smooth, axis=0))[both].mean() < np.abs(np.diff(raw, axis=0))[both].mean()
+    # random weights, fixed seed: most points score >= 0.3 (only those are filtered, the rest are held)
+    assert both.sum() > 20
+    assert np.abs(np.diff(smooth, axis=0))[both].mean() < np.abs(np.diff(raw, axis=0))[both].mean()
 
 
 def test_cli_source_folder_and_usage_errors(tmp_path, clip, tiny_pose, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from sapiens2 import __version__
@@ -61,6 +62,17 @@ def _configure_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def quiet_native_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines ("[ WARN:0@0.2] ... PNG input buffer is incomplete", "moov atom not
+    found") off the terminal: the commands report unreadable inputs themselves, with the path and the reason.
+    The user's own OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL win (and --verbose keeps everything)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        os.environ["OPENCV_LOG_LEVEL"] = "ERROR"  # read when cv2 is imported...
+        if "cv2" in sys.modules:  # ...so set it directly when that already happened
+            sys.modules["cv2"].utils.logging.setLogLevel(sys.modules["cv2"].utils.logging.LOG_LEVEL_ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the chosen sub-command's module (fast start, and a broken optional module
@@ -74,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.verbose)
+    if not args.verbose:
+        quiet_native_logs()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
+
+from sapiens2.cli.common import add_progress, progress_enabled
 
 logger = logging.getLogger(__name__)
 PREVIEW_SAMPLES = 16
@@ -17,12 +20,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=256, help="image height (default 256)")
     p.add_argument("--width", type=int, default=192, help="image width (default 192)")
     p.add_argument("--max-people", type=int, default=4, help="at most this many people per image (default 4)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per CPU core this process may use)")
     p.add_argument("--preview", action="store_true",
                    help=f"write OUTPUT/preview.png: {PREVIEW_SAMPLES} samples with keypoints, parts, normals, depth")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     p.epilog = ("examples:\n  sapiens2 synth --num 1000 -o synth/\n  sapiens2 synth --preview -o synth/\n"
                 "On-disk format: see sapiens2.data.synth.writer.")
+
+
+def default_workers(num: int) -> int:
+    """One process per usable core (the affinity mask, which containers and taskset narrow), never more than
+    samples: rendering is CPU-bound and samples are independent."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, num))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.height < 8 or args.width < 8:
         raise UsageError(f"image size must be at least 8x8, got {args.height}x{args.width}")
     num = args.num if args.num is not None else (0 if args.preview else 1000)
-    if num < 0 or args.workers < 1 or args.max_people < 1:
+    workers = args.workers if args.workers is not None else default_workers(num)
+    if num < 0 or workers < 1 or args.max_people < 1:
         raise UsageError("--num must be >= 0, --workers and --max-people >= 1")
     out = Path(args.output)
     if args.preview:
@@ -52,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"preview: {path}")
     if num > 0:
         write_dataset(out, num, seed=args.seed, height=args.height, width=args.width, max_people=args.max_people,
-                      workers=args.workers, progress=not args.no_progress)
+                      workers=workers, progress=progress_enabled(args.progress))
         print(f"wrote {num} samples to {out}")
     return 0
