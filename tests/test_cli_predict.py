@@ -232,10 +232,10 @@ def test_unwritable_output_is_a_clear_error(tmp_path, checkpoints, capsys):
     rc = run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "a.png", "-o", tmp_path / "file" / "out")
     err = capsys.readouterr().err
     assert rc == 1 and "cannot create output directory" in err and "Traceback" not in err
-    # a regular file where the output folder should be: refused for root too (permission bits are not)
+    # -o naming a regular file is a usage error, found before any work (issue 22 item 7); the file is untouched
     rc = run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "a.png", "-o", tmp_path / "file")
     err = capsys.readouterr().err
-    assert rc == 1 and "cannot create output directory" in err and str(tmp_path / "file") in err
+    assert rc == 2 and "is a file" in err and str(tmp_path / "file") in err
     assert (tmp_path / "file").read_text() == "x"
 
 
