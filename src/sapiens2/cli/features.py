@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import Sapiens2Error
-from ..io import discover_inputs, load_image, should_skip, write_npy, write_png
+from ..io import DEFAULT_MAX_PIXELS, discover_inputs, load_image, should_skip, write_npy, write_png
 from ..tasks.preprocess import stretch_resize, to_model_batch
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-dtype", default="float16", choices=["float16", "float32"],
                    help="dtype of the written .npy (default: float16)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="skip images with more than N pixels, checked from the file header before decoding "
+                        "(default %(default)s, 0 = no limit)")
 
 
 def _parse_hw(text: str) -> tuple[int, int]:
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            rgb = load_image(item.path).rgb
+            rgb = load_image(item.path, max_pixels=args.max_pixels).rgb
             batch = to_model_batch([stretch_resize(rgb, input_hw, cv2.INTER_CUBIC)], device)
             with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 feats = model(batch)[0].float().cpu().numpy()

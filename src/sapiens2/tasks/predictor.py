@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
+from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS
 from sapiens2.tasks.dense import albedo_result, dense_input, normal_result, pointmap_result
 from sapiens2.tasks.matting import matting_input, matting_result
 from sapiens2.tasks.pose.pipeline import (SEG_BOX_SOURCE, BoxSource, PoseImage, as_detections, make_box_source,
@@ -201,6 +202,8 @@ class Predictor:
     input_size: (H, W) model input for every task instead of the checkpoint's (1024x768), e.g. for speed; must be
         multiples of 16; pointmap's scale branch only accepts the size it was trained at.
     return_probabilities: also return the per-class softmax of seg (29, H, W) float32 (large for big images).
+    max_pixels: refuse images with more pixels (width x height): files from their header, before decoding
+        (``ImageTooLargeError``), arrays before any processing; default 100 megapixels, 0 for no limit.
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
     """
@@ -210,8 +213,11 @@ class Predictor:
                  flip_test: bool = False, detector="auto", input_size: tuple[int, int] | None = None,
                  return_probabilities: bool = False, mask_with_seg: bool | None = None,
                  fallback_whole_image: bool = True, rope_dtype: str = "bf16",
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.tasks = _parse_tasks(tasks)
+        if max_pixels is not None and int(max_pixels) < 0:
+            raise Sapiens2Error(f"max_pixels must be >= 0 (0 = no limit), got {max_pixels}")
+        self.max_pixels = int(max_pixels or 0)
         if int(batch_size) < 1:
             raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -333,7 +339,7 @@ class Predictor:
         loaded = []
         for item in items:
             request = item if isinstance(item, PredictInput) else PredictInput(item)
-            rgb, found = as_rgb_image(request.image)
+            rgb, found = as_rgb_image(request.image, max_pixels=self.max_pixels)
             src = Path(request.source) if request.source is not None else found
             loaded.append(_Loaded(rgb, src, request.frame_index, request.boxes))
         return loaded
