@@ -33,6 +33,7 @@ from sapiens2.io import write_png as _write_png
 from sapiens2.tasks.results import Prediction
 from sapiens2.visualization import (albedo_to_uint8, depth_to_rgb, draw_poses, mask_to_uint8, matte_composite,
                                     matte_cutout, normals_to_rgb, overlay_segmentation)
+from sapiens2.visualization._arrays import row_bands
 
 from .pose_json import image_pose_document
 
@@ -142,16 +143,25 @@ def foreground_mask(prediction: Prediction) -> np.ndarray | None:
 
 def depth_millimetres(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(H, W) metres -> uint16 millimetres; 0 where invalid, 1..65535 (clipped) elsewhere."""
-    mm = np.rint(np.clip(np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0, 1.0, MAX_DEPTH_MM))
-    return np.where(valid, mm, 0).astype(np.uint16)
+    out = np.empty(depth.shape, np.uint16)
+    for rows in row_bands(*depth.shape):  # a few MB of float temporaries at any size
+        mm = np.rint(np.clip(np.nan_to_num(depth[rows], nan=0.0, posinf=0.0, neginf=0.0) * 1000.0, 1.0,
+                             MAX_DEPTH_MM))
+        out[rows] = np.where(valid[rows], mm, 0)
+    return out
 
 
 def valid_depth(prediction: Prediction) -> np.ndarray:
     """Pixels with a usable depth: finite, in front of the camera, inside the foreground if one is known."""
     points = prediction.pointmap.pointmap
-    valid = np.isfinite(points).all(axis=2) & (points[..., 2] > 0)
     mask = foreground_mask(prediction)
-    return valid if mask is None else valid & mask
+    valid = np.empty(points.shape[:2], bool)
+    for rows in row_bands(*points.shape[:2]):
+        part = points[rows]
+        valid[rows] = np.isfinite(part).all(axis=2) & (part[..., 2] > 0)
+        if mask is not None:
+            valid[rows] &= mask[rows]
+    return valid
 
 
 def subsample(indices: np.ndarray, cap: int) -> np.ndarray:
