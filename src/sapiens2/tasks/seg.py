@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from sapiens2.tasks.preprocess import stretch_resize
 from sapiens2.tasks.results import SegResult
-from sapiens2.tasks.upsample import BAND_ELEMENTS, BandUpsampler, first_argmax
+from sapiens2.tasks import upsample as banding
+from sapiens2.tasks.upsample import BandUpsampler, first_argmax
 
 __all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks", "seg_result",
            "UPSAMPLE_BUDGET"]
@@ -50,7 +51,7 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
     up = BandUpsampler(logits, image_hw)
     if up.exact:
         out = torch.empty(tuple(image_hw), dtype=torch.uint8, device=logits.device)
-        for rows, band in up.bands(min(budget, BAND_ELEMENTS)):
+        for rows, band in up.bands(min(budget, banding.BAND_ELEMENTS)):
             out[rows] = first_argmax(band)
         return out
     channels = logits.shape[0]
@@ -79,7 +80,7 @@ def upsampled_softmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: i
     out = np.empty((channels,) + tuple(image_hw), np.float32)
     up = BandUpsampler(logits, image_hw)
     if up.exact:  # each band upsampled straight into the result, then normalised there
-        for rows, band in up.bands(min(budget, BAND_ELEMENTS)):
+        for rows, band in up.bands(min(budget, banding.BAND_ELEMENTS)):
             out[:, rows] = band.cpu().numpy()
             _softmax_rows(out[:, rows])
         return out

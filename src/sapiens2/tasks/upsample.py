@@ -108,10 +108,11 @@ class BandUpsampler:
             torch.addcmul(lower * w1[a:b, None], upper, w0[a:b, None], out=out[:, a:b])
         return out
 
-    def bands(self, max_elements: int = BAND_ELEMENTS) -> Iterator[tuple[slice, torch.Tensor]]:
+    def bands(self, max_elements: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
         """(row slice, (C, rows, W) float32) covering the output from the top."""
         height = self.out_hw[0]
-        step = height if self._small else rows_per_band(self.channels, self.out_hw[1], max_elements)
+        budget = BAND_ELEMENTS if max_elements is None else max_elements
+        step = height if self._small else rows_per_band(self.channels, self.out_hw[1], budget)
         for top in range(0, height, step):
             bottom = min(height, top + step)
             yield slice(top, bottom), self.rows(top, bottom)
