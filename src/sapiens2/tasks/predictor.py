@@ -412,7 +412,8 @@ class Predictor:
                     preds[i].seg = SegResult(mask=masks[i], probabilities=probs, instance_masks=inst)
         del seg_logits
 
-        blank = [(m > 0) if (self.mask_with_seg and m is not None) else None for m in masks]
+        dense = any(t in self.tasks for t in _DENSE)  # the foreground mask is one byte per pixel: only if used
+        blank = [(m > 0) if (dense and self.mask_with_seg and m is not None) else None for m in masks]
         for task in _DENSE:
             if task not in self.tasks:
                 continue

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from sapiens2.tasks.preprocess import stretch_resize
 from sapiens2.tasks.results import SegResult
 from sapiens2.tasks import upsample as banding
-from sapiens2.tasks.upsample import BandUpsampler, first_argmax
+from sapiens2.tasks.upsample import BandUpsampler, class_candidates, first_argmax, rows_per_band
 
 __all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks", "seg_result",
            "UPSAMPLE_BUDGET"]
@@ -50,10 +50,7 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
     ``budget`` upsampled elements at a time."""
     up = BandUpsampler(logits, image_hw)
     if up.exact:
-        out = torch.empty(tuple(image_hw), dtype=torch.uint8, device=logits.device)
-        for rows, band in up.bands(min(budget, banding.BAND_ELEMENTS)):
-            out[rows] = first_argmax(band)
-        return out
+        return _banded_argmax(up, min(budget, banding.BAND_ELEMENTS))
     channels = logits.shape[0]
     step = _channel_chunks(channels, image_hw, budget)
     if step >= channels:
@@ -72,6 +69,26 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
             torch.maximum(best_val, plane, out=best_val)
         del up
     return best_idx
+
+
+def _banded_argmax(up: BandUpsampler, max_elements: int) -> torch.Tensor:
+    """Bands of rows; in each only the classes that can be the maximum somewhere in it are upsampled
+    (:func:`~sapiens2.tasks.upsample.class_candidates`; in increasing class order, so the first maximum still
+    wins). A band where one class is left is filled without upsampling anything."""
+    height, width = up.out_hw
+    candidates = class_candidates(up.maps)  # (C, h, w) at the model's resolution: small
+    out = torch.empty((height, width), dtype=torch.uint8, device=up.maps.device)
+    cells = up.rows_weights[0]  # the source row above each output row
+    step = rows_per_band(up.channels, width, max_elements)
+    for top in range(0, height, step):
+        bottom = min(height, top + step)
+        span = slice(int(cells[top]), int(cells[bottom - 1]) + 1)
+        classes = torch.nonzero(candidates[:, span].any(dim=(1, 2))).flatten()
+        if classes.numel() == 1:
+            out[top:bottom] = int(classes[0])
+            continue
+        out[top:bottom] = classes.to(torch.uint8)[first_argmax(up.rows(top, bottom, classes)).long()]
+    return out
 
 
 def upsampled_softmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: int = UPSAMPLE_BUDGET) -> np.ndarray:

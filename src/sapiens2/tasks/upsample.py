@@ -73,6 +73,7 @@ class BandUpsampler:
         self.channels = c
         self._small = sum(self.out_hw) <= _SMALL_OUTPUT
         self._rows = axis_weights(h, self.out_hw[0], self.maps.device)
+        self.rows_weights = self._rows  # (i0, i1, w0, w1) per output row
         self._cols = axis_weights(w, self.out_hw[1], self.maps.device)
         self.exact = self._small or _verified(self.maps.device)
 
@@ -82,24 +83,25 @@ class BandUpsampler:
             return self.maps
         return F.interpolate(self.maps[None], size=self.out_hw, mode="bilinear", align_corners=False)[0]
 
-    def _across(self, first: int, last: int) -> torch.Tensor:
+    def _across(self, first: int, last: int, channels: torch.Tensor | None = None) -> torch.Tensor:
         """Source rows [first, last) interpolated along W: (C, last - first, W), ``fma(a, w0, b * w1)``."""
-        source = self.maps[:, first:last]
+        source = self.maps[:, first:last] if channels is None else self.maps[channels, first:last]
         if source.shape[-1] == self.out_hw[1]:
             return source
         i0, i1, w0, w1 = self._cols
         return torch.addcmul(source.index_select(2, i1) * w1, source.index_select(2, i0), w0)
 
-    def rows(self, top: int, bottom: int) -> torch.Tensor:
-        """Output rows [top, bottom): (C, bottom - top, W) float32."""
+    def rows(self, top: int, bottom: int, channels: torch.Tensor | None = None) -> torch.Tensor:
+        """Output rows [top, bottom): (C, bottom - top, W) float32 (only ``channels``, an index tensor, if given)."""
         if self._small:
-            return self.full()[:, top:bottom]
+            full = self.full()
+            return full[:, top:bottom] if channels is None else full[channels, top:bottom]
         i0, i1, w0, w1 = (t[top:bottom] for t in self._rows)
         first = int(i0[0])
-        across = self._across(first, int(i1[-1]) + 1)
+        across = self._across(first, int(i1[-1]) + 1, channels)
         if self.maps.shape[1] == self.out_hw[0]:
             return across
-        out = torch.empty((self.channels, bottom - top, self.out_hw[1]), dtype=torch.float32, device=self.maps.device)
+        out = torch.empty((across.shape[0], bottom - top, self.out_hw[1]), dtype=torch.float32, device=self.maps.device)
         # output rows sharing a source row pair broadcast that pair: fma(upper, w0, lower * w1), no gathers
         starts = [0] + [int(j) + 1 for j in torch.nonzero(i0[1:] != i0[:-1]).flatten().tolist()] + [len(i0)]
         for a, b in zip(starts[:-1], starts[1:]):
@@ -150,3 +152,23 @@ def first_argmax(band: torch.Tensor) -> torch.Tensor:
         index.masked_fill_(plane > best, c)  # strict: on a tie the earlier class keeps the pixel
         torch.maximum(best, plane, out=best)
     return index
+
+
+
+def class_candidates(maps: torch.Tensor) -> torch.Tensor:
+    """(C, h, w) bool: whether class c can be the maximum anywhere in the source cell whose top-left is (y, x).
+
+    An output pixel's value of class c is a convex combination of c's values at the (up to) 4 source pixels around
+    it, so it lies between their min and max, up to a few float32 roundings. A class whose max over a cell is below
+    the largest of the classes' mins there (minus a margin 8x those roundings) cannot be the maximum anywhere in
+    that cell."""
+    c, h, w = maps.shape
+    down = torch.clamp(torch.arange(h, device=maps.device) + 1, max=h - 1)
+    right = torch.clamp(torch.arange(w, device=maps.device) + 1, max=w - 1)
+    pair = torch.maximum(maps, maps[:, down])
+    hi = torch.maximum(pair, pair[:, :, right])
+    pair = torch.minimum(maps, maps[:, down])
+    lo = torch.minimum(pair, pair[:, :, right])
+    # each computed value is within ~8 float32 ulps of the largest |value|; 2^-18 of the largest |logit| is 8x that
+    tol = float(maps.abs().max()) * 2.0 ** -18 + 1e-30
+    return hi >= lo.max(dim=0, keepdim=True).values - tol
