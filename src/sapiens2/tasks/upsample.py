@@ -84,12 +84,18 @@ class BandUpsampler:
         return F.interpolate(self.maps[None], size=self.out_hw, mode="bilinear", align_corners=False)[0]
 
     def _across(self, first: int, last: int, channels: torch.Tensor | None = None) -> torch.Tensor:
-        """Source rows [first, last) interpolated along W: (C, last - first, W), ``fma(a, w0, b * w1)``."""
+        """Source rows [first, last) interpolated along W: (C, last - first, W), ``fma(a, w0, b * w1)``.
+        The last block is kept: consecutive bands mostly need the same source rows."""
+        key = (first, last, None if channels is None else tuple(channels.tolist()))
+        cached = getattr(self, "_last_across", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         source = self.maps[:, first:last] if channels is None else self.maps[channels, first:last]
-        if source.shape[-1] == self.out_hw[1]:
-            return source
-        i0, i1, w0, w1 = self._cols
-        return torch.addcmul(source.index_select(2, i1) * w1, source.index_select(2, i0), w0)
+        if source.shape[-1] != self.out_hw[1]:
+            i0, i1, w0, w1 = self._cols
+            source = torch.addcmul(source.index_select(2, i1) * w1, source.index_select(2, i0), w0)
+        self._last_across = (key, source)
+        return source
 
     def rows(self, top: int, bottom: int, channels: torch.Tensor | None = None) -> torch.Tensor:
         """Output rows [top, bottom): (C, bottom - top, W) float32 (only ``channels``, an index tensor, if given)."""
