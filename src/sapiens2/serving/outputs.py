@@ -65,8 +65,9 @@ class OutputOptions:
     model_names: dict[str, str] = field(default_factory=dict)  # task -> model name for the pose header
 
 
-def write_png(path: Path, image: np.ndarray) -> Path:
-    return _write_png(path, image, compression=PNG_COMPRESSION)
+def write_png(path: Path, image: np.ndarray, *, consume: bool = False) -> Path:
+    """``consume``: a picture made for this file only, reordered to BGR in place (no full-size copy)."""
+    return _write_png(path, image, compression=PNG_COMPRESSION, consume=consume)
 
 
 def order_tasks(tasks: Iterable[str]) -> list[str]:
@@ -229,12 +230,12 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
             write_json(path, image_pose_document(result, model=options.model_names.get("pose"),
                                                  image_size=prediction.image_size), indent=None)
         if path := out(".pose.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
     elif task == "seg":
         if path := out(".seg.png"):
             write_png(path, np.asarray(result.mask, dtype=np.uint8))
         if path := out(".seg_vis.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
         if path := out(SEG_PROBS_SUFFIX):
             if result.probabilities is None:
                 raise ValueError("segmentation probabilities were requested but the prediction has none")
@@ -243,7 +244,7 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
         if path := out(".normal.npy"):
             write_npy(path, np.asarray(result.normals, dtype=np.float32))
         if path := out(".normal.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
     elif task == "pointmap":
         valid = valid_depth(prediction)
         if path := out(".pointmap.npy"):
@@ -251,17 +252,17 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
         if path := out(".depth.png"):
             write_png(path, depth_millimetres(result.depth, valid))
         if path := out(".depth_vis.png"):
-            write_png(path, render_task(prediction, image_rgb, task, valid=valid))
+            write_png(path, render_task(prediction, image_rgb, task, valid=valid), consume=True)
         if path := out(".ply"):
             _write_pointcloud(path, prediction, image_rgb, valid, options.ply_max_points)
     elif task == "albedo":
         if path := out(".albedo.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
     elif task == "matting":
         if path := out(".alpha.png"):
             write_png(path, mask_to_uint8(np.asarray(result.alpha, dtype=np.float32)))
         if path := out(".cutout.png"):
-            write_png(path, matte_cutout(image_rgb, result.alpha, foreground=result.foreground))
+            write_png(path, matte_cutout(image_rgb, result.alpha, foreground=result.foreground), consume=True)
     else:
         raise ValueError(f"unknown task {task!r}")
     return written
