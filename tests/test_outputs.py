@@ -172,3 +172,13 @@ def test_output_names_do_not_collide(tmp_path):
     bases = output_bases(items, tmp_path)
     assert [b.relative_to(tmp_path).as_posix() for b in bases] == ["x", "x_jpg", "x_png", "X_2", "s/y"]
     assert output_bases(items, tmp_path) == bases  # deterministic, so re-runs find their outputs
+
+
+def test_subsample_mask_equals_subsample_of_all_indices(monkeypatch):
+    from sapiens2.serving.outputs import subsample_mask
+    from sapiens2.visualization import _arrays
+
+    valid = np.random.default_rng(0).random((37, 29)) > 0.4
+    monkeypatch.setattr(_arrays, "BAND_PIXELS", 29 * 3)  # 3-row bands
+    for cap in (0, 5, 100, 10_000):
+        np.testing.assert_array_equal(subsample_mask(valid, cap), subsample(np.flatnonzero(valid), cap))

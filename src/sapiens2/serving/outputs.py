@@ -165,11 +165,33 @@ def valid_depth(prediction: Prediction) -> np.ndarray:
     return valid
 
 
+def _spread(count: int, cap: int) -> np.ndarray | None:
+    """Positions of ``cap`` of ``count`` items, evenly spread; None when all are kept."""
+    if cap <= 0 or count <= cap:
+        return None
+    return np.linspace(0, count - 1, cap).round().astype(np.int64)
+
+
 def subsample(indices: np.ndarray, cap: int) -> np.ndarray:
     """At most ``cap`` of ``indices``, evenly spread (deterministic, keeps the cloud's coverage)."""
-    if cap <= 0 or len(indices) <= cap:
-        return indices
-    return indices[np.linspace(0, len(indices) - 1, cap).round().astype(np.int64)]
+    picked = _spread(len(indices), cap)
+    return indices if picked is None else indices[picked]
+
+
+def subsample_mask(valid: np.ndarray, cap: int) -> np.ndarray:
+    """``subsample(np.flatnonzero(valid), cap)`` without the 8-bytes-per-pixel index array: band by band."""
+    picked = _spread(int(np.count_nonzero(valid)), cap)
+    if picked is None:
+        return np.flatnonzero(valid.reshape(-1))
+    width = valid.shape[1] if valid.ndim == 2 else 1
+    rows2d = valid.reshape(valid.shape[0], -1)
+    out, seen = [], 0
+    for rows in row_bands(rows2d.shape[0], width):
+        part = np.flatnonzero(rows2d[rows].reshape(-1))
+        lo, hi = np.searchsorted(picked, [seen, seen + len(part)])
+        out.append(part[picked[lo:hi] - seen] + rows.start * width)
+        seen += len(part)
+    return np.concatenate(out)
 
 
 def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
@@ -205,7 +227,7 @@ def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
 def _write_pointcloud(path: Path, prediction: Prediction, image_rgb: np.ndarray, valid: np.ndarray,
                       cap: int) -> Path:
     points = prediction.pointmap.pointmap.reshape(-1, 3)
-    keep = subsample(np.flatnonzero(valid.reshape(-1)), cap)
+    keep = subsample_mask(valid, cap)
     colours = np.ascontiguousarray(image_rgb).reshape(-1, 3)
     return write_ply(path, points[keep], colours[keep])
 
