@@ -106,3 +106,16 @@ def test_visualisations_banded_equal_whole(monkeypatch):
     monkeypatch.setattr(vis_arrays, "BAND_PIXELS", 10**9)  # one band
     for b, w in zip(banded, _pictures()):
         np.testing.assert_array_equal(b, w)
+
+
+def test_alpha_compositing_banded_equals_whole(monkeypatch):
+    import cv2
+
+    from sapiens2.io import images
+
+    rgba = np.random.default_rng(2).integers(0, 256, (41, 23, 4), dtype=np.uint8)
+    data = cv2.imencode(".png", rgba)[1].tobytes()
+    monkeypatch.setattr(images, "_COMPOSITE_ROWS_PIXELS", 1)  # one row per band
+    banded = images.decode_image(data).rgb
+    monkeypatch.setattr(images, "_COMPOSITE_ROWS_PIXELS", 10**9)
+    np.testing.assert_array_equal(banded, images.decode_image(data).rgb)

@@ -83,10 +83,17 @@ def _to_uint8(samples: np.ndarray, name: str) -> np.ndarray:
     raise ImageReadError(name, f"unsupported sample type {samples.dtype} (expected 8/16-bit or float)")
 
 
+_COMPOSITE_ROWS_PIXELS = 256 * 1024  # pixels per band of the float compositing: a few MB of temporaries
+
+
 def _composite(rgb: np.ndarray, alpha: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    weight = alpha.astype(np.float32)[..., None] / 255.0
     bg = np.asarray(background, dtype=np.float32)
-    return np.rint(rgb.astype(np.float32) * weight + bg * (1.0 - weight)).astype(np.uint8)
+    out = np.empty(rgb.shape, np.uint8)
+    step = max(1, _COMPOSITE_ROWS_PIXELS // max(1, rgb.shape[1]))
+    for top in range(0, rgb.shape[0], step):  # band by band: no full-size float32 copies
+        weight = alpha[top:top + step].astype(np.float32)[..., None] / 255.0
+        out[top:top + step] = np.rint(rgb[top:top + step].astype(np.float32) * weight + bg * (1.0 - weight))
+    return out
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>",
