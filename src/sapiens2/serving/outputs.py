@@ -26,9 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from sapiens2.io import write_json, write_npy, write_ply
+from sapiens2.io import DEFAULT_MAX_PIXELS, write_json, write_npy, write_ply
 from sapiens2.io import write_png as _write_png
 from sapiens2.tasks.results import Prediction
 from sapiens2.visualization import (albedo_to_uint8, depth_to_rgb, draw_poses, mask_to_uint8, matte_composite,
@@ -42,6 +43,7 @@ TASK_ORDER = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
 # large share of the pipeline's time outside the model on fast devices).
 PNG_COMPRESSION = 1
 DEFAULT_PLY_MAX_POINTS = 200_000
+PREVIEW_MAX_PIXELS = DEFAULT_MAX_PIXELS  # seg overlays of larger images are previews of this size (seg_preview)
 MAX_DEPTH_MM = 65535  # uint16 ceiling: 65.535 m
 
 # suffix -> whether it is a visualisation (skipped for video frames, where the task's mp4 shows it)
@@ -194,6 +196,19 @@ def subsample_mask(valid: np.ndarray, cap: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def seg_preview(image_rgb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image and class ids to draw the seg overlay from: themselves up to :data:`PREVIEW_MAX_PIXELS`, above it
+    (only reachable with the input limit raised) both shrunk to that many pixels (image: INTER_AREA, ids: nearest),
+    because PNG encoders hold another full copy of what they encode and a person looks at a preview anyway."""
+    h, w = labels.shape[:2]
+    if h * w <= PREVIEW_MAX_PIXELS:
+        return image_rgb, labels
+    scale = (PREVIEW_MAX_PIXELS / (h * w)) ** 0.5
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return (cv2.resize(np.ascontiguousarray(image_rgb), size, interpolation=cv2.INTER_AREA),
+            cv2.resize(np.ascontiguousarray(labels), size, interpolation=cv2.INTER_NEAREST))
+
+
 def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
                 valid: np.ndarray | None = None, track_ids: Sequence[int] | None = None,
                 keypoints: np.ndarray | None = None) -> np.ndarray:
@@ -208,7 +223,7 @@ def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
         ids = None if track_ids is None else [int(i) for i in track_ids]
         return draw_poses(image_rgb, points, pose.scores, boxes=pose.boxes, track_ids=ids)
     if task == "seg":
-        return overlay_segmentation(image_rgb, _result(prediction, task).mask)
+        return overlay_segmentation(*seg_preview(image_rgb, _result(prediction, task).mask))
     if task == "normal":
         normal = _result(prediction, task)
         return normals_to_rgb(normal.normals, normal.mask)
