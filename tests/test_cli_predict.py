@@ -298,7 +298,7 @@ def test_max_pixels_refuses_large_inputs_alone(tmp_path, checkpoints, capsys):
 
     small = write_image(tmp_path / "in" / "small.png", 20, 30)  # 600 pixels
     large = write_image(tmp_path / "in" / "large.jpg", 40, 30)  # 1200 pixels
-    video = write_video(tmp_path / "in" / "clip.mp4", 2, size=(40, 30))
+    write_video(tmp_path / "in" / "clip.mp4", 2, size=(40, 30))
     bomb = tmp_path / "in" / "bomb.png"  # a header declaring 20000x20000: refused by the default limit
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
                      + struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0) + b"\0\0\0\0")

@@ -25,8 +25,8 @@ from sapiens2.tasks.preprocess import Padding, fit_resize_pad
 from sapiens2.tasks.results import AlbedoResult, NormalResult, PointmapResult
 from sapiens2.tasks.upsample import BandUpsampler
 
-__all__ = ["dense_input", "crop_padding", "upsample_to_hwc", "unit_range", "gaussian_smooth", "normal_result", "pointmap_result",
-           "albedo_result", "POINTMAP_SMOOTH"]
+__all__ = ["dense_input", "crop_padding", "upsample_to_hwc", "unit_range", "gaussian_smooth", "normal_result",
+           "pointmap_result", "albedo_result", "POINTMAP_SMOOTH"]
 
 POINTMAP_SMOOTH = {"kernel_size": 3, "sigma": 0.8, "iterations": 4}  # official resize_pointmap(smooth=True)
 _NORMAL_EPS = 1e-8

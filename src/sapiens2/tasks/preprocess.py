@@ -20,8 +20,8 @@ from sapiens2.io.images import DEFAULT_BACKGROUND, LoadedImage, load_image
 from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS, check_pixels
 
 __all__ = [
-    "PIXEL_MEAN", "PIXEL_STD", "ImageInput", "InputImageError", "ImageTooLargeInputError", "RgbImage", "Padding", "as_rgb_image",
-    "stretch_resize", "fit_resize_pad", "fit_geometry", "to_model_batch",
+    "PIXEL_MEAN", "PIXEL_STD", "ImageInput", "InputImageError", "ImageTooLargeInputError", "RgbImage", "Padding",
+    "as_rgb_image", "stretch_resize", "fit_resize_pad", "fit_geometry", "to_model_batch",
 ]
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 scale
