@@ -119,3 +119,10 @@ def test_alpha_compositing_banded_equals_whole(monkeypatch):
     banded = images.decode_image(data).rgb
     monkeypatch.setattr(images, "_COMPOSITE_ROWS_PIXELS", 10**9)
     np.testing.assert_array_equal(banded, images.decode_image(data).rgb)
+
+
+def test_band_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with banding.band_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

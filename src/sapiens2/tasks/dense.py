@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from sapiens2.tasks.preprocess import Padding, fit_resize_pad
 from sapiens2.tasks.results import AlbedoResult, NormalResult, PointmapResult
-from sapiens2.tasks.upsample import BandUpsampler
+from sapiens2.tasks.upsample import BandUpsampler, band_threads
 
 __all__ = ["dense_input", "crop_padding", "upsample_to_hwc", "unit_range", "gaussian_smooth", "normal_result",
            "pointmap_result", "albedo_result", "POINTMAP_SMOOTH"]
@@ -51,10 +51,11 @@ def upsample_to_hwc(maps: torch.Tensor, image_hw: tuple[int, int], finish: BandF
     out = np.empty(tuple(image_hw) + (maps.shape[0],), np.float32)
     up = BandUpsampler(maps, image_hw)
     if up.exact:
-        for rows, band in up.bands():
-            out[rows] = band.permute(1, 2, 0).cpu().numpy()
-            if finish is not None:
-                finish(out[rows], rows)
+        with band_threads(maps.device):
+            for rows, band in up.bands():
+                out[rows] = band.permute(1, 2, 0).cpu().numpy()
+                if finish is not None:
+                    finish(out[rows], rows)
         return out
     same = tuple(maps.shape[-2:]) == tuple(image_hw)
     for c in range(maps.shape[0]):  # whole planes, one channel at a time

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from sapiens2.tasks.preprocess import stretch_resize
 from sapiens2.tasks.results import SegResult
 from sapiens2.tasks import upsample as banding
-from sapiens2.tasks.upsample import BandUpsampler, class_candidates, first_argmax, rows_per_band
+from sapiens2.tasks.upsample import BandUpsampler, band_threads, class_candidates, first_argmax, rows_per_band
 
 __all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks", "seg_result",
            "UPSAMPLE_BUDGET"]
@@ -50,7 +50,8 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
     ``budget`` upsampled elements at a time."""
     up = BandUpsampler(logits, image_hw)
     if up.exact:
-        return _banded_argmax(up, min(budget, banding.BAND_ELEMENTS))
+        with band_threads(logits.device):
+            return _banded_argmax(up, min(budget, banding.BAND_ELEMENTS))
     channels = logits.shape[0]
     step = _channel_chunks(channels, image_hw, budget)
     if step >= channels:
@@ -97,9 +98,10 @@ def upsampled_softmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: i
     out = np.empty((channels,) + tuple(image_hw), np.float32)
     up = BandUpsampler(logits, image_hw)
     if up.exact:  # each band upsampled straight into the result, then normalised there
-        for rows, band in up.bands(min(budget, banding.BAND_ELEMENTS)):
-            out[:, rows] = band.cpu().numpy()
-            _softmax_rows(out[:, rows])
+        with band_threads(logits.device):
+            for rows, band in up.bands(min(budget, banding.BAND_ELEMENTS)):
+                out[:, rows] = band.cpu().numpy()
+                _softmax_rows(out[:, rows])
         return out
     step = _channel_chunks(channels, image_hw, budget)
     for start in range(0, channels, step):

@@ -22,21 +22,39 @@ them, and they are tiny).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BAND_ELEMENTS", "BandUpsampler", "axis_weights", "first_argmax", "rows_per_band"]
+__all__ = ["BAND_ELEMENTS", "BandUpsampler", "axis_weights", "band_threads", "class_candidates", "first_argmax",
+           "rows_per_band"]
 
 log = logging.getLogger(__name__)
 
-#: Upsampled elements per band (float32: 4 MB, so that a band's few temporaries stay in cache: measured 4x faster
-#: than 16 MB bands on this project's 2-core CPU).
-BAND_ELEMENTS = 1024 * 1024
+#: Upsampled elements per band (float32: 16 MB; a band's temporaries are a few times this).
+BAND_ELEMENTS = 4 * 1024 * 1024
 _SMALL_OUTPUT = 128  # height + width at or below which PyTorch's CPU kernel is the vectorised one
 _VERIFIED: dict[str, bool] = {}
+
+
+@contextlib.contextmanager
+def band_threads(device: torch.device):
+    """One intra-op thread on the CPU while bands are processed. A band loop is thousands of element-wise ops of a
+    few MB each; splitting every one across OpenMP threads costs a fork/join per op, and where the cores are shared
+    with other work (a busy machine, a VM) each join waits for a descheduled thread: measured 5-8x slower with 2
+    threads than with 1 on the 2-core development VM (24 MP seg: 20-34 s against 3.4-4.4 s). Restored after."""
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def rows_per_band(channels: int, width: int, max_elements: int = BAND_ELEMENTS) -> int:
