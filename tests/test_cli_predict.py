@@ -426,3 +426,31 @@ def test_pose_json_says_how_it_was_made_and_flip_test_is_pose_only(tmp_path, che
         main(["predict", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--flip-test pose only:" in help_text and "B.frames.jsonl" in help_text
+
+
+def test_max_pixels_refuses_large_inputs_alone(tmp_path, checkpoints, capsys):
+    import struct
+
+    small = write_image(tmp_path / "in" / "small.png", 20, 30)  # 600 pixels
+    large = write_image(tmp_path / "in" / "large.jpg", 40, 30)  # 1200 pixels
+    write_video(tmp_path / "in" / "clip.mp4", 2, size=(40, 30))
+    bomb = tmp_path / "in" / "bomb.png"  # a header declaring 20000x20000: refused by the default limit
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+                     + struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0) + b"\0\0\0\0")
+    rc = run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "in", "--max-pixels", "1000",
+                 "-o", tmp_path / "out")
+    out = capsys.readouterr().out
+    assert rc == 0 and "1 done" in out and "3 failed" in out
+    assert "40x30 is 0.0 megapixels, over the limit of 0.001 megapixels" in out and "--max-pixels" in out
+    assert "frames of 40x30" in out
+    assert "20000x20000" in out
+    assert (tmp_path / "out" / "small.seg.png").is_file() and not (tmp_path / "out" / "large.seg.png").exists()
+    # only too-large inputs: nothing succeeded
+    assert run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, large, "--max-pixels", "1000",
+                   "-o", tmp_path / "out2") == 1
+    capsys.readouterr()
+    # 0: no limit
+    assert run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, large, small, "--max-pixels", "0",
+                   "-o", tmp_path / "out3") == 0
+    assert "2 done" in capsys.readouterr().out
+    assert run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, small, "--max-pixels", "-1", "-o", tmp_path / "o") == 2

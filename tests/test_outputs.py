@@ -182,3 +182,27 @@ def test_output_names_do_not_collide(tmp_path):
     bases = output_bases(items, tmp_path)
     assert [b.relative_to(tmp_path).as_posix() for b in bases] == ["x", "x_jpg", "x_png", "X_2", "s/y"]
     assert output_bases(items, tmp_path) == bases  # deterministic, so re-runs find their outputs
+
+
+def test_subsample_mask_equals_subsample_of_all_indices(monkeypatch):
+    from sapiens2.serving.outputs import subsample_mask
+    from sapiens2.visualization import _arrays
+
+    valid = np.random.default_rng(0).random((37, 29)) > 0.4
+    monkeypatch.setattr(_arrays, "BAND_PIXELS", 29 * 3)  # 3-row bands
+    for cap in (0, 5, 100, 10_000):
+        np.testing.assert_array_equal(subsample_mask(valid, cap), subsample(np.flatnonzero(valid), cap))
+
+
+def test_seg_overlay_of_huge_images_is_a_bounded_preview(monkeypatch):
+    from sapiens2.serving import outputs
+
+    image = np.random.default_rng(1).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    labels = np.zeros((60, 90), np.uint8)
+    labels[10:50, 20:70] = 3
+    same_image, same_labels = outputs.seg_preview(image, labels)
+    assert same_image is image and same_labels is labels
+    monkeypatch.setattr(outputs, "PREVIEW_MAX_PIXELS", 600)
+    small_image, small_labels = outputs.seg_preview(image, labels)
+    assert small_image.shape == (20, 30, 3) and small_labels.shape == (20, 30)
+    assert set(np.unique(small_labels)) == {0, 3}

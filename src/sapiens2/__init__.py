@@ -5,6 +5,14 @@
     seg = sapiens2.load_model("sapiens2-seg-0.4b")                  # task and arch inferred from the file
     predictor = sapiens2.Predictor(["pose", "seg"], model="0.4b")   # images in, typed results out
 """
+import os as _os
+
+# OpenCV refuses images over its own CV_IO_MAX_IMAGE_PIXELS (2^30 by default), which it reads from this variable
+# once, when cv2 is loaded. Our limit (``max_pixels`` / ``--max-pixels``, checked from the file header first, with
+# a message naming the option) is the one users set, so OpenCV's is lifted here, before anything imports cv2,
+# to let ``max_pixels=0`` really mean "no limit". A value already in the environment is kept.
+_os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 40))
+
 from .checkpoints import PUBLISHED_MODELS, list_models, load_backbone, load_model
 from .errors import ArchMismatchError, CheckpointError, InputSizeError, ModelNotAvailableError, Sapiens2Error
 from .models import ARCHS, TASKS, Sapiens2Backbone, Sapiens2TaskModel, build_backbone, build_model, get_arch

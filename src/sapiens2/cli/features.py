@@ -11,8 +11,8 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputSizeError, Sapiens2Error, UsageError
+from ..io import DEFAULT_MAX_PIXELS, discover_inputs, load_image, should_skip, write_npy, write_png
 from .common import add_dtype, add_input_size, add_progress, error, progress_enabled
-from ..io import discover_inputs, load_image, should_skip, write_npy, write_png
 from ..tasks.preprocess import stretch_resize, to_model_batch
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="dtype of the written .npy (default: float16)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
     add_progress(p)
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="skip images with more than N pixels, checked from the file header before decoding "
+                        "(default %(default)s, 0 = no limit)")
 
 
 def pca_picture(features: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            rgb = load_image(item.path).rgb
+            rgb = load_image(item.path, max_pixels=args.max_pixels).rgb
             batch = to_model_batch([stretch_resize(rgb, input_hw, cv2.INTER_CUBIC)], device)
             with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 feats = model(batch)[0].float().cpu().numpy()

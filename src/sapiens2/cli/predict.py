@@ -80,6 +80,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", default=None, metavar="HxW",
                    help="advanced: model input size, e.g. 1024x768 (default: the size the model was trained at)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: process every N-th frame (default 1)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images (and video frames) with more than N pixels, checked from the file header "
+                        "before decoding; such inputs fail alone (default 100000000, 0 = no limit)")
     video = p.add_argument_group("video")
     video.add_argument("--source", action="append", default=[], metavar="SRC",
                        help="a video source besides the INPUTs (repeatable): a camera index (0), a stream URL "
@@ -257,6 +260,8 @@ def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, in
         kwargs["batch_size"] = args.batch_size
     if args.detector is not None:
         kwargs["detector"] = args.detector
+    if getattr(args, "max_pixels", None) is not None:
+        kwargs["max_pixels"] = args.max_pixels
     return Predictor(tasks, **kwargs)
 
 
@@ -289,6 +294,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--every must be >= 1, got {args.every}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise UsageError(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
     try:
         checkpoints = parse_checkpoints(args.checkpoint)
     except UsageError:

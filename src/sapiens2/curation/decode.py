@@ -42,7 +42,7 @@ def decode_row(row: dict[str, Any], cfg: CurateConfig) -> None:
         return
     row["sha1"] = hashlib.sha1(data).hexdigest()
     try:
-        rgb = decode_image(data, name=str(row["source"])).rgb
+        rgb = decode_image(data, name=str(row["source"]), max_pixels=cfg.quality.max_pixels).rgb  # from the header
     except ImageReadError as exc:
         row["error"], row["drop_reason"] = exc.reason, "corrupt"
         return

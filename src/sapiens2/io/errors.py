@@ -33,3 +33,25 @@ class OutputWriteError(_PathError, OSError):
     """An output that cannot be written (directory not creatable or not writable, disk full, ...)."""
 
     verb = "write"
+
+
+def pixel_limit_reason(width: int, height: int, limit: int) -> str:
+    """The words of every pixel-limit error: the size, the limit and how to change it."""
+    return (f"{width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of {limit / 1e6:g} "
+            f"megapixels; raise it with --max-pixels N (max_pixels=N in Python), 0 for no limit")
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header declares more pixels than the limit: refused before it is decoded."""
+
+    def __init__(self, path: str | PathLike[str], width: int, height: int, limit: int):
+        self.width, self.height, self.limit = int(width), int(height), int(limit)
+        super().__init__(path, pixel_limit_reason(self.width, self.height, self.limit))
+
+
+class VideoTooLargeError(VideoReadError):
+    """A video whose frames (size from the container) have more pixels than the limit."""
+
+    def __init__(self, path: str | PathLike[str], width: int, height: int, limit: int):
+        self.width, self.height, self.limit = int(width), int(height), int(limit)
+        super().__init__(path, "frames of " + pixel_limit_reason(self.width, self.height, self.limit))

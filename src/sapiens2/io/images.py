@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageReadError
+from .imagesize import DEFAULT_MAX_PIXELS, check_pixels, header_size
 from .metadata import apply_orientation, exif_orientation, jpeg_is_complete
 
 #: File extensions (lower case, with dot) treated as images when scanning folders.
@@ -82,20 +83,33 @@ def _to_uint8(samples: np.ndarray, name: str) -> np.ndarray:
     raise ImageReadError(name, f"unsupported sample type {samples.dtype} (expected 8/16-bit or float)")
 
 
+_COMPOSITE_ROWS_PIXELS = 256 * 1024  # pixels per band of the float compositing: a few MB of temporaries
+
+
 def _composite(rgb: np.ndarray, alpha: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    weight = alpha.astype(np.float32)[..., None] / 255.0
     bg = np.asarray(background, dtype=np.float32)
-    return np.rint(rgb.astype(np.float32) * weight + bg * (1.0 - weight)).astype(np.uint8)
+    out = np.empty(rgb.shape, np.uint8)
+    step = max(1, _COMPOSITE_ROWS_PIXELS // max(1, rgb.shape[1]))
+    for top in range(0, rgb.shape[0], step):  # band by band: no full-size float32 copies
+        weight = alpha[top:top + step].astype(np.float32)[..., None] / 255.0
+        out[top:top + step] = np.rint(rgb[top:top + step].astype(np.float32) * weight + bg * (1.0 - weight))
+    return out
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>",
-                 background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> LoadedImage:
+                 background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode encoded image bytes (any format OpenCV reads). ``name`` is used in error messages.
 
-    Raises :class:`ImageReadError` for empty, truncated, corrupt or non-image data.
+    ``max_pixels``: refuse images with more pixels (width x height), read from the header before decoding
+    (:mod:`sapiens2.io.imagesize`); 0 or None for no limit. Raises :class:`ImageTooLargeError` for those and
+    :class:`ImageReadError` for empty, truncated, corrupt or non-image data.
     """
     if len(data) == 0:
         raise ImageReadError(name, "file is empty (0 bytes)")
+    declared = header_size(data, name)
+    if declared is not None:
+        check_pixels(name, declared[0], declared[1], max_pixels)
     kind = _format_name(data)
     if kind == "JPEG" and not jpeg_is_complete(data):
         raise ImageReadError(name, "truncated or corrupt JPEG (image data does not reach the end marker)")
@@ -107,6 +121,8 @@ def decode_image(data: bytes, *, name: str = "<bytes>",
         if kind is None:
             raise ImageReadError(name, f"not an image (unrecognised content starting {data[:8]!r})")
         raise ImageReadError(name, f"truncated or corrupt {kind} data")
+    if declared is None:  # a format whose header is not parsed: checked now, before any further copy
+        check_pixels(name, decoded.shape[1], decoded.shape[0], max_pixels)
 
     source_dtype = str(decoded.dtype)
     samples = _to_uint8(decoded, name)
@@ -119,7 +135,8 @@ def decode_image(data: bytes, *, name: str = "<bytes>",
     elif channels == 2:
         rgb, alpha = np.repeat(samples[..., :1], 3, axis=2), samples[..., 1]
     elif channels == 3:
-        rgb = cv2.cvtColor(samples, cv2.COLOR_BGR2RGB)
+        # in place when the decoder's buffer is ours: no second full-size copy
+        rgb = cv2.cvtColor(samples, cv2.COLOR_BGR2RGB, dst=samples if samples is decoded else None)
     elif channels == 4:
         rgb, alpha = cv2.cvtColor(samples[..., :3], cv2.COLOR_BGR2RGB), np.ascontiguousarray(samples[..., 3])
     else:
@@ -146,14 +163,15 @@ def _read_bytes(path: Path) -> bytes:
         raise ImageReadError(path, exc.strerror or str(exc)) from exc
 
 
-def load_image(path: str | os.PathLike[str], *,
-               background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> LoadedImage:
-    """Read an image file into a :class:`LoadedImage` (RGB uint8 + optional alpha + facts)."""
+def load_image(path: str | os.PathLike[str], *, background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image file into a :class:`LoadedImage` (RGB uint8 + optional alpha + facts). ``max_pixels``:
+    see :func:`decode_image` (default 100 megapixels, 0 = no limit)."""
     path = Path(path)
-    return decode_image(_read_bytes(path), name=str(path), background=background)
+    return decode_image(_read_bytes(path), name=str(path), background=background, max_pixels=max_pixels)
 
 
-def read_image(path: str | os.PathLike[str], *,
-               background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], *, background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3) in display orientation."""
-    return load_image(path, background=background).rgb
+    return load_image(path, background=background, max_pixels=max_pixels).rgb

@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import OutputWriteError, VideoReadError
+from .errors import OutputWriteError, VideoReadError, VideoTooLargeError
+from .imagesize import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,18 @@ def _native_stderr_silenced():
             os.close(saved)
 
 
+def check_frame_size(capture, name: str, max_pixels: int | None) -> None:
+    """Refuse a video whose frames, as the container reports them (``CAP_PROP_FRAME_WIDTH/HEIGHT``, known before
+    any frame is decoded), have more than ``max_pixels`` pixels (0 / None: no limit). A size the container does
+    not report (0) is not checked here; the frames are then checked by the image limit downstream."""
+    if not max_pixels:
+        return
+    width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    if math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0:
+        if int(width) * int(height) > max_pixels:
+            raise VideoTooLargeError(name, int(width), int(height), int(max_pixels))
+
+
 def _open_capture(path: Path) -> cv2.VideoCapture:
     if not path.exists():
         raise VideoReadError(path, "file does not exist")
@@ -84,10 +97,11 @@ class VideoSource:
     are those of the decoded frames (after any rotation the container asks for).
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.path = Path(path)
         capture = _open_capture(self.path)
         try:
+            check_frame_size(capture, str(self.path), max_pixels)
             ok, frame = capture.read()
             if not ok or frame is None:
                 raise VideoReadError(self.path, "video has no decodable frames")
@@ -142,9 +156,10 @@ def _report_fallback(requested: str, used: str) -> None:
     logger.warning("videos: no %s encoder in this OpenCV build, writing %s instead%s", requested, used, note)
 
 
-def open_video(path: str | os.PathLike[str]) -> VideoSource:
-    """Open a video for streaming; raises :class:`VideoReadError` if it is missing, unreadable or empty."""
-    return VideoSource(path)
+def open_video(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> VideoSource:
+    """Open a video for streaming; raises :class:`VideoReadError` if it is missing, unreadable or empty
+    (:class:`VideoTooLargeError` when its frames have more than ``max_pixels`` pixels; 0 = no limit)."""
+    return VideoSource(path, max_pixels=max_pixels)
 
 
 class VideoWriter:

@@ -95,23 +95,26 @@ def write_json(path: PathLike, obj: Any, *, indent: int | None = 2, allow_nan: b
     return Path(path)
 
 
-def _to_bgr_order(image: np.ndarray) -> np.ndarray:
+def _to_bgr_order(image: np.ndarray, in_place: bool = False) -> np.ndarray:
+    # in place (an array the caller gives up): no second full-size copy of a large picture
+    dst = image if in_place and image.flags.c_contiguous and image.flags.writeable else None
     if image.ndim == 3 and image.shape[2] == 1:
         return image[..., 0]
     if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR, dst=dst)
     if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA, dst=dst)
     if image.ndim == 2:
         return image
     raise ValueError(f"image must be (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA; got {image.shape}")
 
 
 def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: int = 95,
-                 png_compression: int = 3) -> bytes:
+                 png_compression: int = 3, consume: bool = False) -> bytes:
     """Encode an RGB/RGBA/gray array (channel order RGB) with OpenCV; ``extension`` picks the format.
 
-    PNG takes uint8 or uint16; bool is stored as 0/255. JPEG drops alpha (it cannot store it).
+    PNG takes uint8 or uint16; bool is stored as 0/255. JPEG drops alpha (it cannot store it). ``consume``: the
+    caller gives the array up, so its channels may be reordered in place (its content is undefined afterwards).
     """
     image = np.asarray(image)
     if image.dtype == np.bool_:
@@ -126,7 +129,7 @@ def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: in
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     elif extension == ".png":
         params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
-    ok, encoded = cv2.imencode(extension, np.ascontiguousarray(_to_bgr_order(image)), params)
+    ok, encoded = cv2.imencode(extension, np.ascontiguousarray(_to_bgr_order(image, consume)), params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.dtype} {image.shape} image as {extension}")
     return encoded.tobytes()
@@ -141,9 +144,10 @@ def write_image(path: PathLike, image: np.ndarray, *, jpeg_quality: int = 95, pn
                                           png_compression=png_compression))
 
 
-def write_png(path: PathLike, image: np.ndarray, *, compression: int = 3) -> Path:
-    """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA."""
-    return write_bytes(path, encode_image(image, ".png", png_compression=compression))
+def write_png(path: PathLike, image: np.ndarray, *, compression: int = 3, consume: bool = False) -> Path:
+    """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA. ``consume``: see
+    :func:`encode_image`."""
+    return write_bytes(path, encode_image(image, ".png", png_compression=compression, consume=consume))
 
 
 def write_npy(path: PathLike, array: np.ndarray) -> Path:

@@ -27,14 +27,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from sapiens2.data.specs import seg_classes
-from sapiens2.io import write_json, write_npy, write_ply
+from sapiens2.io import DEFAULT_MAX_PIXELS, write_json, write_npy, write_ply
 from sapiens2.io import write_png as _write_png
 from sapiens2.tasks.results import Prediction
 from sapiens2.visualization import (albedo_to_uint8, depth_to_rgb, draw_poses, mask_to_uint8, matte_composite,
                                     matte_cutout, normals_to_rgb, overlay_segmentation)
+from sapiens2.visualization._arrays import row_bands
 
 from .pose_json import image_pose_document
 
@@ -43,6 +45,7 @@ TASK_ORDER = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
 # large share of the pipeline's time outside the model on fast devices).
 PNG_COMPRESSION = 1
 DEFAULT_PLY_MAX_POINTS = 200_000
+PREVIEW_MAX_PIXELS = DEFAULT_MAX_PIXELS  # seg overlays of larger images are previews of this size (seg_preview)
 MAX_DEPTH_MM = 65535  # uint16 ceiling: 65.535 m
 
 # suffix -> whether it is a visualisation (skipped for video frames, where the task's mp4 shows it)
@@ -71,8 +74,9 @@ class OutputOptions:
     pose_settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def write_png(path: Path, image: np.ndarray) -> Path:
-    return _write_png(path, image, compression=PNG_COMPRESSION)
+def write_png(path: Path, image: np.ndarray, *, consume: bool = False) -> Path:
+    """``consume``: a picture made for this file only, reordered to BGR in place (no full-size copy)."""
+    return _write_png(path, image, compression=PNG_COMPRESSION, consume=consume)
 
 
 def order_tasks(tasks: Iterable[str]) -> list[str]:
@@ -149,23 +153,67 @@ def foreground_mask(prediction: Prediction) -> np.ndarray | None:
 
 def depth_millimetres(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(H, W) metres -> uint16 millimetres; 0 where invalid, 1..65535 (clipped) elsewhere."""
-    mm = np.rint(np.clip(np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0) * 1000.0, 1.0, MAX_DEPTH_MM))
-    return np.where(valid, mm, 0).astype(np.uint16)
+    out = np.empty(depth.shape, np.uint16)
+    for rows in row_bands(*depth.shape):  # a few MB of float temporaries at any size
+        mm = np.rint(np.clip(np.nan_to_num(depth[rows], nan=0.0, posinf=0.0, neginf=0.0) * 1000.0, 1.0,
+                             MAX_DEPTH_MM))
+        out[rows] = np.where(valid[rows], mm, 0)
+    return out
 
 
 def valid_depth(prediction: Prediction) -> np.ndarray:
     """Pixels with a usable depth: finite, in front of the camera, inside the foreground if one is known."""
     points = prediction.pointmap.pointmap
-    valid = np.isfinite(points).all(axis=2) & (points[..., 2] > 0)
     mask = foreground_mask(prediction)
-    return valid if mask is None else valid & mask
+    valid = np.empty(points.shape[:2], bool)
+    for rows in row_bands(*points.shape[:2]):
+        part = points[rows]
+        valid[rows] = np.isfinite(part).all(axis=2) & (part[..., 2] > 0)
+        if mask is not None:
+            valid[rows] &= mask[rows]
+    return valid
+
+
+def _spread(count: int, cap: int) -> np.ndarray | None:
+    """Positions of ``cap`` of ``count`` items, evenly spread; None when all are kept."""
+    if cap <= 0 or count <= cap:
+        return None
+    return np.linspace(0, count - 1, cap).round().astype(np.int64)
 
 
 def subsample(indices: np.ndarray, cap: int) -> np.ndarray:
     """At most ``cap`` of ``indices``, evenly spread (deterministic, keeps the cloud's coverage)."""
-    if cap <= 0 or len(indices) <= cap:
-        return indices
-    return indices[np.linspace(0, len(indices) - 1, cap).round().astype(np.int64)]
+    picked = _spread(len(indices), cap)
+    return indices if picked is None else indices[picked]
+
+
+def subsample_mask(valid: np.ndarray, cap: int) -> np.ndarray:
+    """``subsample(np.flatnonzero(valid), cap)`` without the 8-bytes-per-pixel index array: band by band."""
+    picked = _spread(int(np.count_nonzero(valid)), cap)
+    if picked is None:
+        return np.flatnonzero(valid.reshape(-1))
+    width = valid.shape[1] if valid.ndim == 2 else 1
+    rows2d = valid.reshape(valid.shape[0], -1)
+    out, seen = [], 0
+    for rows in row_bands(rows2d.shape[0], width):
+        part = np.flatnonzero(rows2d[rows].reshape(-1))
+        lo, hi = np.searchsorted(picked, [seen, seen + len(part)])
+        out.append(part[picked[lo:hi] - seen] + rows.start * width)
+        seen += len(part)
+    return np.concatenate(out)
+
+
+def seg_preview(image_rgb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image and class ids to draw the seg overlay from: themselves up to :data:`PREVIEW_MAX_PIXELS`, above it
+    (only reachable with the input limit raised) both shrunk to that many pixels (image: INTER_AREA, ids: nearest),
+    because PNG encoders hold another full copy of what they encode and a person looks at a preview anyway."""
+    h, w = labels.shape[:2]
+    if h * w <= PREVIEW_MAX_PIXELS:
+        return image_rgb, labels
+    scale = (PREVIEW_MAX_PIXELS / (h * w)) ** 0.5
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return (cv2.resize(np.ascontiguousarray(image_rgb), size, interpolation=cv2.INTER_AREA),
+            cv2.resize(np.ascontiguousarray(labels), size, interpolation=cv2.INTER_NEAREST))
 
 
 def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
@@ -182,7 +230,7 @@ def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
         ids = None if track_ids is None else [int(i) for i in track_ids]
         return draw_poses(image_rgb, points, pose.scores, boxes=pose.boxes, track_ids=ids)
     if task == "seg":
-        return overlay_segmentation(image_rgb, _result(prediction, task).mask, legend=True)
+        return overlay_segmentation(*seg_preview(image_rgb, _result(prediction, task).mask), legend=True)
     if task == "normal":
         normal = _result(prediction, task)
         return normals_to_rgb(normal.normals, normal.mask)
@@ -219,7 +267,7 @@ def write_seg_classes(folder: Path) -> Path:
 def _write_pointcloud(path: Path, prediction: Prediction, image_rgb: np.ndarray, valid: np.ndarray,
                       cap: int) -> Path:
     points = prediction.pointmap.pointmap.reshape(-1, 3)
-    keep = subsample(np.flatnonzero(valid.reshape(-1)), cap)
+    keep = subsample_mask(valid, cap)
     colours = np.ascontiguousarray(image_rgb).reshape(-1, 3)
     return write_ply(path, points[keep], colours[keep])
 
@@ -245,13 +293,13 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
                                                  image_size=prediction.image_size,
                                                  settings=options.pose_settings), indent=None)
         if path := out(".pose.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
     elif task == "seg":
         if path := out(".seg.png"):
             write_png(path, np.asarray(result.mask, dtype=np.uint8))
             write_seg_classes(path.parent)
         if path := out(".seg_vis.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
         if path := out(SEG_PROBS_SUFFIX):
             if result.probabilities is None:
                 raise ValueError("segmentation probabilities were requested but the prediction has none")
@@ -260,7 +308,7 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
         if path := out(".normal.npy"):
             write_npy(path, np.asarray(result.normals, dtype=np.float32))
         if path := out(".normal.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
     elif task == "pointmap":
         valid = valid_depth(prediction)
         if path := out(".pointmap.npy"):
@@ -268,17 +316,17 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
         if path := out(".depth.png"):
             write_png(path, depth_millimetres(result.depth, valid))
         if path := out(".depth_vis.png"):
-            write_png(path, render_task(prediction, image_rgb, task, valid=valid))
+            write_png(path, render_task(prediction, image_rgb, task, valid=valid), consume=True)
         if path := out(".ply"):
             _write_pointcloud(path, prediction, image_rgb, valid, options.ply_max_points)
     elif task == "albedo":
         if path := out(".albedo.png"):
-            write_png(path, render_task(prediction, image_rgb, task))
+            write_png(path, render_task(prediction, image_rgb, task), consume=True)
     elif task == "matting":
         if path := out(".alpha.png"):
             write_png(path, mask_to_uint8(np.asarray(result.alpha, dtype=np.float32)))
         if path := out(".cutout.png"):
-            write_png(path, matte_cutout(image_rgb, result.alpha, foreground=result.foreground))
+            write_png(path, matte_cutout(image_rgb, result.alpha, foreground=result.foreground), consume=True)
     else:
         raise ValueError(f"unknown task {task!r}")
     return written

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sapiens2.io import InputItem, VideoReadError, VideoWriter, atomic_open, load_image, write_json
+from sapiens2.io import DEFAULT_MAX_PIXELS, InputItem, VideoReadError, VideoWriter, atomic_open, load_image, write_json
 from sapiens2.tasks.results import Prediction
 
 from .completion import clear_record, is_complete, write_record
@@ -343,7 +343,8 @@ class PredictJob:
                     job = next(pending, None)
                     if job is None:
                         return
-                    window.append((job[0], job[1], reader.submit(load_image, job[0].path)))
+                    window.append((job[0], job[1], reader.submit(load_image, job[0].path,
+                                                                 max_pixels=self._max_pixels)))
 
             top_up()
             while window:
@@ -437,7 +438,12 @@ class PredictJob:
         from sapiens2.video.sources import SourceSpec, open_source
 
         spec = item.spec if isinstance(item, SourceItem) else SourceSpec("file", Path(item.path))
-        return open_source(spec, fps=self.video.fps, open_capture=self.open_capture)
+        return open_source(spec, fps=self.video.fps, open_capture=self.open_capture, max_pixels=self._max_pixels)
+
+    @property
+    def _max_pixels(self) -> int | None:
+        """The predictor's pixel limit applies to the files read for it (refused from their header)."""
+        return getattr(self.predictor, "max_pixels", DEFAULT_MAX_PIXELS)
 
     def _frame_range(self, fps: float) -> tuple[int, int | None]:
         from sapiens2.video.sources import parse_position

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from sapiens2.tasks.dense import upsample_to_hwc
+from sapiens2.tasks.dense import unit_range, upsample_to_hwc
 from sapiens2.tasks.preprocess import stretch_resize
 from sapiens2.tasks.results import MattingResult
 
@@ -23,8 +23,7 @@ def matting_result(output: torch.Tensor, image_hw: tuple[int, int]) -> MattingRe
     """Model output (4, h, w) of one image -> alpha (H, W) and premultiplied foreground (H, W, 3) in [0, 1]."""
     if output.ndim != 3 or output.shape[0] != 4:
         raise ValueError(f"matting output must be (4, h, w) for one image, got shape {tuple(output.shape)}")
-    foreground = upsample_to_hwc(output[:3], image_hw)  # separate arrays: no (H, W, 4) intermediate to split
-    alpha = upsample_to_hwc(output[3:], image_hw)[..., 0]
-    np.clip(foreground, 0.0, 1.0, out=foreground)
-    np.clip(alpha, 0.0, 1.0, out=alpha)
+    # separate arrays: no (H, W, 4) intermediate to split; each band clipped to [0, 1] as it is made
+    foreground = upsample_to_hwc(output[:3], image_hw, lambda band, rows: unit_range(band))
+    alpha = upsample_to_hwc(output[3:], image_hw, lambda band, rows: unit_range(band))[..., 0]
     return MattingResult(alpha=alpha, foreground=foreground)

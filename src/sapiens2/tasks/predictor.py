@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
+from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS
 from sapiens2.runtime import resolve_device  # re-exported: one device rule for every entry point
 from sapiens2.tasks.dense import albedo_result, dense_input, normal_result, pointmap_result
 from sapiens2.tasks.matting import matting_input, matting_result
@@ -191,6 +192,8 @@ class Predictor:
         checkpoints from ``sapiens2 train``, else 1024x768), e.g. for speed; must be multiples of 16; pointmap's
         scale branch only accepts the size it was trained at.
     return_probabilities: also return the per-class softmax of seg (29, H, W) float32 (large for big images).
+    max_pixels: refuse images with more pixels (width x height): files from their header, before decoding
+        (``ImageTooLargeError``), arrays before any processing; default 100 megapixels, 0 for no limit.
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
     """
@@ -200,8 +203,11 @@ class Predictor:
                  flip_test: bool = False, detector="auto", input_size: tuple[int, int] | None = None,
                  return_probabilities: bool = False, mask_with_seg: bool | None = None,
                  fallback_whole_image: bool = True, rope_dtype: str = "bf16",
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.tasks = _parse_tasks(tasks)
+        if max_pixels is not None and int(max_pixels) < 0:
+            raise Sapiens2Error(f"max_pixels must be >= 0 (0 = no limit), got {max_pixels}")
+        self.max_pixels = int(max_pixels or 0)
         if int(batch_size) < 1:
             raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -333,10 +339,9 @@ class Predictor:
         if group:
             yield from self._predict_group(group, isolate=True)
 
-    @staticmethod
-    def _load_input(item) -> _Loaded:
+    def _load_input(self, item) -> _Loaded:
         request = item if isinstance(item, PredictInput) else PredictInput(item)
-        rgb, found = as_rgb_image(request.image)
+        rgb, found = as_rgb_image(request.image, max_pixels=self.max_pixels)
         src = Path(request.source) if request.source is not None else found
         return _Loaded(rgb, src, request.frame_index, request.boxes)
 
@@ -450,7 +455,8 @@ class Predictor:
                     preds[i].seg = SegResult(mask=masks[i], probabilities=probs, instance_masks=inst)
         del seg_logits
 
-        blank = [(m > 0) if (self.mask_with_seg and m is not None) else None for m in masks]
+        dense = any(t in self.tasks for t in _DENSE)  # the foreground mask is one byte per pixel: only if used
+        blank = [(m > 0) if (dense and self.mask_with_seg and m is not None) else None for m in masks]
         for task in _DENSE:
             if task not in self.tasks:
                 continue

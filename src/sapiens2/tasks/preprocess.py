@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from sapiens2.errors import Sapiens2Error
+from sapiens2.io.errors import ImageTooLargeError
 from sapiens2.io.images import DEFAULT_BACKGROUND, LoadedImage, load_image
+from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS, check_pixels
 
 __all__ = [
-    "PIXEL_MEAN", "PIXEL_STD", "ImageInput", "InputImageError", "RgbImage", "Padding", "as_rgb_image",
-    "stretch_resize", "fit_resize_pad", "fit_geometry", "to_model_batch",
+    "PIXEL_MEAN", "PIXEL_STD", "ImageInput", "InputImageError", "ImageTooLargeInputError", "RgbImage", "Padding",
+    "as_rgb_image", "stretch_resize", "fit_resize_pad", "fit_geometry", "to_model_batch",
 ]
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 scale
@@ -60,21 +62,43 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def as_rgb_image(image: ImageInput) -> RgbImage:
+class ImageTooLargeInputError(InputImageError):
+    """An image array with more pixels than the limit (files are refused from their header:
+    :class:`~sapiens2.io.errors.ImageTooLargeError`)."""
+
+    def __init__(self, name: str, width: int, height: int, limit: int):
+        from sapiens2.io.errors import pixel_limit_reason
+
+        self.width, self.height, self.limit = int(width), int(height), int(limit)
+        super().__init__(f"{name}: {pixel_limit_reason(self.width, self.height, self.limit)}")
+
+
+def as_rgb_image(image: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> RgbImage:
     """A path, a :class:`LoadedImage` or an array (gray, RGB, RGBA; uint8 or uint16) -> RGB uint8 + source path.
 
-    Arrays are taken as RGB (not OpenCV's BGR); RGBA is composited over white like files with alpha."""
+    Arrays are taken as RGB (not OpenCV's BGR); RGBA is composited over white like files with alpha.
+    ``max_pixels`` (0 / None: no limit): files are checked from their header before decoding
+    (:class:`~sapiens2.io.errors.ImageTooLargeError`), arrays and loaded images before any processing
+    (:class:`ImageTooLargeInputError`), since the outputs' memory grows with the pixels."""
     if isinstance(image, (str, os.PathLike)):
-        loaded = load_image(image)
+        loaded = load_image(image, max_pixels=max_pixels)
         return RgbImage(loaded.rgb, Path(image))
     if isinstance(image, LoadedImage):
         source = Path(image.path) if image.path and not image.path.startswith("<") else None
+        if source is not None:  # keep the file's name in the message
+            check_pixels(str(source), image.width, image.height, max_pixels, error=ImageTooLargeError)
+        else:
+            check_pixels("image", image.width, image.height, max_pixels, error=ImageTooLargeInputError)
         return RgbImage(np.ascontiguousarray(image.rgb), source)
     path = getattr(image, "path", None)  # e.g. sapiens2.io.InputItem
     if isinstance(path, Path) and getattr(image, "kind", "image") == "image":
-        return as_rgb_image(path)
+        return as_rgb_image(path, max_pixels=max_pixels)
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
-        return RgbImage(_array_to_rgb(np.asarray(image)), None)
+        array = np.asarray(image)
+        if array.ndim >= 2 and array.shape[0] * array.shape[1] > 0:  # empty arrays: refused below
+            check_pixels("image array", array.shape[1], array.shape[0], max_pixels,
+                         error=ImageTooLargeInputError)
+        return RgbImage(_array_to_rgb(array), None)
     raise InputImageError(f"expected an image path, a LoadedImage or an (H, W[, C]) uint8 array, got "
                           f"{type(image).__name__}")
 

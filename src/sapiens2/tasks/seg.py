@@ -1,9 +1,11 @@
 """Body-part segmentation pipeline (official ``vis_seg``): stretch the image to the model input (INTER_AREA when
 the width shrinks, else INTER_CUBIC), logits bilinearly upsampled (align_corners=False) to the original size, argmax.
 
-Large images: the upsampled logits are never held for all 29 classes at once when that would be big; classes are
-upsampled in chunks and reduced into a running max/argmax (first maximum wins, like ``torch.argmax``), so an
-8000x6000 image needs a few (H, W) float32 planes, not a (29, H, W) stack. Probabilities are made only on request.
+Large images: the upsampled logits are made a band of output rows at a time (:mod:`sapiens2.tasks.upsample`, bit
+for bit equal to ``F.interpolate`` of the whole map) and reduced to class ids (first maximum wins, like
+``torch.argmax``) before the next band, so the memory beyond the (H, W) uint8 result is a few MB whatever the size.
+Where the band arithmetic is not verified for the device, classes are upsampled over the whole image in chunks
+and reduced into a running max/argmax. Probabilities are made only on request.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import torch.nn.functional as F
 
 from sapiens2.tasks.preprocess import stretch_resize
 from sapiens2.tasks.results import SegResult
+from sapiens2.tasks import upsample as banding
+from sapiens2.tasks.upsample import BandUpsampler, band_threads, class_candidates, first_argmax, rows_per_band
 
 __all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks", "seg_result",
            "UPSAMPLE_BUDGET"]
@@ -44,6 +48,10 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
 
     Equal to ``F.interpolate(logits[None], image_hw, mode="bilinear").argmax(1)`` while holding at most
     ``budget`` upsampled elements at a time."""
+    up = BandUpsampler(logits, image_hw)
+    if up.exact:
+        with band_threads(logits.device):
+            return _banded_argmax(up, min(budget, banding.BAND_ELEMENTS))
     channels = logits.shape[0]
     step = _channel_chunks(channels, image_hw, budget)
     if step >= channels:
@@ -64,20 +72,51 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
     return best_idx
 
 
+def _banded_argmax(up: BandUpsampler, max_elements: int) -> torch.Tensor:
+    """Bands of rows; in each only the classes that can be the maximum somewhere in it are upsampled
+    (:func:`~sapiens2.tasks.upsample.class_candidates`; in increasing class order, so the first maximum still
+    wins). A band where one class is left is filled without upsampling anything."""
+    height, width = up.out_hw
+    candidates = class_candidates(up.maps)  # (C, h, w) at the model's resolution: small
+    out = torch.empty((height, width), dtype=torch.uint8, device=up.maps.device)
+    cells = up.rows_weights[0]  # the source row above each output row
+    step = rows_per_band(up.channels, width, max_elements)
+    for top in range(0, height, step):
+        bottom = min(height, top + step)
+        span = slice(int(cells[top]), int(cells[bottom - 1]) + 1)
+        classes = torch.nonzero(candidates[:, span].any(dim=(1, 2))).flatten()
+        if classes.numel() == 1:
+            out[top:bottom] = int(classes[0])
+            continue
+        out[top:bottom] = classes.to(torch.uint8)[first_argmax(up.rows(top, bottom, classes)).long()]
+    return out
+
+
 def upsampled_softmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: int = UPSAMPLE_BUDGET) -> np.ndarray:
     """(C, H, W) float32 NumPy softmax over classes of the upsampled logits, filled chunk by chunk."""
     channels = logits.shape[0]
     out = np.empty((channels,) + tuple(image_hw), np.float32)
+    up = BandUpsampler(logits, image_hw)
+    if up.exact:  # each band upsampled straight into the result, then normalised there
+        with band_threads(logits.device):
+            for rows, band in up.bands(min(budget, banding.BAND_ELEMENTS)):
+                out[:, rows] = band.cpu().numpy()
+                _softmax_rows(out[:, rows])
+        return out
     step = _channel_chunks(channels, image_hw, budget)
     for start in range(0, channels, step):
         out[start:start + step] = _upsample(logits[start:start + step], image_hw).cpu().numpy()
     rows = max(1, budget // max(1, channels * image_hw[1]))
     for top in range(0, image_hw[0], rows):  # in place, a band of rows at a time
-        band = out[:, top:top + rows]
-        band -= band.max(axis=0, keepdims=True)
-        np.exp(band, out=band)
-        band /= band.sum(axis=0, keepdims=True)
+        _softmax_rows(out[:, top:top + rows])
     return out
+
+
+def _softmax_rows(band: np.ndarray) -> None:
+    """Softmax over axis 0 of a (C, rows, W) band, in place."""
+    band -= band.max(axis=0, keepdims=True)
+    np.exp(band, out=band)
+    band /= band.sum(axis=0, keepdims=True)
 
 
 def instance_masks(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:

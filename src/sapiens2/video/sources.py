@@ -34,7 +34,10 @@ import cv2
 import numpy as np
 
 from sapiens2.io import VideoReadError, input_kind
+from sapiens2.io.errors import ImageTooLargeError, VideoTooLargeError
 from sapiens2.io.images import ImageReadError, read_image
+from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS
+from sapiens2.io.video import check_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +237,7 @@ class CaptureSource(FrameSource):
     """
 
     def __init__(self, spec: SourceSpec, *, open_capture: CaptureFactory | None = None,
-                 fps: float | None = None):
+                 fps: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         super().__init__(spec.display)
         self.spec = spec
         self.live = spec.live
@@ -243,6 +246,7 @@ class CaptureSource(FrameSource):
         self._first: np.ndarray | None = None
         capture = self._open()
         try:
+            check_frame_size(capture, self.name, max_pixels)  # from the container, before decoding a frame
             reported = capture.get(cv2.CAP_PROP_FPS)
             self.fps_reported = bool(math.isfinite(reported) and 0 < reported < 1000)
             self.fps = float(fps) if fps else (float(reported) if self.fps_reported else FALLBACK_FPS)
@@ -359,8 +363,10 @@ class ImageFolderSource(FrameSource):
     """The image files of a folder (not its sub-folders) in natural order, as frames at ``fps`` (default 30).
     An unreadable image or one of another size than the first is reported and skipped."""
 
-    def __init__(self, folder: str | os.PathLike[str], *, fps: float | None = None):
+    def __init__(self, folder: str | os.PathLike[str], *, fps: float | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         folder = Path(folder)
+        self.max_pixels = max_pixels
         super().__init__(str(folder))
         if not folder.is_dir():
             raise VideoReadError(folder, "is not a folder")
@@ -374,8 +380,10 @@ class ImageFolderSource(FrameSource):
         first = None
         for path in self.paths:
             try:
-                first = read_image(path)
+                first = read_image(path, max_pixels=max_pixels)
                 break
+            except ImageTooLargeError as exc:
+                raise VideoTooLargeError(folder, exc.width, exc.height, exc.limit) from exc
             except ImageReadError:
                 continue
         if first is None:
@@ -389,7 +397,7 @@ class ImageFolderSource(FrameSource):
             if max_frames is not None and yielded >= max_frames:
                 return
             try:
-                rgb = read_image(self.paths[index])
+                rgb = read_image(self.paths[index], max_pixels=self.max_pixels)
             except ImageReadError as exc:
                 self._issue(f"frame {index} ({self.paths[index].name}) skipped: {exc.reason}")
                 continue
@@ -402,13 +410,16 @@ class ImageFolderSource(FrameSource):
 
 
 def open_source(source: str | int | os.PathLike[str] | SourceSpec, *, fps: float | None = None,
-                open_capture: CaptureFactory | None = None) -> FrameSource:
+                open_capture: CaptureFactory | None = None,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> FrameSource:
     """Open any source (see the module doc). ``fps`` overrides the rate (image folders: default 30).
-    ``open_capture`` replaces ``cv2.VideoCapture`` (tests use fakes). Raises :class:`VideoReadError`."""
+    ``open_capture`` replaces ``cv2.VideoCapture`` (tests use fakes). ``max_pixels``: refuse frames with more
+    pixels (size from the container, or the folder's first image header; 0 = no limit). Raises
+    :class:`VideoReadError` (:class:`VideoTooLargeError` for the limit)."""
     spec = source if isinstance(source, SourceSpec) else parse_source(source)
     if spec.kind == "folder":
-        return ImageFolderSource(spec.target, fps=fps)
-    return CaptureSource(spec, open_capture=open_capture, fps=fps)
+        return ImageFolderSource(spec.target, fps=fps, max_pixels=max_pixels)
+    return CaptureSource(spec, open_capture=open_capture, fps=fps, max_pixels=max_pixels)
 
 
 __all__ = ["CaptureLike", "CaptureSource", "FALLBACK_FPS", "Frame", "FrameSource", "ImageFolderSource",

@@ -1,7 +1,20 @@
 """Input checks shared by the visualisation functions, so every one fails with the same clear words."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+
+#: Pixels per band of the full-resolution drawing passes: their float32 temporaries stay a few MB whatever the
+#: image size (a 24-megapixel image drawn in one go made three 288 MB float32 copies).
+BAND_PIXELS = 256 * 1024
+
+
+def row_bands(height: int, width: int, pixels: int | None = None) -> Iterator[slice]:
+    """Slices of rows covering ``height``, each at most ``pixels`` (default :data:`BAND_PIXELS`) pixels."""
+    rows = max(1, (BAND_PIXELS if pixels is None else pixels) // max(1, width))
+    for top in range(0, height, rows):
+        yield slice(top, min(height, top + rows))
 
 
 def as_rgb_image(image: np.ndarray, what: str = "image") -> np.ndarray:

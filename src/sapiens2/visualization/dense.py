@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ._arrays import as_colour, valid_mask
+from ._arrays import as_colour, row_bands, valid_mask
 
 
 def normals_to_rgb(normals: np.ndarray, mask: np.ndarray | None = None, *,
@@ -16,9 +16,14 @@ def normals_to_rgb(normals: np.ndarray, mask: np.ndarray | None = None, *,
     normals = np.asarray(normals, dtype=np.float32)
     if normals.ndim != 3 or normals.shape[2] != 3:
         raise ValueError(f"normals must have shape (H, W, 3), got {normals.shape}")
-    keep = valid_mask(mask, normals.shape[:2]) & np.isfinite(normals).all(axis=2)
-    rgb = np.rint((np.clip(np.nan_to_num(normals), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
-    rgb[~keep] = as_colour(background, "background").astype(np.uint8)
+    mask = None if mask is None else valid_mask(mask, normals.shape[:2])
+    fill = as_colour(background, "background").astype(np.uint8)
+    rgb = np.empty(normals.shape, np.uint8)
+    for rows in row_bands(*normals.shape[:2]):
+        part = normals[rows]
+        keep = np.isfinite(part).all(axis=2) if mask is None else mask[rows] & np.isfinite(part).all(axis=2)
+        rgb[rows] = np.rint((np.clip(np.nan_to_num(part), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+        rgb[rows][~keep] = fill
     return rgb
 
 
@@ -36,19 +41,24 @@ def depth_to_rgb(depth: np.ndarray, mask: np.ndarray | None = None, *, colormap:
     if depth.ndim != 2:
         raise ValueError(f"depth must have shape (H, W), got {depth.shape}")
     keep = valid_mask(mask, depth.shape) & np.isfinite(depth)
+    bands = list(row_bands(*depth.shape))
     if value_range is not None:
         near, far = map(float, value_range)
-    elif keep.any():
-        near, far = float(depth[keep].min()), float(depth[keep].max())
+    elif keep.any():  # min and max band by band: no copy of the valid depths
+        near = min(float(depth[r][keep[r]].min()) for r in bands if keep[r].any())
+        far = max(float(depth[r][keep[r]].max()) for r in bands if keep[r].any())
     else:
         near, far = 0.0, 1.0
     span = far - near
-    if span > 0:
-        nearness = np.clip((far - np.nan_to_num(depth, nan=far)) / span, 0.0, 1.0)
-    else:  # a flat depth (or empty mask): everything is "near"
-        nearness = np.ones_like(depth)
-    index = np.rint(nearness * 255.0).astype(np.uint8)
-    rgb = cv2.cvtColor(cv2.applyColorMap(index, colormap), cv2.COLOR_BGR2RGB)
+    index = np.empty(depth.shape, np.uint8)
+    for rows in bands:
+        if span > 0:
+            nearness = np.clip((far - np.nan_to_num(depth[rows], nan=far)) / span, 0.0, 1.0)
+        else:  # a flat depth (or empty mask): everything is "near"
+            nearness = np.ones_like(depth[rows])
+        index[rows] = np.rint(nearness * 255.0).astype(np.uint8)
+    rgb = cv2.applyColorMap(index, colormap)
+    cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=rgb)
     rgb[~keep] = as_colour(background, "background").astype(np.uint8)
     return rgb
 
@@ -61,13 +71,15 @@ def albedo_to_uint8(albedo: np.ndarray, mask: np.ndarray | None = None, *, backg
     albedo = np.asarray(albedo)
     if albedo.ndim != 3 or albedo.shape[2] != 3:
         raise ValueError(f"albedo must have shape (H, W, 3), got {albedo.shape}")
+    keep = valid_mask(mask, albedo.shape[:2])
     if albedo.dtype == np.uint8:
-        rgb, finite = albedo.copy(), np.ones(albedo.shape[:2], dtype=bool)
+        rgb = albedo.copy()
     else:
-        albedo = albedo.astype(np.float32)
-        finite = np.isfinite(albedo).all(axis=2)
-        rgb = np.rint(np.clip(np.nan_to_num(albedo), 0.0, 1.0) * 255.0).astype(np.uint8)
-    keep = valid_mask(mask, albedo.shape[:2]) & finite
+        rgb = np.empty(albedo.shape, np.uint8)
+        for rows in row_bands(*albedo.shape[:2]):
+            part = albedo[rows].astype(np.float32)
+            keep[rows] &= np.isfinite(part).all(axis=2)
+            rgb[rows] = np.rint(np.clip(np.nan_to_num(part), 0.0, 1.0) * 255.0).astype(np.uint8)
     rgb[~keep] = as_colour(background, "background").astype(np.uint8)
     return rgb
 
@@ -81,6 +93,9 @@ def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
         return mask.astype(np.uint8) * 255
     if mask.dtype == np.uint8:
         return mask.copy()
-    return np.rint(np.clip(np.nan_to_num(mask.astype(np.float32)), 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = np.empty(mask.shape, np.uint8)
+    for rows in row_bands(*mask.shape):
+        out[rows] = np.rint(np.clip(np.nan_to_num(mask[rows].astype(np.float32)), 0.0, 1.0) * 255.0)
+    return out
 
 

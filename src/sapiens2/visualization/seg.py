@@ -8,7 +8,7 @@ import numpy as np
 
 from sapiens2.data.specs import seg_classes
 
-from ._arrays import as_rgb_image, check_map
+from ._arrays import as_rgb_image, check_map, row_bands
 
 
 def _palette(palette: np.ndarray | None) -> np.ndarray:
@@ -50,12 +50,18 @@ def overlay_segmentation(image: np.ndarray, labels: np.ndarray, *, alpha: float 
     image = as_rgb_image(image)
     palette = _palette(palette)
     labels = _labels(labels, image.shape[:2], len(palette))
-    colours = palette[labels].astype(np.float32)
-    blended = np.rint((1.0 - alpha) * image.astype(np.float32) + alpha * colours).astype(np.uint8)
-    out = blended if include_background else np.where((labels > 0)[..., None], blended, image)
+    out = np.empty(image.shape, np.uint8)
+    seen = np.zeros(len(palette), bool)
+    for rows in row_bands(*image.shape[:2]):  # band by band: a few MB of float temporaries at any size
+        part, ids = image[rows], labels[rows]
+        colours = palette[ids].astype(np.float32)
+        blended = np.rint((1.0 - alpha) * part.astype(np.float32) + alpha * colours).astype(np.uint8)
+        out[rows] = blended if include_background else np.where((ids > 0)[..., None], blended, part)
+        if legend:  # classes present, counted per band (np.unique would sort a full-size copy)
+            seen |= np.bincount(ids.ravel(), minlength=len(palette))[:len(palette)] > 0
     if legend:
         names = list(class_names) if class_names is not None else list(seg_classes().names)
-        present = [int(c) for c in np.unique(labels) if include_background or c > 0]
+        present = [int(c) for c in np.flatnonzero(seen) if include_background or c > 0]
         out = np.concatenate([out, draw_legend(present, out.shape[0], palette, names)], axis=1)
     return out
 
