@@ -24,6 +24,8 @@ __all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks
 
 # Elements of upsampled logits handled at once (float32: 64M elements = 256 MB).
 UPSAMPLE_BUDGET = 64 * 1024 * 1024
+# Output pixels per source pixel from which class pruning (class_candidates) is worth its full pass over the logits.
+PRUNE_AT_UPSAMPLING = 4
 
 
 def seg_input(rgb: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -49,10 +51,14 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
     Equal to ``F.interpolate(logits[None], image_hw, mode="bilinear").argmax(1)`` while holding at most
     ``budget`` upsampled elements at a time."""
     up = BandUpsampler(logits, image_hw)
-    if up.exact:
+    channels = logits.shape[0]
+    resized = tuple(logits.shape[-2:]) != tuple(image_hw)
+    # Bands where they are exact and either needed (the whole map would pass the budget) or free (no resize: a
+    # banded argmax beats argmax(0) across the channel stride); otherwise one F.interpolate, the fastest path for
+    # an ordinary photo (the W pass of a band is a gather, several times slower than the kernel's).
+    if up.exact and (not resized or channels * image_hw[0] * image_hw[1] > budget):
         with band_threads(logits.device):
             return _banded_argmax(up, min(budget, banding.BAND_ELEMENTS))
-    channels = logits.shape[0]
     step = _channel_chunks(channels, image_hw, budget)
     if step >= channels:
         return _upsample(logits, image_hw).argmax(0).to(torch.uint8)
@@ -77,12 +83,18 @@ def _banded_argmax(up: BandUpsampler, max_elements: int) -> torch.Tensor:
     (:func:`~sapiens2.tasks.upsample.class_candidates`; in increasing class order, so the first maximum still
     wins). A band where one class is left is filled without upsampling anything."""
     height, width = up.out_hw
-    candidates = class_candidates(up.maps)  # (C, h, w) at the model's resolution: small
+    # Pruning pays only where each source cell spreads over several output pixels; the seg head's logits are at
+    # the model's input size (1024x768), so an ordinary photo is barely upsampled and every class is a candidate.
+    source_pixels = up.maps.shape[1] * up.maps.shape[2]
+    candidates = class_candidates(up.maps) if height * width >= PRUNE_AT_UPSAMPLING * source_pixels else None
     out = torch.empty((height, width), dtype=torch.uint8, device=up.maps.device)
     cells = up.rows_weights[0]  # the source row above each output row
     step = rows_per_band(up.channels, width, max_elements)
     for top in range(0, height, step):
         bottom = min(height, top + step)
+        if candidates is None:
+            out[top:bottom] = first_argmax(up.rows(top, bottom))
+            continue
         span = slice(int(cells[top]), int(cells[bottom - 1]) + 1)
         classes = torch.nonzero(candidates[:, span].any(dim=(1, 2))).flatten()
         if classes.numel() == 1:
