@@ -67,10 +67,10 @@ def require_fastapi():
 
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart: form uploads)
+        import python_multipart  # noqa: F401  (form uploads)
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise Sapiens2Error(f"the HTTP service needs FastAPI and uvicorn ({exc.name} is missing): "
+        raise Sapiens2Error(f"the HTTP service needs FastAPI, uvicorn and python-multipart ({exc.name} is missing): "
                             "pip install 'sapiens2[serve]'") from None
     return fastapi
 
@@ -101,6 +101,13 @@ def models_info(predictor, config: ServeConfig) -> dict[str, Any]:
             "device": str(getattr(predictor, "device", "unknown")), "devices": available_devices(),
             "max_batch": config.max_batch, "max_upload_mb": config.max_upload_mb, "max_pixels": config.max_pixels,
             "max_video_frames": config.max_video_frames, **config.info}
+    if "pose" in predictor.tasks:  # what the page draws the skeleton with (the pose files hold names and links)
+        from sapiens2.data.specs import keypoint_info
+
+        kp = keypoint_info()
+        info["keypoints"] = {"names": list(kp.names), "colors": kp.colors.tolist(),
+                             "skeleton": [list(map(int, link)) for link in kp.skeleton],
+                             "skeleton_colors": kp.skeleton_colors.tolist()}
     if "seg" in predictor.tasks:
         from sapiens2.data.specs import seg_classes
 
