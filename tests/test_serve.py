@@ -437,3 +437,35 @@ def test_video_clip_returns_tracked_json_lines(client, tmp_path):
     bad = client.post("/v1/predict/video", content=b"not a video at all", headers={"content-type": "video/mp4"})
     assert bad.status_code == 422 and bad.json()["error"]
     assert client.post("/v1/predict/video", params={"tasks": "seg"}, content=b"x").status_code == 400
+
+
+def test_the_serve_command_starts_logs_and_stops_on_sigint(checkpoints, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    command = [sys.executable, "-m", "sapiens2", "serve", "--checkpoint", f"pose={checkpoints['pose']}",
+               "--device", "cpu", "--input-size", "128x96", "--detector", "none", "--port", str(port)]
+    log = (tmp_path / "serve.log").open("w+")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=jpeg(), timeout=60)
+        assert r.status_code == 200 and len(r.json()["pose"]["people"][0]["keypoints"]) == 308
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    text = (tmp_path / "serve.log").read_text()
+    assert "this machine only" in text and "--host 0.0.0.0" in text
+    access = [json.loads(line.split(" ", 1)[1]) for line in text.splitlines() if line.startswith("INFO {")]
+    assert {"method": "POST", "path": "/v1/predict", "status": 200}.items() <= access[-1].items()

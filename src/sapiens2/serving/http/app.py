@@ -221,11 +221,10 @@ def create_app(predictor, config: ServeConfig | None = None):
 
             future = batcher.submit(predict_input(image.rgb, boxes=person_boxes))
             prediction = await asyncio.wrap_future(future)
-            answer = await run_in_threadpool(prediction_answer, prediction, image.rgb, wanted, options, store,
-                                             encoding=encoding)
+            body = await run_in_threadpool(_answer_bytes, prediction, image.rgb, wanted, options, store, encoding)
         except Exception as exc:
             return failure(exc)
-        return answer
+        return Response(body, media_type="application/json")
 
     @app.post("/v1/predict/video", summary="a short clip -> tracked JSON Lines (header line, one line per frame)",
               openapi_extra={"requestBody": _UPLOAD_BODY})
@@ -272,6 +271,13 @@ def create_app(predictor, config: ServeConfig | None = None):
         return FileResponse(path, media_type=media_type(name))
 
     return app
+
+
+def _answer_bytes(prediction, rgb, tasks, options, store, encoding: str) -> bytes:
+    """The encoded answer, made on a worker thread: the pose views are thousands of numbers, and FastAPI's
+    generic encoder would walk them one by one on the event loop."""
+    answer = prediction_answer(prediction, rgb, tasks, options, store, encoding=encoding)
+    return json.dumps(answer, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def _run_video(predictor, upload, folder: Path, tasks, options, every: int, max_frames: int, smooth: str):
