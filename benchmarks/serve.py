@@ -194,11 +194,17 @@ def main() -> int:
         extra = (f"  failed {r['failed']}" if r.get("failed") else "") + (f"  ({r['note']})" if r.get("note") else "")
         print(f"{r['setting']:44s} {r['requests']:5d} {r['rps']:8.2f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f}{extra}")
     one = next(r for r in rows if r["setting"].startswith("direct predict()"))
-    served = next(r for r in rows if r["setting"] == "serve batching, 1 client(s)")
+    batched = next(r for r in rows if r["setting"].startswith("direct predict_many"))
+    for mode in ("batching", "no batching"):
+        served = next(r for r in rows if r["setting"] == f"serve {mode}, 1 client(s)")
+        print(f"service overhead at 1 client, {mode} (p50 latency vs direct predict()): "
+              f"{100 * (served['p50_ms'] / one['p50_ms'] - 1):+.1f}%")
     busy = next((r for r in rows if r["setting"] == f"serve batching, {max(clients)} client(s)"), None)
-    print(f"service overhead at 1 client (p50 latency): {100 * (served['p50_ms'] / one['p50_ms'] - 1):+.1f}%")
     if busy is not None:
-        print(f"batching gain at {max(clients)} clients vs one-at-a-time: {busy['rps'] / one['rps']:.2f}x")
+        print(f"throughput at {max(clients)} clients with batching vs direct one-at-a-time: "
+              f"{busy['rps'] / one['rps']:.2f}x")
+    # what batching can gain at best on this device: on a CPU a batch costs about the sum of its images
+    print(f"ceiling: direct predict_many batch {args.max_batch} vs one-at-a-time: {batched['rps'] / one['rps']:.2f}x")
     return 0
 
 

@@ -81,6 +81,9 @@ def build_service(args: argparse.Namespace):
         raise UsageError(f"--port must be 0..65535, got {args.port}")
     tasks, models = resolve_models(args, parse_tasks(args.task))
     input_size = parse_input_size(args.input_size)
+    from sapiens2.runtime import resolve_device
+
+    resolve_device(args.device)  # an unavailable --device is a usage error, found before any model is loaded
     args.batch_size = args.max_batch  # a gathered batch is one forward (Predictor batches pose crops alike)
     predictor = build_predictor(args, tasks, models, input_size)
     config = ServeConfig(
