@@ -75,7 +75,7 @@ def _eval_args(tmp_path):
     return ["eval", "--task", "seg", "--data", str(tmp_path), "--checkpoint", "sapiens2-seg-0.4b"]
 
 
-@pytest.mark.parametrize("command", ["predict", "features", "eval", "train", "pretrain"])
+@pytest.mark.parametrize("command", ["predict", "features", "eval", "train", "pretrain", "serve"])
 def test_unavailable_device_is_one_clear_error(command, no_cuda, tmp_path, photo, capsys):
     argv = {"predict": ["predict", "--task", "seg", str(photo), "-o", str(tmp_path / "out")],
             "features": ["features", "--random-weights", "sapiens2_tiny", "--input-size", "64x48", str(photo),
@@ -84,7 +84,10 @@ def test_unavailable_device_is_one_clear_error(command, no_cuda, tmp_path, photo
             "train": ["train", "--task", "seg", "--data", str(tmp_path), "--model", "sapiens2_tiny",
                       "-o", str(tmp_path / "run")],
             "pretrain": ["pretrain", "--data", str(tmp_path), "--arch", "tiny", "--out", str(tmp_path / "pt")],
+            "serve": ["serve", "--task", "seg"],
             }[command]
+    if command == "serve":
+        pytest.importorskip("fastapi", reason="the serve extra is not installed")
     rc = main([*argv, "--device", "cuda"])
     err = capsys.readouterr().err
     assert rc == 2, err

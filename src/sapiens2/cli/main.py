@@ -15,6 +15,7 @@ from sapiens2.errors import Sapiens2Error, UsageError
 SUBCOMMANDS = {
     "features": ("features", "write backbone feature maps for images"),
     "predict": ("predict", "run task models (pose, seg, normal, pointmap, albedo, matting) on images/videos"),
+    "serve": ("serve", "serve the models over HTTP: an API and a web page (needs sapiens2[serve])"),
     "synth": ("synth", "generate synthetic humans with exact ground truth"),
     "train": ("train", "fine-tune a task model (one process, or many with torchrun)"),
     "eval": ("eval", "evaluate a task model on a dataset with the published metrics"),

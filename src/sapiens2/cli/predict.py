@@ -55,30 +55,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (searched recursively), videos")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
-    p.add_argument("-t", "--task", action="append", default=[], metavar="TASKS",
-                   help=f"comma-separated tasks: {', '.join(TASKS)} (repeatable; default: the tasks of the "
-                        "--checkpoint files)")
-    p.add_argument("-m", "--model", default=None, metavar="SIZE|NAME",
-                   help="published model size or name for tasks without --checkpoint, e.g. 0.4b, 1b, "
-                        "sapiens2-pose-1b (default 0.4b; downloaded once into the Hugging Face cache)")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="[TASK=]PATH",
-                   help="local checkpoint file for a task (repeatable); without TASK= the task is read from the "
-                        "file's keys")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps",
-                   help="where to run (default auto: cuda, then mps, then cpu)")
-    add_dtype(p, "float32", help="compute dtype (default float32; bfloat16/float16 are faster on GPUs)")
+    add_model_options(p)
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per forward pass")
-    p.add_argument("--flip-test", action="store_true",
-                   help="pose only: average with the horizontally flipped crop (2x pose time)")
-    p.add_argument("--detector", default=None, metavar="hog|seg|onnx:PATH|none",
-                   help="person boxes for pose: hog (OpenCV, shipped), seg (from a body-part segmentation), "
-                        "onnx:PATH (your YOLOv8 / RTMDet ONNX model), none (whole image)")
     p.add_argument("--boxes", default=None, metavar="FILE|DIR",
                    help="person boxes for pose from a COCO JSON file or a folder of <image stem>.json files "
                         '({"boxes": [[x1, y1, x2, y2, score], ...]}); images without an entry use --detector')
-    p.add_argument("--seg-probs", action="store_true", help="also write seg class probabilities (float16 .npy)")
-    p.add_argument("--input-size", default=None, metavar="HxW",
-                   help="advanced: model input size, e.g. 1024x768 (default: the size the model was trained at)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: process every N-th frame (default 1)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse images (and video frames) with more than N pixels, checked from the file header "
@@ -105,6 +86,31 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose and load the models, shared by ``predict`` and ``serve`` (one definition, so the
+    two commands spell and check them alike); :func:`resolve_models` turns them into what to load."""
+    p.add_argument("-t", "--task", action="append", default=[], metavar="TASKS",
+                   help=f"comma-separated tasks: {', '.join(TASKS)} (repeatable; default: the tasks of the "
+                        "--checkpoint files)")
+    p.add_argument("-m", "--model", default=None, metavar="SIZE|NAME",
+                   help="published model size or name for tasks without --checkpoint, e.g. 0.4b, 1b, "
+                        "sapiens2-pose-1b (default 0.4b; downloaded once into the Hugging Face cache)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="[TASK=]PATH",
+                   help="local checkpoint file for a task (repeatable); without TASK= the task is read from the "
+                        "file's keys")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps",
+                   help="where to run (default auto: cuda, then mps, then cpu)")
+    add_dtype(p, "float32", help="compute dtype (default float32; bfloat16/float16 are faster on GPUs)")
+    p.add_argument("--flip-test", action="store_true",
+                   help="pose only: average with the horizontally flipped crop (2x pose time)")
+    p.add_argument("--detector", default=None, metavar="hog|seg|onnx:PATH|none",
+                   help="person boxes for pose: hog (OpenCV, shipped), seg (from a body-part segmentation), "
+                        "onnx:PATH (your YOLOv8 / RTMDet ONNX model), none (whole image)")
+    p.add_argument("--seg-probs", action="store_true", help="also write seg class probabilities (float16 .npy)")
+    p.add_argument("--input-size", default=None, metavar="HxW",
+                   help="advanced: model input size, e.g. 1024x768 (default: the size the model was trained at)")
 
 
 # ---------------------------------------------------------------------------------------------- argument parsing
@@ -211,6 +217,35 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
     return found
 
 
+def resolve_models(args: argparse.Namespace, tasks: list[str]) -> tuple[list[str], dict]:
+    """The options of :func:`add_model_options` -> (tasks, {task: checkpoint path or published name}) to load;
+    ``tasks`` (parsed ``--task``, may be empty: then the checkpoints' tasks). The dict may hold seg besides the
+    tasks (``--detector seg`` needs it). Raises UsageError for options that contradict each other, Sapiens2Error
+    for an unreadable checkpoint file."""
+    checkpoints = parse_checkpoints(args.checkpoint)
+    if not tasks:
+        tasks = list(checkpoints)
+    if not tasks:
+        raise UsageError("say which task(s) to run with --task (e.g. --task pose,seg) or give --checkpoint files")
+    # pose boxes from the seg foreground need the seg model even when seg outputs are not asked for
+    seg_for_boxes = "pose" in tasks and (args.detector or "").lower() == "seg" and "seg" not in tasks
+    stray = [t for t in checkpoints if t not in tasks and not (t == "seg" and seg_for_boxes)]
+    if stray:
+        raise UsageError(f"--checkpoint given for {', '.join(stray)} but --task is {','.join(tasks)}")
+    if seg_for_boxes and "seg" not in checkpoints and "pose" in checkpoints and args.model is None:
+        # a published seg model would be downloaded behind the back of someone who gave their own pose model
+        raise UsageError("--detector seg finds people with a seg model, and none was given: add "
+                         "--checkpoint seg=PATH (or --model SIZE|NAME for a published one), or choose another "
+                         "--detector (hog, onnx:PATH or none)")
+    model = args.model or "0.4b"
+    models = {task: checkpoints.get(task, model) for task in tasks}
+    if seg_for_boxes:
+        models["seg"] = checkpoints.get("seg", model)
+        if "seg" not in checkpoints:
+            logger.info("--detector seg: person boxes come from the seg model %s", _model_name(model, "seg"))
+    return tasks, models
+
+
 # ---------------------------------------------------------------------------------------------- running
 def _check_output_dir(folder: Path) -> None:
     from sapiens2.io import OutputWriteError, ensure_directory
@@ -296,36 +331,15 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_pixels is not None and args.max_pixels < 0:
         raise UsageError(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
+    if args.boxes is not None and not Path(args.boxes).exists():
+        raise UsageError(f"--boxes {args.boxes!r} does not exist (give a COCO JSON file or a folder)")
     try:
-        checkpoints = parse_checkpoints(args.checkpoint)
+        tasks, models = resolve_models(args, tasks)
     except UsageError:
         raise
     except Sapiens2Error as exc:  # an unreadable checkpoint file
         error("predict", str(exc))
         return 1
-    if not tasks:
-        tasks = list(checkpoints)
-    if not tasks:
-        raise UsageError("say which task(s) to run with --task (e.g. --task pose,seg) or give --checkpoint files")
-    # pose boxes from the seg foreground need the seg model even when seg outputs are not asked for
-    seg_for_boxes = "pose" in tasks and (args.detector or "").lower() == "seg" and "seg" not in tasks
-    stray = [t for t in checkpoints if t not in tasks and not (t == "seg" and seg_for_boxes)]
-    if stray:
-        raise UsageError(f"--checkpoint given for {', '.join(stray)} but --task is {','.join(tasks)}")
-    if args.boxes is not None and not Path(args.boxes).exists():
-        raise UsageError(f"--boxes {args.boxes!r} does not exist (give a COCO JSON file or a folder)")
-    if seg_for_boxes and "seg" not in checkpoints and "pose" in checkpoints and args.model is None:
-        # a published seg model would be downloaded behind the back of someone who gave their own pose model
-        raise UsageError("--detector seg finds people with a seg model, and none was given: add "
-                         "--checkpoint seg=PATH (or --model SIZE|NAME for a published one), or choose another "
-                         "--detector (hog, onnx:PATH or none)")
-    model = args.model or "0.4b"
-    models = {task: checkpoints.get(task, model) for task in tasks}
-    if seg_for_boxes:
-        models["seg"] = checkpoints.get("seg", model)
-        if "seg" not in checkpoints:
-            logger.info("--detector seg: person boxes come from the seg model %s", _model_name(model, "seg"))
-
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {args.output!r} is a file; give a folder for the outputs")

@@ -1,0 +1,212 @@
+"""Throughput and latency of ``sapiens2 serve`` against calling ``Predictor`` directly, in the same run.
+
+    .venv/bin/python benchmarks/serve.py [--arch sapiens2_tiny] [--tasks pose] [--input-size 256x192]
+                                         [--clients 1,4,16] [--requests 8] [--device cpu] [--max-batch 16]
+
+Writes random-weight official-format checkpoints of ``--arch`` for ``--tasks`` to a temporary folder, then:
+
+1. direct: one ``Predictor`` in this process, ``predict()`` on each decoded image one after another (the
+   one-at-a-time baseline), and ``predict_many`` in batches of ``--max-batch`` (the best batching can do);
+2. the real service, ``sapiens2 serve`` started as a subprocess on 127.0.0.1 (a random free port), once with
+   server-side batching (``--max-batch``) and once without (``--max-batch 1``); N concurrent clients (threads
+   with one HTTP connection each) each send ``--requests`` uploads of examples/astronaut.jpg and wait for the
+   answers.
+
+Reports requests/s and p50/p95 latency per setting. "service overhead at 1 client" compares the service's
+1-client latency with the direct ``predict()`` latency (the service also decodes the upload and writes the
+same files ``sapiens2 predict`` writes); "batching gain" compares 16 clients with batching against direct
+one-at-a-time throughput. Every loop is bounded; only 127.0.0.1 is used.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT / "examples" / "astronaut.jpg"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary(name: str, latencies: list[float], wall: float) -> dict:
+    return {"setting": name, "requests": len(latencies), "rps": len(latencies) / wall,
+            "p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95)}
+
+
+def write_checkpoints(folder: Path, tasks: list[str], arch: str, input_size) -> dict[str, Path]:
+    import torch
+    from safetensors.torch import save_file
+
+    from sapiens2.models.task_model import build_model
+
+    paths = {}
+    for i, task in enumerate(tasks):
+        torch.manual_seed(i)
+        model = build_model(task, arch, img_size=input_size)
+        paths[task] = folder / f"{arch}_{task}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[task]))
+    return paths
+
+
+def direct(paths: dict[str, Path], args, input_size, total: int) -> list[dict]:
+    from sapiens2.io import decode_image
+    from sapiens2.tasks.predictor import Predictor
+
+    predictor = Predictor(list(paths), model={t: str(p) for t, p in paths.items()}, device=args.device,
+                          input_size=input_size, detector="none", batch_size=args.max_batch)
+    rgb = decode_image(IMAGE.read_bytes()).rgb
+    for _ in range(3):  # warm-up
+        predictor.predict(rgb)
+    latencies = []
+    began = time.perf_counter()
+    for _ in range(total):
+        start = time.perf_counter()
+        predictor.predict(rgb)
+        latencies.append(time.perf_counter() - start)
+    rows = [summary("direct predict() one at a time", latencies, time.perf_counter() - began)]
+    began = time.perf_counter()
+    batches = []
+    for _ in range(max(1, total // args.max_batch)):
+        start = time.perf_counter()
+        list(predictor.predict_many([rgb] * args.max_batch))
+        batches.append(time.perf_counter() - start)
+    wall = time.perf_counter() - began
+    rows.append({"setting": f"direct predict_many batch {args.max_batch}", "requests": len(batches) * args.max_batch,
+                 "rps": len(batches) * args.max_batch / wall, "p50_ms": 1000 * percentile(batches, 50),
+                 "p95_ms": 1000 * percentile(batches, 95)})
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(paths: dict[str, Path], args, max_batch: int):
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "sapiens2", "serve", "--device", args.device, "--input-size", args.input_size,
+               "--detector", "none", "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(max_batch),
+               "--batch-wait-ms", str(args.batch_wait_ms), "--max-queue", "256"]
+    for task, path in paths.items():
+        command += ["--checkpoint", f"{task}={path}"]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"the server exited:\n{log.read().decode(errors='replace')}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not answer /health within 120 s")
+
+
+def load(url: str, clients: int, requests: int, data: bytes) -> tuple[list[float], float, int]:
+    import httpx
+
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def client():
+        with httpx.Client(base_url=url, timeout=120) as http:
+            barrier.wait()
+            for _ in range(requests):
+                start = time.perf_counter()
+                response = http.post("/v1/predict", content=data, headers={"content-type": "image/jpeg"})
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    failures[0] += response.status_code != 200
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    return latencies, time.perf_counter() - began, failures[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="sapiens2_tiny")
+    parser.add_argument("--tasks", default="pose")
+    parser.add_argument("--input-size", default="256x192")
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--requests", type=int, default=8, help="requests per client")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads, here and in the server (default 1: the HTTP side needs a core too)")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the server subprocess
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import httpx
+
+    input_size = tuple(int(v) for v in args.input_size.split("x"))
+    clients = [int(c) for c in args.clients.split(",")]
+    data = IMAGE.read_bytes()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_checkpoints(Path(folder), args.tasks.split(","), args.arch, input_size)
+        rows += direct(paths, args, input_size, total=max(16, args.requests * 2))
+        for max_batch in (args.max_batch, 1):
+            process, url = start_server(paths, args, max_batch)
+            try:
+                load(url, 1, 3, data)  # warm-up
+                for n in clients:
+                    latencies, wall, failed = load(url, n, args.requests, data)
+                    name = f"serve {'batching' if max_batch > 1 else 'no batching'}, {n} client(s)"
+                    rows.append(summary(name, latencies, wall) | {"failed": failed})
+                health = httpx.get(url + "/health").json()
+                rows[-1]["note"] = f"largest batch {health['largest_batch']}"
+            finally:
+                process.terminate()  # graceful: in-flight requests finish
+                process.wait(60)
+
+    print(f"{args.arch}, tasks {args.tasks}, input {args.input_size}, {args.device}, {args.threads} torch "
+          f"thread(s), {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, image {IMAGE.name}")
+    print(f"{'setting':44s} {'req':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s}")
+    for r in rows:
+        extra = (f"  failed {r['failed']}" if r.get("failed") else "") + (f"  ({r['note']})" if r.get("note") else "")
+        print(f"{r['setting']:44s} {r['requests']:5d} {r['rps']:8.2f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f}{extra}")
+    one = next(r for r in rows if r["setting"].startswith("direct predict()"))
+    batched = next(r for r in rows if r["setting"].startswith("direct predict_many"))
+    for mode in ("batching", "no batching"):
+        served = next(r for r in rows if r["setting"] == f"serve {mode}, 1 client(s)")
+        print(f"service overhead at 1 client, {mode} (p50 latency vs direct predict()): "
+              f"{100 * (served['p50_ms'] / one['p50_ms'] - 1):+.1f}%")
+    busy = next((r for r in rows if r["setting"] == f"serve batching, {max(clients)} client(s)"), None)
+    if busy is not None:
+        print(f"throughput at {max(clients)} clients with batching vs direct one-at-a-time: "
+              f"{busy['rps'] / one['rps']:.2f}x")
+    # what batching can gain at best on this device: on a CPU a batch costs about the sum of its images
+    print(f"ceiling: direct predict_many batch {args.max_batch} vs one-at-a-time: {batched['rps'] / one['rps']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Server-side batching: requests from many clients become one ``predict_many`` call (one forward per task).
+
+One worker thread owns the predictor, so the model never runs on the event loop and never runs twice at once
+(torch models are not safe to call from several threads, and one process holds one copy of the weights). The
+worker takes the first waiting request, then gathers more for up to ``wait_ms`` or until ``max_batch`` are in
+hand, and runs them together. Work that must run alone (a video job) goes through the same queue as a callable.
+The queue is bounded: a full queue raises :class:`ServerBusy` at once (the HTTP layer answers 503 with
+Retry-After) instead of letting waiting requests pile up without limit.
+
+No web framework is imported here: the batcher is plain threads and futures, usable and testable on its own.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from sapiens2.errors import Sapiens2Error
+
+logger = logging.getLogger(__name__)
+
+
+class ServerBusy(Sapiens2Error):
+    """The request queue is full (or the server is shutting down); try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PredictionFailed(Sapiens2Error):
+    """The model failed on one request (the others of its batch are answered normally)."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+@dataclass
+class _Job:
+    future: Future
+    item: Any = None  # a PredictInput for the batched path
+    call: Callable[[], Any] | None = None  # exclusive work (run alone, on the model's thread)
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has done (``/health`` shows it; tests and the benchmark check batching with it)."""
+
+    batches: int = 0
+    items: int = 0
+    largest: int = 0
+    calls: int = 0
+    sizes: list[int] = field(default_factory=list)  # the last few batch sizes
+
+    def add(self, size: int) -> None:
+        self.batches += 1
+        self.items += size
+        self.largest = max(self.largest, size)
+        self.sizes = (self.sizes + [size])[-64:]
+
+
+class Batcher:
+    """Gather :meth:`submit`-ted inputs into ``predictor.predict_many`` calls on one worker thread.
+
+    ``max_batch``: most inputs per call (1 turns batching off: one request, one call). ``wait_ms``: how long the
+    worker waits for more inputs after the first one. ``max_queue``: waiting inputs beyond which :meth:`submit`
+    raises :class:`ServerBusy`.
+    """
+
+    def __init__(self, predictor: Any, *, max_batch: int = 8, wait_ms: float = 5.0, max_queue: int = 64):
+        if max_batch < 1 or max_queue < 1:
+            raise Sapiens2Error(f"max_batch and max_queue must be >= 1, got {max_batch} and {max_queue}")
+        self.predictor = predictor
+        self.max_batch = int(max_batch)
+        self.wait_s = max(0.0, float(wait_ms)) / 1000.0
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=int(max_queue))
+        self._closing = False
+        self.stats = BatchStats()
+        self._thread = threading.Thread(target=self._work, name="s2-model", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, item: Any) -> Future:
+        """Queue one predictor input; the future gets its Prediction, or :class:`PredictionFailed`."""
+        return self._put(_Job(Future(), item=item))
+
+    def run_exclusive(self, call: Callable[[], Any]) -> Future:
+        """Queue ``call`` to run alone on the model's thread (e.g. a video job using the predictor)."""
+        return self._put(_Job(Future(), call=call))
+
+    def _put(self, job: _Job) -> Future:
+        if self._closing:
+            raise ServerBusy("the server is shutting down", retry_after=5)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise ServerBusy(f"{self._queue.maxsize} requests are already waiting") from None
+        return job.future
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Stop taking work, finish what is queued (graceful shutdown), stop the worker."""
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put(None)  # blocks only while the queue is full, i.e. until the worker takes a job
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the worker
+    def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
+        """``first`` and what else arrives within the wait (batched inputs only). Returns the batch, an
+        exclusive job or stop marker met while gathering (run after the batch), and whether to stop."""
+        batch = [first]
+        deadline = time.perf_counter() + self.wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, None, True
+            if job.call is not None:
+                return batch, job, False
+            batch.append(job)
+        return batch, None, False
+
+    def _work(self) -> None:
+        held: _Job | None = None
+        stop = False
+        while True:
+            job = held if held is not None else (None if stop else self._queue.get())
+            held = None
+            if job is None:
+                break
+            if job.call is not None:
+                self._run_call(job)
+                continue
+            batch, held, stop_now = self._gather(job)
+            stop = stop or stop_now
+            self._run_batch(batch)
+            if stop and held is None:
+                # the stop marker was met while gathering: finish anything queued after it first
+                while True:
+                    try:
+                        rest = self._queue.get_nowait()
+                    except queue.Empty:
+                        return
+                    if rest is not None:
+                        self._run_call(rest) if rest.call is not None else self._run_batch([rest])
+
+    def _run_call(self, job: _Job) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        self.stats.calls += 1
+        try:
+            job.future.set_result(job.call())
+        except BaseException as exc:  # the caller gets it; the worker keeps serving
+            job.future.set_exception(exc)
+
+    def _run_batch(self, batch: Sequence[_Job]) -> None:
+        batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        self.stats.add(len(batch))
+        try:
+            # batch_size = the whole group: one forward per task for everything gathered
+            predictions = list(self.predictor.predict_many([job.item for job in batch], batch_size=len(batch)))
+            if len(predictions) != len(batch):
+                raise RuntimeError(f"the predictor returned {len(predictions)} result(s) for {len(batch)} input(s)")
+        except Exception as exc:  # predict_many isolates per-input failures; this is the predictor itself failing
+            logger.exception("batch of %d failed", len(batch))
+            for job in batch:
+                job.future.set_exception(PredictionFailed(exc))
+            return
+        for job, prediction in zip(batch, predictions):
+            error = getattr(prediction, "error", None)
+            if error is not None:
+                job.future.set_exception(PredictionFailed(error))
+            else:
+                job.future.set_result(prediction)
+
+
+__all__ = ["BatchStats", "Batcher", "PredictionFailed", "ServerBusy"]
