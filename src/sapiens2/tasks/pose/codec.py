@@ -116,6 +116,17 @@ def _blur_zero_border(maps: np.ndarray, kernel: int) -> np.ndarray:
     return out
 
 
+def _blurred_maxima(maps: np.ndarray, which: np.ndarray, kernel: int) -> np.ndarray:
+    """The maximum of the zero-border blur of each map in ``which``, one map at a time into one reused buffer
+    (no copy of the selected maps, no stack of blurred ones)."""
+    buffer = np.empty(maps.shape[1:], np.float32)
+    out = np.empty(len(which), np.float32)
+    for n, i in enumerate(which):
+        cv2.GaussianBlur(maps[i], (kernel, kernel), 0, dst=buffer, borderType=cv2.BORDER_CONSTANT)
+        out[n] = buffer.max()
+    return out
+
+
 def _blurred_windows(hm: np.ndarray, x: np.ndarray, y: np.ndarray, kernel: int, half: int) -> np.ndarray:
     """The zero-border blur of each map, evaluated only on the (2*half+1)^2 window centred on (x, y).
 
@@ -204,9 +215,8 @@ def refine_dark_udp(locations: np.ndarray, heatmaps: np.ndarray, blur_kernel_siz
         reach_out = np.maximum(_max_outside_box(hm, row_max, x, y, half - margin), 0)
         # The kernel's float32 weights may sum to a hair over 1: keep a margin far above that rounding.
         unproven = np.flatnonzero(blurred_max < reach_out * np.float32(1.0001))
-        if len(unproven):  # rare for real heatmaps (a second strong peak): blur those maps whole
-            whole = _blur_zero_border(hm[unproven], blur_kernel_size)
-            blurred_max[unproven] = whole.reshape(len(unproven), -1).max(axis=1)
+        if len(unproven):  # rare for trained heatmaps (a second strong peak), usual for noise: blur those whole
+            blurred_max[unproven] = _blurred_maxima(hm, unproven, blur_kernel_size)
     # Guard the (official-unguarded) case of a map whose blur has no positive value: leave it unscaled.
     gain = np.where(blurred_max > 0, original_max / np.where(blurred_max > 0, blurred_max, 1), 1).astype(np.float32)
 
