@@ -75,10 +75,14 @@ def encode_udp_heatmaps(
 
 def _row_maxima(maps: np.ndarray) -> np.ndarray:
     """(M, H, W) -> (M, H) maximum of each row: the decode's only pass over whole maps (torch reduces short rows
-    several times faster than NumPy)."""
+    several times faster than NumPy). On one thread: the pass is memory-bound, and a second OpenMP thread only
+    adds a join that waits whenever the cores are busy (measured 2 ms alone, 13 ms beside other work)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(maps, np.float32)).amax(dim=-1).numpy()
+    from sapiens2.tasks.upsample import band_threads
+
+    with band_threads(torch.device("cpu")):
+        return torch.from_numpy(np.ascontiguousarray(maps, np.float32)).amax(dim=-1).numpy()
 
 
 def _maxima_from_rows(maps: np.ndarray, row_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
