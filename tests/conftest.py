@@ -46,3 +46,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def write_tiny_checkpoints(folder: Path, tasks, img_size) -> dict[str, Path]:
+    """Random-weight ``sapiens2_tiny`` task checkpoints in the official layout, ``folder/tiny_<task>.safetensors``;
+    task i seeded with i. ``img_size``: (H, W), or a callable task -> (H, W)."""
+    from safetensors.torch import save_file
+
+    from sapiens2.models.task_model import build_model
+
+    paths = {}
+    for i, task in enumerate(tasks):
+        torch.manual_seed(i)
+        model = build_model(task, "sapiens2_tiny", img_size=img_size(task) if callable(img_size) else img_size)
+        paths[task] = Path(folder) / f"tiny_{task}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[task]))
+    return paths

@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import write_tiny_checkpoints
+
 from sapiens2.cli.main import main
 from sapiens2.models.task_model import build_model
 
@@ -25,15 +27,9 @@ FAST = ["--input-size", "64x48", "--device", "cpu", "--no-progress", "--detector
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("ckpt")
-    paths = {}
-    for i, task in enumerate(TASKS):
-        torch.manual_seed(i)
-        # the tiny pointmap head's scale branch needs at least a 16x12 feature grid
-        model = build_model(task, "sapiens2_tiny", img_size=POINTMAP_SIZE if task == "pointmap" else INPUT_SIZE)
-        paths[task] = folder / f"tiny_{task}.safetensors"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[task]))
-    return paths
+    # the tiny pointmap head's scale branch needs at least a 16x12 feature grid
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("ckpt"), TASKS,
+                                  lambda task: POINTMAP_SIZE if task == "pointmap" else INPUT_SIZE)
 
 
 def ckpt_args(checkpoints, tasks=TASKS, named=True) -> list[str]:

@@ -15,16 +15,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'sapiens2[serve]'")
 httpx = pytest.importorskip("httpx", reason="httpx (FastAPI's test client) is not installed")
 uvicorn = pytest.importorskip("uvicorn")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import write_tiny_checkpoints  # noqa: E402
+
 from sapiens2.cli.main import build_parser, main  # noqa: E402
 from sapiens2.io import decode_image  # noqa: E402
-from sapiens2.models.task_model import build_model  # noqa: E402
 from sapiens2.serving.http import Batcher, ServerBusy  # noqa: E402
 from sapiens2.serving.http.app import ServeConfig, create_app  # noqa: E402
 from sapiens2.serving.outputs import OutputOptions, write_prediction  # noqa: E402
@@ -37,14 +37,7 @@ LIMITS = ["--max-upload-mb", "1", "--max-pixels", "1000000"]  # small limits mak
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("ckpt")
-    paths = {}
-    for i, task in enumerate(TASKS):
-        torch.manual_seed(i)
-        model = build_model(task, "sapiens2_tiny", img_size=(128, 96))
-        paths[task] = folder / f"tiny_{task}.safetensors"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(paths[task]))
-    return paths
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("ckpt"), TASKS, (128, 96))
 
 
 def serve_args(checkpoints, *extra: str):
