@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,26 @@ def spec_state_dict(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
             shape, dtype = rest.rsplit(" ", 1)
             out[key] = (tuple(int(s) for s in shape.strip("()").replace(" ", "").split(",") if s), dtype)
     return out
+
+
+_DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks_between_tests():
+    """Every test starts with the process's torch thread count and no torchrun variables, whatever the previous
+    test (or a module fixture) set: results of some kernels depend on the thread count (F.interpolate rounds an
+    ulp differently on one thread), and a leaked RANK makes later code think it runs distributed."""
+    threads = torch.get_num_threads()
+    env = {k: os.environ.get(k) for k in _DISTRIBUTED_ENV}
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture()

@@ -99,9 +99,13 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
 def test_two_process_gloo_matches_one_process(synth_folder, tmp_path):
     port = _free_port()
     mp.spawn(_ddp_worker, args=(2, port, str(synth_folder), str(tmp_path / "two")), nprocs=2, join=True)
-    _ddp_worker(0, 1, port, str(synth_folder), str(tmp_path / "one"))
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(k, None)
+    threads = torch.get_num_threads()
+    try:  # in this process: put back what the worker sets, or later tests run on one thread / as rank 0 of 1
+        _ddp_worker(0, 1, port, str(synth_folder), str(tmp_path / "one"))
+    finally:
+        torch.set_num_threads(threads)
+        for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(k, None)
     (one1, one), (two1, two) = ([load_training_state(c)["model"] for c in list_checkpoints(tmp_path / run)]
                                 for run in ("one", "two"))
     assert one.keys() == two.keys()

@@ -15,7 +15,9 @@ its index in the whole output, in float32. So the arithmetic of PyTorch's CPU ke
   identity along H), so the W pass is the kernel's own;
 - along H: ``fma(T[i0], 1 - lambda, T[i1] * lambda)``; ``torch.addcmul`` is that fused multiply-add.
 
-That this reproduces ``F.interpolate`` is checked once per device type on probes of odd sizes; where it does not
+``F.interpolate``'s own CPU result depends on the thread count: on one thread some outputs round an ulp apart
+(e.g. (3, 7, 5) -> (230, 31)). The bands reproduce the multi-threaded kernel bit for bit, and the one-thread
+kernel to within that ulp. That this reproduces ``F.interpolate`` is checked once per device type on probes of odd sizes; where it does not
 (another kernel, e.g. on CUDA), :meth:`BandUpsampler.exact` is False and callers use their whole-map path.
 Outputs whose height + width is at most 128 take ``F.interpolate`` directly (PyTorch uses another kernel for
 them, and they are tiny).
