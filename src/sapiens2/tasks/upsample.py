@@ -17,8 +17,8 @@ its index in the whole output, in float32. So the arithmetic of PyTorch's CPU ke
 
 ``F.interpolate``'s own CPU result depends on the thread count: on one thread some outputs round an ulp apart
 (e.g. (3, 7, 5) -> (230, 31)). The bands reproduce the multi-threaded kernel bit for bit, and the one-thread
-kernel to within that ulp. That this reproduces ``F.interpolate`` is checked once per device type on probes of odd sizes; where it does not
-(another kernel, e.g. on CUDA), :meth:`BandUpsampler.exact` is False and callers use their whole-map path.
+kernel to within that ulp. That this holds is checked once per device type on probes of odd sizes; where it
+does not (another kernel, e.g. on CUDA), :meth:`BandUpsampler.exact` is False and callers use their whole-map path.
 Outputs whose height + width is at most 128 take ``F.interpolate`` directly (PyTorch uses another kernel for
 them, and they are tiny).
 """
