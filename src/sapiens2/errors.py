@@ -42,3 +42,11 @@ class DeviceError(UsageError):
 
 class RunExistsError(UsageError):
     """An output folder that already holds another training run (its checkpoints would be mixed with ours)."""
+
+
+class UnknownTaskError(UsageError):
+    """A task name that is neither a task nor an alias of one; the message lists both (same text everywhere)."""
+
+
+class TrainingConfigError(UsageError):
+    """A training or evaluation setting that cannot work (bad value, missing target, inconsistent options)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import CheckpointError
+from ..models.heads.task_table import task_spec
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ _POINTMAP_SCALE = (
 
 
 def _predictor(task: str) -> _Rule:
-    return _Rule(f"decode_head.conv_{task}.{{p}}", "decode_head.predictor.{p}")
+    return _Rule(f"decode_head.{task_spec(task).predictor_name}.{{p}}", "decode_head.predictor.{p}")
 
 
 # Rules per task head (spec §2.4). Pose and seg are deconv heads; normal, matting and pointmap are

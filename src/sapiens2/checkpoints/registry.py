@@ -25,18 +25,17 @@ import re
 from dataclasses import dataclass
 
 from ..errors import CheckpointError, ModelNotAvailableError
+from ..models.heads.task_table import TASK_TABLE, task_aliases
 
 HF_ORG = "facebook"
-TASKS = ("pretrain", "pose", "seg", "normal", "pointmap", "matting")
-UNPUBLISHED_TASKS = ("albedo",)
+# "pretrain" (the bare backbone) is a checkpoint kind, not a head task, so it is named here and not in the task table.
+TASKS = ("pretrain",) + tuple(spec.name for spec in TASK_TABLE if spec.published)
+UNPUBLISHED_TASKS = tuple(spec.name for spec in TASK_TABLE if not spec.published)
 SIZES = ("0.1b", "0.4b", "0.8b", "1b", "5b")
 STANDARD_INPUT_SIZE = (1024, 768)  # (H, W)
 INPUT_SIZE_4K = (4096, 3072)
 
-_TASK_ALIASES = {
-    "segmentation": "seg", "bodyseg": "seg", "normals": "normal",
-    "keypoints": "pose", "alpha": "matting", "pretrained": "pretrain", "backbone": "pretrain",
-}
+_TASK_ALIASES = {**task_aliases(), "pretrained": "pretrain", "backbone": "pretrain"}
 
 
 @dataclass(frozen=True)

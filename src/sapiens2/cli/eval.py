@@ -9,7 +9,8 @@ from sapiens2.cli.common import PRECISION_OF_DTYPE, add_dtype, add_input_size, a
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo"))
+    p.add_argument("--task", required=True, metavar="TASK",
+                   help="pose, seg, normal, pointmap or albedo (aliases as in predict, e.g. bodyseg)")
     p.add_argument("--data", required=True, help="dataset folder with annotations.json (or a COCO keypoint JSON)")
     p.add_argument("--checkpoint", required=True,
                    help="task checkpoint: a file (e.g. runs/seg/model.safetensors) or a published name")
@@ -52,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
     from sapiens2.runtime import resolve_device
     from sapiens2.training.trainer import autocast_dtype
 
+    from sapiens2.training.config import trainable_task
+
+    try:
+        args.task = trainable_task(args.task)  # the task table's names and aliases, its error for the rest
+    except UsageError as e:
+        error("eval", str(e))
+        return 2
     device = resolve_device(args.device)  # an unavailable device is a usage error, before the model loads
     out = _output_path(args.output, args.task)
     size = tuple(args.input_size) if args.input_size else None  # None: load_model's trained-at size

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import sys
@@ -10,12 +9,11 @@ from pathlib import Path
 
 from sapiens2.cli.common import add_dtype, error, parse_hw
 from sapiens2.errors import UsageError  # a bad command line: reported under the usage line, exit status 2
+from sapiens2.models.heads.task_table import resolve_task, task_names
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
-_TASK_ALIASES = {"segmentation": "seg", "bodyseg": "seg", "normals": "normal", "keypoints": "pose",
-                 "depth": "pointmap", "alpha": "matting", "matte": "matting"}
+TASKS = task_names()
 USAGE_ERROR = 2
 INTERRUPTED = 130  # the shell's code for Ctrl-C; what was processed is published
 
@@ -109,13 +107,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------- argument parsing
 def _task_name(text: str) -> str:
-    name = text.strip().lower()
-    name = _TASK_ALIASES.get(name, name)
-    if name in TASKS:
-        return name
-    close = difflib.get_close_matches(name, list(TASKS) + list(_TASK_ALIASES), n=1, cutoff=0.5)
-    hint = f"; did you mean {_TASK_ALIASES.get(close[0], close[0])!r}?" if close else ""
-    raise UsageError(f"unknown task {text.strip()!r}{hint} (known: {', '.join(TASKS)})")
+    return resolve_task(text)  # UnknownTaskError is a UsageError: reported under the usage line
 
 
 def parse_tasks(values: list[str]) -> list[str]:

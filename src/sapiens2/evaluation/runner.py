@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
 from typing import Any
@@ -21,6 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import collate
+from ..models.heads.task_table import resolve_task
+from ..runtime import autocast as runtime_autocast
 from . import METRICS
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ __all__ = ["evaluate", "make_metric", "predict_batch"]
 
 
 def make_metric(task: str):
+    task = resolve_task(task)  # names and aliases of the task table, its error for the rest
     if task not in METRICS:
         raise ValueError(f"no metrics for task {task!r}; tasks: {', '.join(METRICS)}")
     if task == "pose":
@@ -44,8 +46,7 @@ def _nhwc(t: torch.Tensor) -> np.ndarray:
 def predict_batch(model: nn.Module, images: torch.Tensor, autocast: torch.dtype | None = None,
                   flip_test: bool = False):
     """Model outputs in float32 (pose heatmaps with the official flip test when asked)."""
-    ctx = torch.autocast(images.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-    with ctx:
+    with runtime_autocast(images.device, autocast):
         out = model(images)
         if flip_test:
             from ..tasks.pose.flip import flip_test_average

@@ -5,7 +5,7 @@ from .imagesize import DEFAULT_MAX_PIXELS, header_size
 from .images import DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, LoadedImage, decode_image, load_image, read_image
 from .sources import DiscoveredInputs, InputItem, discover_inputs, input_kind
 from .video import VIDEO_EXTENSIONS, VideoSource, VideoWriter, open_video
-from .writers import (atomic_open, encode_image, ensure_directory, outputs_exist, remove_stale_temp_files,
+from .writers import (atomic_open, atomic_path, encode_image, ensure_directory, outputs_exist, remove_stale_temp_files,
                       should_skip, write_bytes, write_image, write_json, write_npy, write_ply, write_png)
 
 __all__ = [
@@ -14,6 +14,6 @@ __all__ = [
     "DEFAULT_BACKGROUND", "IMAGE_EXTENSIONS", "LoadedImage", "decode_image", "load_image", "read_image",
     "DiscoveredInputs", "InputItem", "discover_inputs", "input_kind",
     "VIDEO_EXTENSIONS", "VideoSource", "VideoWriter", "open_video",
-    "atomic_open", "encode_image", "ensure_directory", "outputs_exist", "remove_stale_temp_files",
+    "atomic_open", "atomic_path", "encode_image", "ensure_directory", "outputs_exist", "remove_stale_temp_files",
     "should_skip", "write_bytes", "write_image", "write_json", "write_npy", "write_ply", "write_png",
 ]

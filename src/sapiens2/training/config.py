@@ -17,10 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..errors import TrainingConfigError
+from ..models.heads.task_table import TASK_TABLE, task_spec
+from ..runtime import parse_precision
+
 __all__ = ["OptimConfig", "DataConfig", "TrainConfig", "TRAIN_TASKS", "default_config", "load_config",
            "apply_overrides", "config_to_dict", "arch_size_of"]
 
-TRAIN_TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+TRAIN_TASKS = tuple(spec.name for spec in TASK_TABLE if spec.trainable)
 
 _LAYER_DECAY = {"0.4b": 0.8, "0.8b": 0.85, "1b": 0.9, "5b": 0.94}
 _NUM_ITERS = {"pose": {"0.4b": 10000, "0.8b": 10000, "1b": 20000, "5b": 20000},
@@ -83,6 +89,16 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
+def trainable_task(task: str) -> str:
+    """The canonical name of a task (names and aliases as everywhere, the task table's error for others) that
+    can be trained; matting cannot (no official training recipe)."""
+    spec = task_spec(task)
+    if not spec.trainable:
+        raise TrainingConfigError(f"unknown training task {spec.name!r}: it has no official training recipe; "
+                                  f"trainable tasks: {', '.join(TRAIN_TASKS)}")
+    return spec.name
+
+
 def arch_size_of(model: str) -> str | None:
     """The size tag ("0.4b", "1b", ...) in a model or arch name, or None (e.g. a file path, the tiny arch)."""
     import re
@@ -92,8 +108,7 @@ def arch_size_of(model: str) -> str | None:
 
 def default_config(task: str, model: str = "sapiens2-pretrain-0.4b") -> TrainConfig:
     """The official defaults of ``task`` for the size of ``model`` (0.4b values when the size is unknown)."""
-    if task not in TRAIN_TASKS:
-        raise ValueError(f"unknown training task {task!r}; choose one of {', '.join(TRAIN_TASKS)}")
+    task = trainable_task(task)
     size = arch_size_of(model)
     key = size if size in _LAYER_DECAY else "0.4b"
     clip = 2.0 if key == "0.4b" or (task == "pointmap" and key == "0.8b") else 4.0
@@ -203,6 +218,10 @@ def load_config(task: str, model: str | None = None, yaml_file: str | Path | Non
     config = default_config(task, model)
     apply_overrides(config, {k: v for k, v in file_values.items() if k not in ("task", "model")})
     apply_overrides(config, overrides)
+    task = trainable_task(task)
+    config.task = trainable_task(config.task)
+    if "task" in file_values and trainable_task(file_values["task"]) != task:  # a file's task: names or aliases
+        raise TrainingConfigError(f"{yaml_file} is a config for task {file_values['task']!r}, not {task!r}")
     if config.task != task:
         raise ValueError(f"the config is for task {config.task!r}, not {task!r}")
     validate(config)
@@ -210,11 +229,9 @@ def load_config(task: str, model: str | None = None, yaml_file: str | Path | Non
 
 
 def validate(config: TrainConfig) -> None:
-    if config.task not in TRAIN_TASKS:
-        raise ValueError(f"unknown training task {config.task!r}; choose one of {', '.join(TRAIN_TASKS)}")
-    if config.precision not in ("auto", "bf16", "fp16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {config.precision!r}")
-    if config.precision == "fp16" and config.rope_dtype == "bf16":
+    trainable_task(config.task)
+    # the runtime's precision names (fp16 / float16 / half, ...); its error for others
+    if parse_precision(config.precision) == torch.float16 and config.rope_dtype == "bf16":
         raise ValueError("precision fp16 cannot run the backbone's bfloat16 RoPE (autocast refuses the mix); "
                          "set rope_dtype=fp32, or use precision bf16")
     if config.distributed not in ("ddp", "fsdp"):

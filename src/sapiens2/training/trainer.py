@@ -7,7 +7,6 @@ the seed and the step, see ``sampling.py``).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from ..data.datasets import build_dataset, collate, image_ids_of
 from ..models import Sapiens2TaskModel, build_model, get_arch
+from ..runtime import autocast, autocast_dtype
 from .checkpointing import (MODEL_FILE, latest_checkpoint, load_training_state, load_weights, prepare_run_folder,
                             rng_state, save_checkpoint, save_weights, set_rng_state)
 from .config import TrainConfig, config_to_dict, validate
@@ -66,23 +66,9 @@ def build_training_model(task: str, model: str, img_size: tuple[int, int], head:
 
 
 def make_targets(task: str, batch: dict[str, torch.Tensor], canonical_focal_length: float) -> dict[str, torch.Tensor]:
-    """The loss's ``targets`` dict from a collated batch (already on the device)."""
-    if task == "pose":
-        return {"heatmaps": batch["heatmaps"], "keypoint_weights": batch["keypoint_weights"]}
-    if task == "seg":
-        return {"seg": batch["seg"]}
-    if task == "pointmap":
-        from .losses import canonical_pointmap_targets
-        canonical, scale = canonical_pointmap_targets(batch["pointmap"], batch["K"], canonical_focal_length)
-        return {"pointmap": canonical, "scale": scale, "mask": batch["mask"], "K": batch["K"]}
-    return {task: batch[task], "mask": batch["mask"]}
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for full float32; bf16 by default on CUDA (official), float32 elsewhere unless asked."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    """The loss's ``targets`` dict from a collated batch (already on the device): the loss table's entry says how."""
+    from .losses.task_loss import LOSS_TABLE
+    return LOSS_TABLE[task].targets(task, batch, canonical_focal_length)
 
 
 def split_datasets(config: TrainConfig) -> tuple[list[int] | None, str | None, list[int] | None]:
@@ -195,8 +181,7 @@ class Trainer:
             for batch in self._loader(train_set, start_step):
                 batch = _to_device(batch, dev)
                 targets = make_targets(c.task, batch, cfl)
-                ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-                with ctx:
+                with autocast(dev, amp):
                     outputs = wrapped(batch["image"])
                 outputs = _to_float(outputs)
                 total, terms = loss_fn(outputs, targets)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import DeconvHeadConfig
+from .config_types import DeconvHeadConfig
 from .layers import conv_norm_act_stack, deconv_norm_act_stack, init_head_weights, instance_norm
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import DenseHeadConfig
+from .config_types import DenseHeadConfig
 from .layers import NormFactory, channel_rms_norm, conv_norm_act_stack, init_head_weights, instance_norm
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ...errors import InputSizeError
-from .config import PointmapHeadConfig
+from .config_types import PointmapHeadConfig
 from .dense import DenseDecoderTrunk
 from .layers import conv_norm_act_stack, init_head_weights, instance_norm
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import TrainingConfigError
+from ...models.heads.task_table import resolve_task
 from ._masking import pixel_mask
 from .chromaticity_l1 import chromaticity_l1
 from .cosine_similarity import normal_cosine_loss
@@ -97,17 +100,14 @@ class MattingLossConfig:
 
 LossConfig = PoseLossConfig | SegLossConfig | NormalLossConfig | PointmapLossConfig | AlbedoLossConfig | \
     MattingLossConfig
-LOSS_CONFIGS: dict[str, type] = {"pose": PoseLossConfig, "seg": SegLossConfig, "normal": NormalLossConfig,
-                                 "pointmap": PointmapLossConfig, "albedo": AlbedoLossConfig,
-                                 "matting": MattingLossConfig}
 
 
 def _check_task(task: str) -> type:
-    if task not in LOSS_CONFIGS:
-        hint = difflib.get_close_matches(task, LOSS_CONFIGS, n=1)
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(LOSS_CONFIGS)}"
-                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    return LOSS_CONFIGS[task]
+    """The loss config class of a task name or alias (the task table's error for unknown names)."""
+    name = resolve_task(task)
+    if name not in LOSS_TABLE:
+        raise TrainingConfigError(f"task {name!r} has no loss; tasks with one: {', '.join(LOSS_TABLE)}")
+    return LOSS_TABLE[name].config_class
 
 
 def loss_config_from_dict(task: str, values: Mapping[str, Any] | None = None) -> LossConfig:
@@ -145,10 +145,11 @@ class TaskLoss:
     """Callable ``(outputs, targets) -> (total, terms)`` for one task; see :func:`build_task_loss` for the inputs."""
 
     def __init__(self, task: str, config: LossConfig):
-        self.task = task
+        self.task = resolve_task(task)
         self.config = config
         self._joint_weights: Tensor | None = None
-        self._impl: Callable[[Any, Mapping[str, Any]], dict[str, Tensor]] = getattr(self, f"_{task}")
+        self._impl: Callable[[Any, Mapping[str, Any]], dict[str, Tensor]] = \
+            functools.partial(LOSS_TABLE[self.task].terms, self)
 
     def __repr__(self) -> str:
         return f"TaskLoss(task={self.task!r}, config={self.config!r})"
@@ -301,6 +302,50 @@ class TaskLoss:
                 for suffix, p, t, m in pairs:
                     out[f"{name}_{suffix}"] = weight * fn(p, t.to(p.dtype), m)
         return out
+
+
+Batch = Mapping[str, Tensor]
+
+
+def _pose_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    return {"heatmaps": batch["heatmaps"], "keypoint_weights": batch["keypoint_weights"]}
+
+
+def _seg_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    return {"seg": batch["seg"]}
+
+
+def _pointmap_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    from .targets import canonical_pointmap_targets
+    canonical, scale = canonical_pointmap_targets(batch["pointmap"], batch["K"], canonical_focal_length)
+    return {"pointmap": canonical, "scale": scale, "mask": batch["mask"], "K": batch["K"]}
+
+
+def masked_map_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    """A dense map under the task's own key plus its mask (normal, albedo and most new dense tasks)."""
+    return {task: batch[task], "mask": batch["mask"]}
+
+
+@dataclass(frozen=True)
+class TaskLossEntry:
+    """The training layer's part of a task's entry: its loss config, the method that computes its terms and
+    ``targets(task, batch, canonical_focal_length)``, the loss's targets from a collated batch."""
+
+    config_class: type
+    terms: Callable[[TaskLoss, Any, Mapping[str, Any]], dict[str, Tensor]]
+    targets: Callable[[str, Batch, float], dict[str, Tensor]] = masked_map_targets
+
+
+# One entry per task of the task table (models/heads/task_table.py); tests/test_task_table.py checks they match.
+LOSS_TABLE: dict[str, TaskLossEntry] = {
+    "pose": TaskLossEntry(PoseLossConfig, TaskLoss._pose, _pose_targets),
+    "seg": TaskLossEntry(SegLossConfig, TaskLoss._seg, _seg_targets),
+    "normal": TaskLossEntry(NormalLossConfig, TaskLoss._normal),
+    "pointmap": TaskLossEntry(PointmapLossConfig, TaskLoss._pointmap, _pointmap_targets),
+    "albedo": TaskLossEntry(AlbedoLossConfig, TaskLoss._albedo),
+    "matting": TaskLossEntry(MattingLossConfig, TaskLoss._matting),
+}
+LOSS_CONFIGS: dict[str, type] = {task: entry.config_class for task, entry in LOSS_TABLE.items()}
 
 
 def build_task_loss(task: str, config: LossConfig | Mapping[str, Any] | None = None) -> TaskLoss:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...runtime import parse_precision
 from ..config import OptimConfig, config_to_dict
 from .masking import MaskSpec
 from .model import ObjectiveConfig
@@ -60,8 +61,7 @@ def validate_pretrain_config(cfg: PretrainConfig) -> None:
     """Raise ValueError naming the first bad setting."""
     if not cfg.data:
         raise ValueError("no data: set --data to a folder of images or tar shards")
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {cfg.precision!r}")
+    parse_precision(cfg.precision, allowed=("auto", "bfloat16", "float32"))  # fp16 would need a grad scaler
     if cfg.distributed not in ("ddp", "fsdp"):
         raise ValueError(f"distributed must be ddp or fsdp, got {cfg.distributed!r}")
     if cfg.num_steps < 1 or cfg.batch_size < 1:

@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ...io.writers import atomic_path
+
 from ...models.backbone import Sapiens2Backbone
 from ...models.rope import RopePositionEmbedding
 
@@ -79,10 +81,8 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, which: str = "tea
     state = official_backbone_state(backbone, dtype)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     if rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "arch": backbone.arch.name,
-                                              "use_tokenizer": str(backbone.use_tokenizer).lower()})
-        os.replace(tmp, path)
+        with atomic_path(path) as temp:  # nothing is left behind if the write fails
+            save_file(state, str(temp), metadata={"format": "pt", "arch": backbone.arch.name,
+                                                   "use_tokenizer": str(backbone.use_tokenizer).lower()})
         logger.info("exported the %s backbone (%s, %d tensors) to %s", which, backbone.arch.name, len(state), path)
     return path

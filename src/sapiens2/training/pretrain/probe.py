@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...evaluation import SegMetrics
+from ...runtime import normalise_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ def synthetic_part_set(seed: int, count: int, size: tuple[int, int] = (128, 96),
     (N, H/stride, W/stride) int64 sampled at the stride's pixel centres (255 = outside the picture), and the
     uint8 RGB crops (N, H, W, 3) (e.g. to write out for pretraining)."""
     from ...data.synth import generate_sample
-    from .views import PIXEL_MEAN, PIXEL_STD
 
     if count < 1 or label_stride < 1:
         raise ValueError(f"count and label_stride must be >= 1, got {count}, {label_stride}")
@@ -68,9 +68,7 @@ def synthetic_part_set(seed: int, count: int, size: tuple[int, int] = (128, 96),
         images.append(img)
         labels.append(lab[label_stride // 2::label_stride, label_stride // 2::label_stride])
     rgb = np.stack(images)
-    mean = torch.tensor(PIXEL_MEAN)[:, None, None]
-    std = torch.tensor(PIXEL_STD)[:, None, None]
-    normalised = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() - mean) / std
+    normalised = normalise_pixels(torch.from_numpy(rgb).permute(0, 3, 1, 2).float())
     return normalised, torch.from_numpy(np.stack(labels).astype(np.int64)), rgb
 
 

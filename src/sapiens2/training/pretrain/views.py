@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ...models.arch import PATCH_SIZE
+from ...runtime import PIXEL_MEAN, PIXEL_STD
 
 # The official pixel normalisation (RGB, 0-255 scale), as the fine-tuning and inference pipelines use.
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)
