@@ -11,17 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from sapiens2 import Predictor
 from sapiens2.cli.predict import parse_tasks
 from sapiens2.errors import UnknownTaskError
 from sapiens2.evaluation import METRICS
+from sapiens2.evaluation.runner import EVALUATIONS
 from sapiens2.models import build_model
 from sapiens2.models.heads import task_table
 from sapiens2.models.heads.config_types import DenseHeadConfig
-from sapiens2.models.heads.dense import DenseDecoderTrunk
-from sapiens2.models.heads.layers import init_head_weights, instance_norm
+from sapiens2.models.heads.dense import DenseTaskHead
 from sapiens2.models.heads.task_table import TASK_TABLE, TaskSpec, resolve_task, task_aliases, task_names
 from sapiens2.serving import outputs
 from sapiens2.serving.outputs import OutputOptions, TaskOutputs, write_prediction
@@ -48,7 +47,7 @@ def test_every_layer_table_matches_the_task_table():
     assert set(outputs.TASK_OUTPUTS) == set(names)  # one set of output files per task
     # seg and pose are composed by the Predictor itself (they feed each other); every other task maps an image
     assert set(image_tasks.IMAGE_TASKS) == set(names) - {"seg", "pose"}
-    assert set(METRICS) == set(TRAIN_TASKS)  # a metric for every task that can be trained
+    assert set(METRICS) == set(EVALUATIONS) == set(TRAIN_TASKS)  # a metric for every task that can be trained
     aliases = [a for spec in TASK_TABLE for a in spec.aliases]
     assert len(set(aliases)) == len(aliases) and not set(aliases) & set(names)
 
@@ -96,16 +95,10 @@ def test_unknown_task_is_one_error_everywhere():
 
 
 # -- a toy task, added in this test alone -------------------------------------------------------------------
-class ToyHead(DenseDecoderTrunk):
-    """One channel per pixel, on the shared dense decoder."""
+class ToyHead(DenseTaskHead):
+    """One channel per pixel, on the shared dense decoder: the head is its final conv's name."""
 
-    def __init__(self, config: DenseHeadConfig, device=None, dtype=None):
-        super().__init__(config, norm=instance_norm, device=device, dtype=dtype)
-        self.conv_toy = nn.Conv2d(self.feature_channels, config.out_channels, 1, device=device, dtype=dtype)
-        init_head_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_toy(self.features(x))
+    PREDICTOR_NAME = "conv_toy"
 
 
 @dataclass(frozen=True)
@@ -126,7 +119,7 @@ def _toy_write(out, prediction, image_rgb, result, options) -> None:
         np.save(path, result)
 
 
-TOY = TaskSpec("toy", DenseHeadConfig, ToyHead, "conv_toy", 1,
+TOY = TaskSpec("toy", DenseHeadConfig, ToyHead, 1,
                {"*": dict(upsample_channels=(16, 16, 16, 16), conv_out_channels=(8, 8))}, aliases=("toyish",))
 
 

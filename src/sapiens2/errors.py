@@ -48,5 +48,13 @@ class UnknownTaskError(UsageError):
     """A task name that is neither a task nor an alias of one; the message lists both (same text everywhere)."""
 
 
-class TrainingConfigError(UsageError):
-    """A training or evaluation setting that cannot work (bad value, missing target, inconsistent options)."""
+class TrainingError(Sapiens2Error, ValueError):
+    """Training (fine-tuning or pretraining) was given something it cannot work with."""
+
+
+class TrainingConfigError(TrainingError, UsageError):
+    """A training setting that cannot work: a bad value, an unknown key, options that contradict each other."""
+
+
+class LossInputError(TrainingError):
+    """Tensors a loss cannot take: mismatched shapes, wrong dtypes, empty masks where a value is needed."""

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sapiens2 import load_model
-    from sapiens2.data.datasets import build_dataset
+    from sapiens2.training.datasets import build_dataset
     from sapiens2.errors import Sapiens2Error, UsageError
     from sapiens2.evaluation import format_table, save_json
     from sapiens2.evaluation.runner import evaluate

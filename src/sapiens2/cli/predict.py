@@ -244,7 +244,7 @@ def output_settings(args: argparse.Namespace, models: dict, input_size) -> dict:
 
 def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, input_size):
     """The real Predictor for the parsed options (imports torch; may download published weights)."""
-    from sapiens2.tasks.predictor import Predictor
+    from sapiens2.inference.predictor import Predictor
 
     kwargs = dict(model=models, device=args.device, dtype=args.dtype, flip_test=args.flip_test,
                   input_size=input_size, return_probabilities=args.seg_probs)
@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
     from sapiens2.io import OutputWriteError, discover_inputs
     from sapiens2.serving import InputFailure, OutputOptions, PredictJob
     from sapiens2.serving.completion import own_output_filter
-    from sapiens2.serving.runner import SourceItem, VideoOptions
+    from sapiens2.serving.runner import JobPlan, SourceItem, VideoOptions
 
     tasks = parse_tasks(args.task)
     sources = parse_sources(args.source)
@@ -344,20 +344,24 @@ def _run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     video = VideoOptions(start=args.start, end=args.end, max_frames=args.max_frames, track=args.track,
                          smoothing=args.smooth, frame_files=args.frame_files, fps=args.fps)
-    job = PredictJob(None, tasks, output, options, overwrite=args.overwrite, every=args.every, progress=progress,
-                     video=video, settings=output_settings(args, models, input_size))
-    if all(done for _, _, done in job.plan(found.items)):
+    settings = output_settings(args, models, input_size)
+    plan = JobPlan.make(tasks, output, options, overwrite=args.overwrite, every=args.every, video=video,
+                        settings=settings)
+    predictor = boxes_for = None  # no model is loaded when every input already has its outputs
+    if all(done for _, _, done in plan.plan(found.items)):
         logger.info("all %d input(s) already have their outputs; nothing to do (use --overwrite to redo)",
                     len(found.items))
     else:
         try:
-            job.boxes_for = _boxes_lookup(args.boxes)
-            job.predictor = build_predictor(args, tasks, models, input_size)
+            boxes_for = _boxes_lookup(args.boxes)
+            predictor = build_predictor(args, tasks, models, input_size)
         except (UsageError, InputSizeError) as exc:  # e.g. an input size the model's tokenizer cannot tile
             raise UsageError(str(exc)) from exc
         except Sapiens2Error as exc:  # model not available offline, bad checkpoint, ...
             error("predict", str(exc))
             return 1
+    job = PredictJob(predictor, tasks, output, options, overwrite=args.overwrite, every=args.every,
+                     progress=progress, video=video, settings=settings, boxes_for=boxes_for)
     summary = job.run(found.items, failures)
     for line in summary.lines():
         print(line)

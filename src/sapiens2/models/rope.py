@@ -2,7 +2,7 @@
 
 The official default computes coordinates, angles and sin/cos in bfloat16 and rotates q and k in
 bfloat16 (every op rounding), which is what the published checkpoints were trained with; each alternative
-reading misses the official outputs by 1e-3 or more (spec/README.md, "Numerics details"). ``"fp32"`` runs
+reading misses the official outputs by 3e-4 to 2e-3 (docs/official-facts.md §3). ``"fp32"`` runs
 the same steps in float32.
 """
 from __future__ import annotations

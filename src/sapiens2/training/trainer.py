@@ -19,7 +19,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import build_dataset, collate, image_ids_of
+from ..errors import TrainingConfigError
+from ..data.collate import collate
+from .datasets import build_dataset, image_ids_of
 from ..models import Sapiens2TaskModel, build_model, get_arch
 from ..runtime import autocast, autocast_dtype
 from .checkpointing import (MODEL_FILE, latest_checkpoint, load_training_state, load_weights, prepare_run_folder,
@@ -80,7 +82,7 @@ def split_datasets(config: TrainConfig) -> tuple[list[int] | None, str | None, l
         ids = image_ids_of(d.train)
         n_val = max(1, round(len(ids) * d.val_fraction))
         if n_val >= len(ids):
-            raise ValueError(f"val_fraction {d.val_fraction} leaves no training image out of {len(ids)}")
+            raise TrainingConfigError(f"val_fraction {d.val_fraction} leaves no training image out of {len(ids)}")
         return ids[:-n_val], d.train, ids[-n_val:]
     return None, None, None
 
@@ -100,7 +102,7 @@ class Trainer:
                  dist_info: DistInfo | None = None, overwrite: bool = False):
         validate(config)
         if not config.data.train:
-            raise ValueError("no training data: set data.train (sapiens2 train --data DIR)")
+            raise TrainingConfigError("no training data: set data.train (sapiens2 train --data DIR)")
         self.config = config
         self.resume = resume
         self.stop_after = stop_after
@@ -266,7 +268,7 @@ class Trainer:
         state = load_training_state(ckpt)
         c = self.config
         if state.get("task") != c.task:
-            raise ValueError(f"{ckpt} is a {state.get('task')} checkpoint, not {c.task}")
+            raise TrainingConfigError(f"{ckpt} is a {state.get('task')} checkpoint, not {c.task}")
         global_batch = c.data.batch_size * self.dist.world_size
         if state.get("global_batch") != global_batch or state.get("seed") != c.seed:
             logger.warning("resuming with global batch %d / seed %d (checkpoint: %s / %s): the data order changes",

@@ -1,5 +1,8 @@
 """Head configurations: the channel layout of every task head, and the official defaults per arch.
 
+The config types are in :mod:`.config_types`; the layouts per task and arch are in the task table
+(:mod:`.task_table`), which this module reads.
+
 Field names follow the official config keys (``deconv_out_channels``, ``upsample_channels``, ...), so an
 official ``decode_head=dict(...)`` (minus ``type`` and losses) converts with :func:`head_config_from_dict`.
 

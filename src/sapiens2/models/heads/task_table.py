@@ -41,14 +41,19 @@ class TaskSpec:
 
     name: str
     config_class: type
-    head_class: type  # an nn.Module built as head_class(config, device=, dtype=)
-    predictor_name: str  # the head's final conv, as named in official checkpoints (decode_head.<name>.weight)
+    head_class: type  # an nn.Module built as head_class(config, device=, dtype=); names its final conv
     out_channels: int
     layouts: Mapping[str, Mapping[str, Any]]
     aliases: tuple[str, ...] = ()
     published: bool = True
     trainable: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)  # free for a test's or fork's own task
+
+    @property
+    def predictor_name(self) -> str:
+        """The head's final conv as official checkpoints name it (``decode_head.<name>.weight``), from the head
+        class, the one place it is written."""
+        return self.head_class.PREDICTOR_NAME
 
     @property
     def is_deconv(self) -> bool:
@@ -72,19 +77,19 @@ _TINY_SCALE = dict(scale_conv_out_channels=(32, 16, 8), scale_hidden_features=(1
 
 # The canonical order (output files, listings). Predictor runs seg first (its masks feed pose boxes).
 TASK_TABLE: tuple[TaskSpec, ...] = (
-    TaskSpec("pose", DeconvHeadConfig, PoseHeatmapHead, "conv_pose", NUM_KEYPOINTS,
+    TaskSpec("pose", DeconvHeadConfig, PoseHeatmapHead, NUM_KEYPOINTS,
              {"sapiens2_tiny": _TINY_DECONV_POSE, "sapiens2_1b": _POSE_1B, "*": _POSE_SMALL},
              aliases=("keypoints",)),
-    TaskSpec("seg", DeconvHeadConfig, SegHead, "conv_seg", NUM_SEG_CLASSES,
+    TaskSpec("seg", DeconvHeadConfig, SegHead, NUM_SEG_CLASSES,
              {"sapiens2_tiny": _TINY_DECONV_SEG, "*": _SEG}, aliases=("segmentation", "bodyseg")),
-    TaskSpec("normal", DenseHeadConfig, NormalHead, "conv_normal", 3,
+    TaskSpec("normal", DenseHeadConfig, NormalHead, 3,
              {"sapiens2_tiny": _TINY_DENSE, "sapiens2_5b": _NORMAL_5B, "*": _DENSE_1K}, aliases=("normals",)),
-    TaskSpec("pointmap", PointmapHeadConfig, PointmapHead, "conv_pointmap", 3,
+    TaskSpec("pointmap", PointmapHeadConfig, PointmapHead, 3,
              {"sapiens2_tiny": {**_TINY_DENSE, **_TINY_SCALE}, "sapiens2_5b": _POINTMAP_5B, "*": _POINTMAP},
              aliases=("depth",)),
-    TaskSpec("albedo", DenseHeadConfig, AlbedoHead, "conv_albedo", 3,
+    TaskSpec("albedo", DenseHeadConfig, AlbedoHead, 3,
              {"sapiens2_tiny": _TINY_DENSE, "sapiens2_5b": _ALBEDO_5B, "*": _DENSE_1K}, published=False),
-    TaskSpec("matting", DenseHeadConfig, MattingHead, "conv_matting", 4,
+    TaskSpec("matting", DenseHeadConfig, MattingHead, 4,
              {"sapiens2_tiny": _TINY_DENSE, "sapiens2_5b": _NORMAL_5B, "*": _DENSE_1K},
              aliases=("alpha", "matte"), trainable=False),
 )

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...errors import TrainingConfigError
+from ...errors import LossInputError, TrainingConfigError
 from ...models.heads.task_table import resolve_task
 from ._masking import pixel_mask
 from .chromaticity_l1 import chromaticity_l1
@@ -119,7 +119,7 @@ def loss_config_from_dict(task: str, values: Mapping[str, Any] | None = None) ->
     if unknown:
         hints = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
         detail = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
-        raise ValueError(f"unknown {task} loss option(s): {detail}; valid: {sorted(names)}")
+        raise TrainingConfigError(f"unknown {task} loss option(s): {detail}; valid: {sorted(names)}")
     if values.get("class_weight") is not None:
         values["class_weight"] = tuple(float(v) for v in values["class_weight"])
     return cls(**values)
@@ -139,6 +139,12 @@ def _match_size(pred: Tensor, size: torch.Size) -> Tensor:
     if pred.shape[-2:] == size:
         return pred
     return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _dense_pair(pred: Tensor, targets: Mapping[str, Any], key: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(prediction at the target's size, the target map under ``key``, the optional mask)."""
+    target = _require(targets, key, key)
+    return _match_size(pred, target.shape[-2:]), target, targets.get("mask")
 
 
 class TaskLoss:
@@ -163,7 +169,7 @@ class TaskLoss:
             outputs = _float32(outputs)
         terms = self._impl(outputs, targets)
         if not terms:
-            raise ValueError(f"every {self.task} loss weight is 0: nothing to optimise")
+            raise TrainingConfigError(f"every {self.task} loss weight is 0: nothing to optimise")
         total = sum(terms.values())
         return total, terms
 
@@ -180,8 +186,8 @@ class TaskLoss:
                 self._joint_weights = torch.from_numpy(keypoint_info().joint_weights)
             jw = self._joint_weights
             if jw.numel() != heatmaps.shape[1]:
-                raise ValueError(f"use_joint_weights needs {jw.numel()} keypoint channels, got {heatmaps.shape[1]}; "
-                                 "set use_joint_weights=False for a custom keypoint set")
+                raise LossInputError(f"use_joint_weights needs {jw.numel()} keypoint channels, got "
+                                     f"{heatmaps.shape[1]}; set use_joint_weights=False for a custom keypoint set")
             jw = jw.to(device=heatmaps.device, dtype=heatmaps.dtype)
             weights = jw.expand(heatmaps.shape[:2]) if weights is None else weights.to(heatmaps.dtype) * jw
         out = {}
@@ -205,9 +211,7 @@ class TaskLoss:
 
     def _normal(self, pred: Tensor, targets: Mapping[str, Any]) -> dict[str, Tensor]:
         c: NormalLossConfig = self.config
-        target = _require(targets, "normal", "normal")
-        mask = targets.get("mask")
-        pred = _match_size(pred, target.shape[-2:])
+        pred, target, mask = _dense_pair(pred, targets, "normal")
         out = {}
         if c.cosine_weight:
             out["loss_cosine_sim"] = c.cosine_weight * normal_cosine_loss(pred, target, mask)
@@ -220,7 +224,7 @@ class TaskLoss:
     def _pointmap(self, outputs: Any, targets: Mapping[str, Any]) -> dict[str, Tensor]:
         c: PointmapLossConfig = self.config
         if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
-            raise ValueError("pointmap outputs must be the head's (pointmap (B, 3, H, W), scale (B, 1)) pair")
+            raise LossInputError("pointmap outputs must be the head's (pointmap (B, 3, H, W), scale (B, 1)) pair")
         pred, pred_scale = outputs
         target = _require(targets, "pointmap", "pointmap")  # canonical XYZ (metric * scale)
         pred = _match_size(pred, target.shape[-2:])
@@ -266,9 +270,7 @@ class TaskLoss:
 
     def _albedo(self, pred: Tensor, targets: Mapping[str, Any]) -> dict[str, Tensor]:
         c: AlbedoLossConfig = self.config
-        target = _require(targets, "albedo", "albedo")
-        mask = targets.get("mask")
-        pred = _match_size(pred, target.shape[-2:])
+        pred, target, mask = _dense_pair(pred, targets, "albedo")
         out = {}
         if c.l1_weight:
             out["loss_l1"] = c.l1_weight * masked_l1(pred, target, mask)
@@ -287,7 +289,7 @@ class TaskLoss:
             alpha = alpha.unsqueeze(1)
         pred = _match_size(pred, alpha.shape[-2:])
         if pred.shape[1] not in (1, 4):
-            raise ValueError(f"matting outputs must be (B, 4, H, W) (fg RGB + alpha) or (B, 1, H, W), "
+            raise LossInputError(f"matting outputs must be (B, 4, H, W) (fg RGB + alpha) or (B, 1, H, W), "
                              f"got {tuple(pred.shape)}")
         pairs = [("pha", pred[:, -1:], alpha, None)]
         foreground = targets.get("foreground")

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ...errors import TrainingConfigError
 from ...io.writers import atomic_path
 
 from ...models.backbone import Sapiens2Backbone
@@ -30,7 +31,7 @@ def find_backbone(model: nn.Module, which: str = "teacher") -> Sapiens2Backbone:
     """The backbone of a :class:`PretrainModel` (``which`` = teacher, as DINO/iBOT evaluate, or student), of a
     (DDP-wrapped) student, or the backbone itself."""
     if which not in ("teacher", "student"):
-        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+        raise TrainingConfigError(f"which must be 'teacher' or 'student', got {which!r}")
     model = getattr(model, "module", model)  # DDP
     if isinstance(model, Sapiens2Backbone):
         return model
@@ -76,7 +77,7 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, which: str = "tea
     """
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"export path must end in .safetensors, got {path}")
+        raise TrainingConfigError(f"export path must end in .safetensors, got {path}")
     backbone = find_backbone(model, which)
     state = official_backbone_state(backbone, dtype)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0

@@ -258,7 +258,7 @@ class Predictor:
             if found is not None and found != task:
                 raise Sapiens2Error(f"the model given for {task} is a {found} model")
             return spec.to(self.device).eval()
-        from sapiens2 import load_model  # lazy: the checkpoint machinery is only needed here
+        from sapiens2.checkpoints import load_model  # lazy: the checkpoint machinery is only needed here
 
         return load_model(spec, task=task, device=self.device, rope_dtype=rope_dtype, cache_dir=cache_dir).eval()
 
