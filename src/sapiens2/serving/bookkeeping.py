@@ -3,7 +3,7 @@ what it plans (which inputs are already done) and what it reports (per-input fai
 job summary). No model, no threads: the CLI plans with these before any model is loaded."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -168,6 +168,32 @@ def progress_bar(enabled: bool, total: int | None):
     return tqdm(total=total, unit="img", dynamic_ncols=True, smoothing=0.1)
 
 
+class RunningJob(Protocol):
+    """What the image and video pipelines (:mod:`.image_batches`, :mod:`.video_job`) use of the running
+    :class:`~sapiens2.serving.runner.PredictJob`: a protocol here, so they need not import the job."""
+
+    predictor: PredictorLike
+    boxes_for: Callable[[InputItem], Any] | None
+    open_capture: Callable[[Any], Any] | None
+    read_workers: int
+    max_pending: int
+
+    @property
+    def tasks(self) -> list[str]: ...
+    @property
+    def options(self) -> OutputOptions: ...
+    @property
+    def every(self) -> int: ...
+    @property
+    def video(self) -> VideoOptions: ...
+    @property
+    def max_pixels(self) -> int | None: ...
+    def item_settings(self, item) -> dict[str, Any]: ...
+    def expected_outputs(self, item, base: Path) -> list[Path]: ...
+    def record_failure(self, summary: JobSummary, path: Path, exc: BaseException | str) -> None: ...
+    def count_prediction(self, summary: JobSummary, prediction: Prediction, video: Path | None = None) -> None: ...
+
+
 @dataclass(frozen=True)
 class JobPlan:
     """What decides a job's outputs, and so which inputs are already done: the tasks (in the canonical order), the
@@ -223,5 +249,5 @@ def predict_input(image: Any, *, source: Path | None = None, frame_index: int | 
 
 
 
-__all__ = ["InputFailure", "JobPlan", "JobSummary", "PredictorLike", "SourceItem", "VideoOptions", "VideoReport",
-           "failure_reason", "predict_input", "progress_bar"]
+__all__ = ["InputFailure", "JobPlan", "JobSummary", "PredictorLike", "RunningJob", "SourceItem", "VideoOptions",
+           "VideoReport", "failure_reason", "predict_input", "progress_bar"]

@@ -8,22 +8,19 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sapiens2.io import InputItem, load_image
 from sapiens2.tasks.results import Prediction
 
-from .bookkeeping import JobSummary, predict_input
+from .bookkeeping import JobSummary, RunningJob, predict_input
 from .completion import write_record
 from .outputs import write_prediction
-
-if TYPE_CHECKING:
-    from .runner import PredictJob
 
 logger = logging.getLogger("sapiens2.serving.runner")  # the job's log, wherever its parts live
 
 
-def prefetch_images(predict_job: PredictJob, jobs, summary: JobSummary, bar) -> Iterator[tuple[InputItem, Path, Any]]:
+def prefetch_images(predict_job: RunningJob, jobs, summary: JobSummary, bar) -> Iterator[tuple[InputItem, Path, Any]]:
     """Yield (item, base, loaded image) in order, reading a few images ahead on worker threads."""
     lookahead = predict_job.max_pending + predict_job.read_workers
     with ThreadPoolExecutor(predict_job.read_workers, thread_name_prefix="s2-read") as reader:
@@ -52,7 +49,7 @@ def prefetch_images(predict_job: PredictJob, jobs, summary: JobSummary, bar) -> 
 
 
 
-def run_image_batches(predict_job: PredictJob, jobs, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
+def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
     inflight: deque[tuple[InputItem, Path, Any]] = deque()
     writes: deque[tuple[InputItem, Future]] = deque()
     loaded_stream = prefetch_images(predict_job, jobs, summary, bar)
@@ -124,7 +121,7 @@ def run_image_batches(predict_job: PredictJob, jobs, summary: JobSummary, writer
 
 
 
-def write_image_outputs(predict_job: PredictJob, prediction: Prediction, rgb, item, base: Path) -> list[Path]:
+def write_image_outputs(predict_job: RunningJob, prediction: Prediction, rgb, item, base: Path) -> list[Path]:
     written = write_prediction(prediction, rgb, base, predict_job.tasks, predict_job.options)
     write_record(base, item.path, written, predict_job.item_settings(item))  # last: marks the input done
     return written

@@ -11,25 +11,22 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from sapiens2.io import VideoReadError, VideoWriter, atomic_open, write_json
 from sapiens2.tasks.results import Prediction
 
-from .bookkeeping import JobSummary, SourceItem, VideoReport, predict_input
+from .bookkeeping import JobSummary, RunningJob, SourceItem, VideoReport, predict_input
 from .completion import write_record
 from .outputs import SUMMARY_SUFFIX, frame_base, render_task, video_jsonl_suffix, with_suffix, write_prediction
 from .pose_json import frame_pose_record, pose_header
 
-if TYPE_CHECKING:
-    from .runner import PredictJob
-
 logger = logging.getLogger("sapiens2.serving.runner")  # the job's log, wherever its parts live
 
 
-def open_video_source(predict_job: PredictJob, item):
+def open_video_source(predict_job: RunningJob, item):
     from sapiens2.video.sources import SourceSpec, open_source
 
     spec = item.spec if isinstance(item, SourceItem) else SourceSpec("file", Path(item.path))
@@ -38,7 +35,7 @@ def open_video_source(predict_job: PredictJob, item):
 
 
 
-def frame_range(predict_job: PredictJob, fps: float) -> tuple[int, int | None]:
+def frame_range(predict_job: RunningJob, fps: float) -> tuple[int, int | None]:
     from sapiens2.video.sources import parse_position
 
     def index(value) -> int | None:
@@ -52,7 +49,7 @@ def frame_range(predict_job: PredictJob, fps: float) -> tuple[int, int | None]:
 
 
 
-def run_video(predict_job: PredictJob, item, base: Path, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
+def run_video(predict_job: RunningJob, item, base: Path, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
     from sapiens2.video.prefetch import Prefetcher
     from sapiens2.video.temporal import TemporalProcessor
 
@@ -166,7 +163,7 @@ def run_video(predict_job: PredictJob, item, base: Path, summary: JobSummary, wr
 
 
 
-def _video_summary(predict_job: PredictJob, report: VideoReport, source, fps: float, start: int, end: int | None,
+def _video_summary(predict_job: RunningJob, report: VideoReport, source, fps: float, start: int, end: int | None,
                    temporal) -> dict[str, Any]:
     preset = temporal.preset
     return {
@@ -182,7 +179,7 @@ def _video_summary(predict_job: PredictJob, report: VideoReport, source, fps: fl
 
 
 
-def _video_frame(predict_job: PredictJob, prediction: Prediction, frame, tracks, videos: dict[str, VideoWriter], lines,
+def _video_frame(predict_job: RunningJob, prediction: Prediction, frame, tracks, videos: dict[str, VideoWriter], lines,
                  fps: float) -> None:
     for task, video in videos.items():
         if task == "pose":
