@@ -52,7 +52,7 @@ def build_predictor(task: str, arch: str, input_size: tuple[int, int], args):
     import torch
 
     from sapiens2.models.task_model import build_model
-    from sapiens2.tasks.predictor import Predictor
+    from sapiens2.inference.predictor import Predictor
 
     torch.manual_seed(0)
     model = build_model(task, arch, img_size=input_size)

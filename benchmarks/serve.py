@@ -60,7 +60,7 @@ def write_checkpoints(folder: Path, tasks: list[str], arch: str, input_size) -> 
 
 def direct(paths: dict[str, Path], args, input_size, total: int) -> list[dict]:
     from sapiens2.io import decode_image
-    from sapiens2.tasks.predictor import Predictor
+    from sapiens2.inference.predictor import Predictor
 
     predictor = Predictor(list(paths), model={t: str(p) for t, p in paths.items()}, device=args.device,
                           input_size=input_size, detector="none", batch_size=args.max_batch)

@@ -71,7 +71,7 @@ def main() -> None:
     from sapiens2.models.task_model import build_model
     from sapiens2.serving import PredictJob
     from sapiens2.serving.runner import VideoOptions
-    from sapiens2.tasks.predictor import Predictor
+    from sapiens2.inference.predictor import Predictor
 
     torch.manual_seed(0)
     model = build_model("pose", args.arch, img_size=args.input_size)

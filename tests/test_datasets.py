@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sapiens2.data.datasets import (DatasetError, DenseDataset, TopDownPoseDataset, build_dataset, image_ids_of,
+from sapiens2.training.datasets import (DatasetError, DenseDataset, TopDownPoseDataset, build_dataset, image_ids_of,
                                     read_coco_keypoints, wholebody_to_308)
 from sapiens2.data.specs import keypoint_info
 from sapiens2.data.synth import write_dataset

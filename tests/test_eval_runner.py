@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from sapiens2.data.datasets import build_dataset
+from sapiens2.training.datasets import build_dataset
 from sapiens2.data.synth import write_dataset
 from sapiens2.evaluation.runner import evaluate
 

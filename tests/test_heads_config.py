@@ -82,7 +82,7 @@ def test_dict_head_config_overrides_defaults_and_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown seg head config key 'upsample_channels'"):
         build_model("seg", "tiny", head_config={"upsample_channels": [8]}, device="meta")
     with pytest.raises(ValueError, match="unknown task"):
-        build_model("depth", "tiny", device="meta")
+        build_model("depthmap", "tiny", device="meta")
 
 
 def test_head_for_another_backbone_width_is_refused():

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 import sapiens2.io.video as video_module
-from sapiens2.io import (OutputWriteError, VideoReadError, VideoWriter, discover_inputs, input_kind,
-                         open_video)
+from sapiens2.io import OutputWriteError, VideoReadError, VideoWriter, discover_inputs, input_kind
+from sapiens2.video.sources import SourceSpec, open_source
+
+
+def open_video(path):
+    """A video file through the one video reader (files, folders, cameras, streams), as the predict job opens it."""
+    return open_source(SourceSpec("file", Path(path)))
 
 
 def write_synthetic_mp4(path: Path, frames: int = 7, size=(32, 24), fps: float = 12.0) -> list[np.ndarray]:
@@ -70,13 +75,13 @@ def test_video_streams_frames(tmp_path):
     assert source.fps == pytest.approx(12.0) and source.fps_reported
     stream = source.frames()
     assert isinstance(stream, types.GeneratorType)  # lazily decoded, one frame at a time
-    frames = list(stream)
+    frames = [(f.index, f.rgb) for f in stream]
     assert [i for i, _ in frames] == list(range(7))
     for (_, rgb), bgr in zip(frames, made):
         assert rgb.shape == (24, 32, 3) and rgb.dtype == np.uint8
         assert np.abs(rgb.astype(int).mean(axis=(0, 1)) - bgr[0, 0, ::-1]).max() < 8  # lossy codec
-    assert [i for i, _ in source.frames(step=3)] == [0, 3, 6]
-    assert [i for i, _ in source.frames(step=2, max_frames=2)] == [0, 2]
+    assert [f.index for f in source.frames(step=3)] == [0, 3, 6]
+    assert [f.index for f in source.frames(step=2, max_frames=2)] == [0, 2]
     assert sum(1 for _ in source) == 7  # iterating again starts from the beginning
 
 
@@ -102,7 +107,7 @@ def test_video_writer_is_atomic_and_round_trips(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4"]
     source = open_video(out)
     assert (source.frame_count, source.width, source.height) == (5, 32, 24)
-    last = list(source)[-1].astype(int)
+    last = list(source)[-1].rgb.astype(int)
     assert np.abs(last.mean(axis=(0, 1)) - (160, 100, 200)).max() < 8  # written as RGB, read back as RGB
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sapiens2.models.task_model import build_model
 from sapiens2.tasks.dense import dense_input, gaussian_smooth
 from sapiens2.tasks.matting import matting_input
-from sapiens2.tasks.predictor import Predictor
+from sapiens2.inference.predictor import Predictor
 from sapiens2.tasks.preprocess import to_model_batch
 
 INPUT_HW = (128, 96)

@@ -9,7 +9,7 @@ from sapiens2.errors import Sapiens2Error
 from sapiens2.models.task_model import build_model
 from sapiens2.tasks.detection import Detections, empty_detections
 from sapiens2.tasks.pose import crop_boxes, decode_udp_heatmaps, decoded_to_image
-from sapiens2.tasks.predictor import Predictor
+from sapiens2.inference.predictor import Predictor
 from sapiens2.tasks.preprocess import to_model_batch
 
 INPUT_HW = (128, 96)

@@ -7,7 +7,7 @@ import torch
 from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
 from sapiens2.io import load_image
 from sapiens2.models.task_model import build_model
-from sapiens2.tasks.predictor import PredictInput, Predictor, resolve_device
+from sapiens2.inference.predictor import PredictInput, Predictor, resolve_device
 
 INPUT_HW = (128, 96)
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from sapiens2.models.task_model import build_model
-from sapiens2.tasks.predictor import Predictor
+from sapiens2.inference.predictor import Predictor
 from sapiens2.tasks.preprocess import to_model_batch
 from sapiens2.tasks.seg import instance_masks, seg_input, upsampled_argmax, upsampled_softmax
 

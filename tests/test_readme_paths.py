@@ -15,7 +15,7 @@ from safetensors import safe_open
 from sapiens2.cli.main import main
 from sapiens2.data.synth import write_dataset
 from sapiens2.tasks.detection import hog_available
-from sapiens2.tasks.predictor import ModelRunner
+from sapiens2.inference.predictor import ModelRunner
 from sapiens2.training.logging import read_metrics_csv
 from test_cli_predict import FAST, checkpoints, ckpt_args, run_cli, write_image, write_video  # noqa: F401 (fixture)
 from test_detection import stick_figure

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from sapiens2.data.datasets import build_dataset
+from sapiens2.training.datasets import build_dataset
 from sapiens2.data.synth import write_dataset
 from sapiens2.evaluation.runner import evaluate
 from sapiens2.training.config import load_config
@@ -60,7 +60,7 @@ def trivial_model(task: str, train_root, input_hw, sigma=None) -> ConstantModel:
         return ConstantModel(logits)
     train = build_dataset(task, train_root, train=False, input_hw=input_hw, sigma=sigma)
     if task == "pose":  # mean pose: every labelled keypoint averaged in the (deterministic) crop frame
-        from sapiens2.data.transforms.topdown import eval_pose_crop
+        from sapiens2.training.transforms.topdown import eval_pose_crop
         from sapiens2.tasks.pose.codec import encode_udp_heatmaps
         total, count = np.zeros((308, 2)), np.zeros(308)
         for p in train.people:

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from sapiens2.data.specs import keypoint_info, seg_classes
-from sapiens2.data.transforms import (GeometryParams, ImageAugment, PoseAugment, augment_dense, augment_image,
+from sapiens2.training.transforms import (GeometryParams, ImageAugment, PoseAugment, augment_dense, augment_image,
                                       dense_recipe, pose_recipe, sample_geometry, sample_pose_crop, warp_sample)
 from sapiens2.data.synth.mirror import class_swap
-from sapiens2.data.transforms.geometric import flip_matrix
+from sapiens2.training.transforms.geometric import flip_matrix
 from sapiens2.tasks.pose.crop import udp_warp_matrix
-from sapiens2.data.transforms.topdown import topdown_matrix
+from sapiens2.training.transforms.topdown import topdown_matrix
 
 
 def _scene(h=60, w=44, seed=0):

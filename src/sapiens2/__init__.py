@@ -29,6 +29,6 @@ __all__ = [
 def __getattr__(name):
     # The Predictor pulls in OpenCV and the pipelines; import it only when asked for.
     if name == "Predictor":
-        from .tasks.predictor import Predictor
+        from .inference.predictor import Predictor
         return Predictor
     raise AttributeError(f"module 'sapiens2' has no attribute {name!r}")

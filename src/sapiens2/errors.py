@@ -42,3 +42,19 @@ class DeviceError(UsageError):
 
 class RunExistsError(UsageError):
     """An output folder that already holds another training run (its checkpoints would be mixed with ours)."""
+
+
+class UnknownTaskError(UsageError):
+    """A task name that is neither a task nor an alias of one; the message lists both (same text everywhere)."""
+
+
+class TrainingError(Sapiens2Error, ValueError):
+    """Training (fine-tuning or pretraining) was given something it cannot work with."""
+
+
+class TrainingConfigError(TrainingError, UsageError):
+    """A training setting that cannot work: a bad value, an unknown key, options that contradict each other."""
+
+
+class LossInputError(TrainingError):
+    """Tensors a loss cannot take: mismatched shapes, wrong dtypes, empty masks where a value is needed."""

@@ -1,15 +1,32 @@
-"""Where and how models run: the one place that turns a user's device choice into a ``torch.device``.
+"""Where and how models run, decided once for inference, training, pretraining, evaluation and curation:
 
+- device: a user's choice (``auto`` -> cuda, mps, cpu) -> ``torch.device`` (:func:`resolve_device`);
+- precision: the names users give (``auto``, ``fp32``/``float32``, ``bf16``/``bfloat16``, ``fp16``/``float16``/
+  ``half``) -> a torch dtype, the autocast dtype on a device, and the autocast context (:func:`parse_precision`,
+  :func:`autocast_dtype`, :func:`autocast`);
+- pixel normalisation: the official mean/std every Sapiens2 model was trained with (:func:`normalise_pixels`).
+
+Atomic writes live in :mod:`sapiens2.io.writers` (``atomic_open``, ``atomic_path``), the bottom layer.
 Kept dependency-light (torch only, imported lazily) so every sub-command, the Predictor, training and curation
 share it without pulling in models or pipelines.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
-from sapiens2.errors import DeviceError
+from sapiens2.errors import DeviceError, UsageError
 
-__all__ = ["resolve_device", "available_devices"]
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "autocast", "autocast_dtype", "available_devices", "normalise_pixels",
+           "parse_precision", "pixel_norm_constants", "resolve_device"]
+
+# The official normalisation of every Sapiens2 model: RGB channel order, 0-255 scale.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+# Every precision name accepted anywhere (CLI --dtype/--precision, Predictor(dtype=), config files).
+_PRECISION_NAMES = {"auto": "auto", "fp32": "float32", "float32": "float32", "bf16": "bfloat16",
+                    "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16"}
 
 _DEVICE = re.compile(r"^(?P<type>cpu|cuda|mps)(?::(?P<index>\d+))?$")
 
@@ -74,3 +91,66 @@ def resolve_device(device=None, local_rank: int | None = None):
     if index is not None and int(index) != 0:
         raise DeviceError(f"device {text!r} does not exist: use cpu")
     return torch.device("cpu")
+
+
+def parse_precision(precision, allowed: tuple[str, ...] | None = None):
+    """``"auto"`` or the torch dtype a precision name (or a torch dtype) stands for.
+
+    ``allowed``: canonical dtype names (``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"``) the caller
+    supports; others raise :class:`UsageError` listing the accepted spellings.
+    """
+    import torch
+
+    if isinstance(precision, torch.dtype):
+        name = str(precision).removeprefix("torch.")
+    else:
+        name = _PRECISION_NAMES.get(str(precision).strip().lower().removeprefix("torch."))
+    ok = tuple(_PRECISION_NAMES.values()) if allowed is None else allowed
+    if name not in ok:
+        spellings = [k for k, v in _PRECISION_NAMES.items() if v in ok]
+        raise UsageError(f"precision must be one of {', '.join(spellings)}, got {precision!r}")
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def autocast_dtype(precision, device):
+    """The autocast dtype for ``precision`` on ``device``; None means plain float32.
+
+    ``auto`` is bfloat16 on CUDA (the official training precision) and float32 elsewhere.
+    """
+    import torch
+
+    dtype = parse_precision(precision)
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else None
+    return None if dtype == torch.float32 else dtype
+
+
+def autocast(device, dtype):
+    """``torch.autocast`` on ``device``'s type for a reduced ``dtype``; a no-op context for None (float32)."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+_NORM_CACHE: dict = {}
+
+
+def pixel_norm_constants(device=None, dtype=None):
+    """(mean, std) as (3, 1, 1) tensors on ``device`` in ``dtype`` (cached: normalising a batch costs no copy)."""
+    import torch
+
+    dtype = dtype or torch.float32
+    key = (str(device), dtype)
+    if key not in _NORM_CACHE:
+        mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
+        _NORM_CACHE[key] = (mean.to(device=device, dtype=dtype), std.to(device=device, dtype=dtype))
+    return _NORM_CACHE[key]
+
+
+def normalise_pixels(pixels):
+    """(..., 3, H, W) RGB pixels on the 0-255 scale (float) -> the model's normalised input, same device/dtype."""
+    mean, std = pixel_norm_constants(pixels.device, pixels.dtype)
+    return (pixels - mean) / std

@@ -1,7 +1,7 @@
 """The one place that maps foreign key layouts to the official one (and back).
 
 The only foreign layout is Hugging Face transformers' Sapiens2 (release 5.23.0; checked against the real
-models of 5.24 in tests/test_transformers_interop.py), as documented in spec/matting-and-transformers.md §2:
+models of 5.24 in tests/test_transformers_interop.py), as docs/official-facts.md §4 records:
 
 - backbone keys are renamed (``blocks.N.attn.wq`` -> ``model.layer.N.attention.q_proj`` ...), the attention
   LayerScale moves to ``layer_scale1.lambda1``, storage tokens become ``embeddings.register_tokens``, the
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import CheckpointError
+from ..models.heads.task_table import task_spec
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +120,10 @@ _POINTMAP_SCALE = (
 
 
 def _predictor(task: str) -> _Rule:
-    return _Rule(f"decode_head.conv_{task}.{{p}}", "decode_head.predictor.{p}")
+    return _Rule(f"decode_head.{task_spec(task).predictor_name}.{{p}}", "decode_head.predictor.{p}")
 
 
-# Rules per task head (spec §2.4). Pose and seg are deconv heads; normal, matting and pointmap are
+# Rules per task head (docs/official-facts.md §4.2). Pose and seg are deconv heads; normal, matting and pointmap are
 # pixel-shuffle heads with an input conv. Albedo has no transformers counterpart.
 HEAD_RULES: dict[str, tuple[_Rule, ...]] = {
     "pose": (_DECONV, _CONV_LAYERS, _predictor("pose")),
@@ -202,7 +203,7 @@ def _head_to_official(sd: Mapping[str, torch.Tensor], task: str | None) -> dict[
 
 
 def infer_head_task(sd: Mapping[str, torch.Tensor]) -> str:
-    """The task of a transformers-layout head from its structure (spec §2.4).
+    """The task of a transformers-layout head from its structure (docs/official-facts.md §4.2).
 
     scale head -> pointmap; input conv (pixel-shuffle trunk) -> matting for 4 outputs, else normal;
     otherwise a deconv head: 2 upsample stages (heatmaps at 1/4) -> pose, else seg.

@@ -7,7 +7,7 @@ Evidence for the names:
 - Repos ``facebook/sapiens2-<task>-<size>``: the official ``docs/MODEL_ZOO.md`` (github
   facebookresearch/sapiens2) links exactly these repos: pretrain 0.1b/0.4b/0.8b/1b/1b-4k/5b and
   pose/seg/normal/pointmap at 0.4b/0.8b/1b/5b; matting (1b only) was added upstream in commit ebfe95a
-  (spec/matting-and-transformers.md §1).
+  (docs/official-facts.md §1).
 - Files ``sapiens2_<size>_<task>.safetensors``: the official README's checkpoint tree lists
   ``pretrain/sapiens2_{0.1b,0.4b,0.8b,1b,5b}_pretrain.safetensors``, ``sapiens2_1b_4k_pretrain.safetensors``,
   ``<task>/sapiens2_{0.4b,0.8b,1b,5b}_<task>.safetensors`` for pose, seg, normal, pointmap and
@@ -17,7 +17,7 @@ Evidence for the names:
   filename="sapiens2_5b_pretrain.safetensors")`` on the 5b card).
 - Input sizes: every model is trained at 1024x768 (H x W) except Sapiens2-1B (4K), trained at 4096x3072
   with ``use_tokenizer=True`` (official README, model card section).
-- Albedo: the official repo has albedo configs but no released checkpoint (spec/README.md).
+- Albedo: the official repo has albedo configs but no released checkpoint (docs/official-facts.md §1).
 """
 from __future__ import annotations
 
@@ -25,18 +25,17 @@ import re
 from dataclasses import dataclass
 
 from ..errors import CheckpointError, ModelNotAvailableError
+from ..models.heads.task_table import TASK_TABLE, task_aliases
 
 HF_ORG = "facebook"
-TASKS = ("pretrain", "pose", "seg", "normal", "pointmap", "matting")
-UNPUBLISHED_TASKS = ("albedo",)
+# "pretrain" (the bare backbone) is a checkpoint kind, not a head task, so it is named here and not in the task table.
+TASKS = ("pretrain",) + tuple(spec.name for spec in TASK_TABLE if spec.published)
+UNPUBLISHED_TASKS = tuple(spec.name for spec in TASK_TABLE if not spec.published)
 SIZES = ("0.1b", "0.4b", "0.8b", "1b", "5b")
 STANDARD_INPUT_SIZE = (1024, 768)  # (H, W)
 INPUT_SIZE_4K = (4096, 3072)
 
-_TASK_ALIASES = {
-    "segmentation": "seg", "bodyseg": "seg", "normals": "normal",
-    "keypoints": "pose", "alpha": "matting", "pretrained": "pretrain", "backbone": "pretrain",
-}
+_TASK_ALIASES = {**task_aliases(), "pretrained": "pretrain", "backbone": "pretrain"}
 
 
 @dataclass(frozen=True)

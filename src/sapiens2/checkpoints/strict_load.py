@@ -72,8 +72,8 @@ def _more(items) -> str:
 def fill_rope_periods(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Add each RoPE ``periods`` buffer the state dict lacks, computed as the model computes it.
 
-    transformers-written files do not store ``periods`` (spec §2.1); the model built on ``meta`` has no
-    values either, so a CPU copy of the module computes them. Returns the keys it added.
+    transformers-written files do not store ``periods`` (docs/official-facts.md §4.1); the model built on
+    ``meta`` has no values either, so a CPU copy of the module computes them. Returns the keys it added.
     """
     added = []
     for name, module in model.named_modules():

@@ -100,7 +100,8 @@ def transformers_config(model: Sapiens2TaskModel | Sapiens2Backbone) -> dict:
         "intermediate_size": arch.ffn_dim,
         "num_hidden_layers": arch.depth,
         "num_attention_heads": arch.num_heads,
-        # Explicit per layer: transformers' default GQA width (8 KV heads) fits only 0.4b and 0.8b (spec §2.5).
+        # Explicit per layer: transformers' default GQA width (8 KV heads) fits only 0.4b and 0.8b
+        # (docs/official-facts.md §4.3).
         "num_key_value_heads_per_layer": list(arch.kv_heads_per_block),
         "image_size": list(backbone.img_size),
         "patch_size": PATCH_SIZE,

@@ -9,7 +9,8 @@ from sapiens2.cli.common import PRECISION_OF_DTYPE, add_dtype, add_input_size, a
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo"))
+    p.add_argument("--task", required=True, metavar="TASK",
+                   help="pose, seg, normal, pointmap or albedo (aliases as in predict, e.g. bodyseg)")
     p.add_argument("--data", required=True, help="dataset folder with annotations.json (or a COCO keypoint JSON)")
     p.add_argument("--checkpoint", required=True,
                    help="task checkpoint: a file (e.g. runs/seg/model.safetensors) or a published name")
@@ -45,13 +46,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sapiens2 import load_model
-    from sapiens2.data.datasets import build_dataset
+    from sapiens2.training.datasets import build_dataset
     from sapiens2.errors import Sapiens2Error, UsageError
     from sapiens2.evaluation import format_table, save_json
     from sapiens2.evaluation.runner import evaluate
     from sapiens2.runtime import resolve_device
     from sapiens2.training.trainer import autocast_dtype
 
+    from sapiens2.training.config import trainable_task
+
+    try:
+        args.task = trainable_task(args.task)  # the task table's names and aliases, its error for the rest
+    except UsageError as e:
+        error("eval", str(e))
+        return 2
     device = resolve_device(args.device)  # an unavailable device is a usage error, before the model loads
     out = _output_path(args.output, args.task)
     size = tuple(args.input_size) if args.input_size else None  # None: load_model's trained-at size

@@ -69,7 +69,7 @@ def _load_backbone(args, device, input_hw):
 
 def run(args: argparse.Namespace) -> int:
     from ..runtime import resolve_device
-    from ..tasks.predictor import resolve_amp_dtype
+    from ..inference.predictor import resolve_amp_dtype
 
     input_hw = args.input_size
     device = resolve_device(args.device)  # a DeviceError is a usage error (status 2), before any work

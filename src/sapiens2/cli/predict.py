@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import sys
@@ -10,12 +9,11 @@ from pathlib import Path
 
 from sapiens2.cli.common import add_dtype, error, parse_hw
 from sapiens2.errors import UsageError  # a bad command line: reported under the usage line, exit status 2
+from sapiens2.models.heads.task_table import resolve_task, task_names
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
-_TASK_ALIASES = {"segmentation": "seg", "bodyseg": "seg", "normals": "normal", "keypoints": "pose",
-                 "depth": "pointmap", "alpha": "matting", "matte": "matting"}
+TASKS = task_names()
 USAGE_ERROR = 2
 INTERRUPTED = 130  # the shell's code for Ctrl-C; what was processed is published
 
@@ -115,13 +113,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------- argument parsing
 def _task_name(text: str) -> str:
-    name = text.strip().lower()
-    name = _TASK_ALIASES.get(name, name)
-    if name in TASKS:
-        return name
-    close = difflib.get_close_matches(name, list(TASKS) + list(_TASK_ALIASES), n=1, cutoff=0.5)
-    hint = f"; did you mean {_TASK_ALIASES.get(close[0], close[0])!r}?" if close else ""
-    raise UsageError(f"unknown task {text.strip()!r}{hint} (known: {', '.join(TASKS)})")
+    return resolve_task(text)  # UnknownTaskError is a UsageError: reported under the usage line
 
 
 def parse_tasks(values: list[str]) -> list[str]:
@@ -287,7 +279,7 @@ def output_settings(args: argparse.Namespace, models: dict, input_size) -> dict:
 
 def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, input_size):
     """The real Predictor for the parsed options (imports torch; may download published weights)."""
-    from sapiens2.tasks.predictor import Predictor
+    from sapiens2.inference.predictor import Predictor
 
     kwargs = dict(model=models, device=args.device, dtype=args.dtype, flip_test=args.flip_test,
                   input_size=input_size, return_probabilities=args.seg_probs)
@@ -310,7 +302,7 @@ def _run(args: argparse.Namespace) -> int:
     from sapiens2.io import OutputWriteError, discover_inputs
     from sapiens2.serving import InputFailure, OutputOptions, PredictJob
     from sapiens2.serving.completion import own_output_filter
-    from sapiens2.serving.runner import SourceItem, VideoOptions
+    from sapiens2.serving.runner import JobPlan, SourceItem, VideoOptions
 
     tasks = parse_tasks(args.task)
     sources = parse_sources(args.source)
@@ -366,20 +358,24 @@ def _run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     video = VideoOptions(start=args.start, end=args.end, max_frames=args.max_frames, track=args.track,
                          smoothing=args.smooth, frame_files=args.frame_files, fps=args.fps)
-    job = PredictJob(None, tasks, output, options, overwrite=args.overwrite, every=args.every, progress=progress,
-                     video=video, settings=output_settings(args, models, input_size))
-    if all(done for _, _, done in job.plan(found.items)):
+    settings = output_settings(args, models, input_size)
+    plan = JobPlan.make(tasks, output, options, overwrite=args.overwrite, every=args.every, video=video,
+                        settings=settings)
+    predictor = boxes_for = None  # no model is loaded when every input already has its outputs
+    if all(done for _, _, done in plan.plan(found.items)):
         logger.info("all %d input(s) already have their outputs; nothing to do (use --overwrite to redo)",
                     len(found.items))
     else:
         try:
-            job.boxes_for = _boxes_lookup(args.boxes)
-            job.predictor = build_predictor(args, tasks, models, input_size)
+            boxes_for = _boxes_lookup(args.boxes)
+            predictor = build_predictor(args, tasks, models, input_size)
         except (UsageError, InputSizeError) as exc:  # e.g. an input size the model's tokenizer cannot tile
             raise UsageError(str(exc)) from exc
         except Sapiens2Error as exc:  # model not available offline, bad checkpoint, ...
             error("predict", str(exc))
             return 1
+    job = PredictJob(predictor, tasks, output, options, overwrite=args.overwrite, every=args.every,
+                     progress=progress, video=video, settings=settings, boxes_for=boxes_for)
     summary = job.run(found.items, failures)
     for line in summary.lines():
         print(line)

@@ -10,7 +10,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, choices=("pose", "seg", "normal", "pointmap", "albedo"))
+    p.add_argument("--task", required=True, metavar="TASK",
+                   help="pose, seg, normal, pointmap or albedo (aliases as in predict, e.g. bodyseg)")
     p.add_argument("--data", required=True,
                    help="training dataset: a folder with annotations.json (sapiens2 synth layout) or, for pose, "
                         "a COCO keypoint JSON (308 keypoints or COCO-WholeBody 133)")

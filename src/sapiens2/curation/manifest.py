@@ -4,10 +4,10 @@ Embeddings of the images that reached the CLIP stage go to ``embeddings.parquet`
 de-duplication and balancing can be re-run without the models."""
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
+
+from sapiens2.io.writers import atomic_path
 
 from .columns import STAGE_ORDER
 from .runtime import require
@@ -25,13 +25,8 @@ def write_table_atomic(table, path: str | Path) -> Path:
     import pyarrow.parquet as pq
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as temp:
         pq.write_table(table, temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
     return path
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from sapiens2.io.writers import atomic_path
 
 from .columns import LISTING_COLUMNS, SCORE_DEFAULTS
 
@@ -90,13 +91,8 @@ def write_part(batch: dict[str, np.ndarray], parts_dir: str,
     table = batch_to_table(batch)
     uids = sorted(str(u) for u in batch["uid"])
     name = "part-" + hashlib.sha1("\n".join(uids).encode()).hexdigest()[:20] + ".parquet"
-    folder.mkdir(parents=True, exist_ok=True)
-    temp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with atomic_path(folder / name) as temp:
         pq.write_table(table, temp)
-        os.replace(temp, folder / name)
-    finally:
-        temp.unlink(missing_ok=True)
     return _result(batch, True)
 
 

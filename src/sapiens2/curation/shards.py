@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import tarfile
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 
 from sapiens2.data.shards import iter_tar_samples
 from sapiens2.io.images import decode_image
-from sapiens2.io.writers import encode_image, write_json
+from sapiens2.io.writers import atomic_path, encode_image, write_json
 
 from .sources import read_item_bytes
 
@@ -70,10 +69,8 @@ def write_shard(path: str | Path, samples: list[dict[str, Any]], jpeg_quality: i
     """Write one shard atomically. ``samples``: dicts with ``row`` (listing columns, to read the image) and
     ``meta`` (the JSON). Returns the number of samples written (a source that vanished is skipped, logged)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     written = 0
-    try:
+    with atomic_path(path) as temp:
         with tarfile.open(temp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for sample in samples:
                 key = sample["meta"]["key"]
@@ -85,9 +82,6 @@ def write_shard(path: str | Path, samples: list[dict[str, Any]], jpeg_quality: i
                 _add(tar, f"{key}.jpg", image)
                 _add(tar, f"{key}.json", json.dumps(sample["meta"], sort_keys=True).encode())
                 written += 1
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
     return written
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..io.writers import atomic_path
 
 
 def to_jsonable(value: Any) -> Any:
@@ -112,15 +113,8 @@ def save_json(metrics: Mapping[str, Any], path: str | os.PathLike, **extra: Any)
     """Write ``{**extra, "metrics": metrics, "units": {key: unit}}`` as indented JSON, atomically (temporary
     file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = to_jsonable({**extra, "metrics": metrics, "units": metric_units(metrics)})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp, open(temp, "w") as f:
+        json.dump(payload, f, indent=2, allow_nan=False)
+        f.write("\n")
     return path

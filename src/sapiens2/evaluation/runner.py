@@ -9,9 +9,10 @@
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import collate
+from ..data.collate import collate
+from ..models.heads.task_table import resolve_task
+from ..runtime import autocast as runtime_autocast
 from . import METRICS
 
 logger = logging.getLogger(__name__)
@@ -29,11 +32,10 @@ __all__ = ["evaluate", "make_metric", "predict_batch"]
 
 
 def make_metric(task: str):
-    if task not in METRICS:
-        raise ValueError(f"no metrics for task {task!r}; tasks: {', '.join(METRICS)}")
-    if task == "pose":
-        return METRICS[task](nms_threshold=None)  # one prediction per ground-truth box: nothing to suppress
-    return METRICS[task]()
+    task = resolve_task(task)  # names and aliases of the task table, its error for the rest
+    if task not in EVALUATIONS:
+        raise ValueError(f"no metrics for task {task!r}; tasks: {', '.join(EVALUATIONS)}")
+    return EVALUATIONS[task].make_metric()
 
 
 def _nhwc(t: torch.Tensor) -> np.ndarray:
@@ -44,8 +46,7 @@ def _nhwc(t: torch.Tensor) -> np.ndarray:
 def predict_batch(model: nn.Module, images: torch.Tensor, autocast: torch.dtype | None = None,
                   flip_test: bool = False):
     """Model outputs in float32 (pose heatmaps with the official flip test when asked)."""
-    ctx = torch.autocast(images.device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-    with ctx:
+    with runtime_autocast(images.device, autocast):
         out = model(images)
         if flip_test:
             from ..tasks.pose.flip import flip_test_average
@@ -77,36 +78,75 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 4, device: torch.de
     if progress:
         from tqdm import tqdm
         loader = tqdm(loader, desc=f"eval {task}", unit="batch")
-    per_image: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    clamped = 0  # pointmap: images whose predicted scale was not positive
+    run = _EvalRun(task, dataset, metric)
+    entry = EVALUATIONS[task]
     for batch in loader:
         images = batch["image"].to(device)
         out = predict_batch(model, images, autocast, flip_test and task == "pose")
-        if task == "pose":
-            _pose_update(per_image, out, batch, dataset)
-        elif task == "seg":
-            labels = batch["seg"].numpy()
-            logits = out if out.shape[-2:] == labels.shape[-2:] else F.interpolate(
-                out, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-            metric.update(logits.argmax(1).cpu().numpy(), labels)
-        elif task == "pointmap":
-            points, scale = out
-            gt = batch["pointmap"]
-            points = _fit(points, gt)
-            scale = scale.reshape(-1)
-            if bool((scale <= 0).any()):  # an untrained scale head: score it as a tiny scale, not a crash
-                clamped += int((scale <= 0).sum())
-                scale = scale.clamp(min=1e-6)
-            metric.update(_nhwc(points), _nhwc(gt), batch["mask"][:, 0].numpy(), pred_scale=scale.cpu().numpy())
-        else:
-            gt = batch[task]
-            metric.update(_nhwc(_fit(out, gt)), _nhwc(gt), batch["mask"][:, 0].numpy())
-    if clamped:  # once per evaluation, not once per batch
+        entry.update(run, out, batch)
+    if run.clamped:  # once per evaluation, not once per batch
         logger.warning("the model predicted a non-positive pointmap scale for %d of %d images; clamped to 1e-6",
-                       clamped, len(dataset))
+                       run.clamped, len(dataset))
     if task == "pose":
-        return _pose_metrics(metric, per_image, dataset, pck_thresholds)
+        return _pose_metrics(metric, run.per_image, dataset, pck_thresholds)
     return metric.compute()
+
+
+@dataclass
+class _EvalRun:
+    """What one evaluation accumulates besides its metric: pose predictions per image, clamped pointmap scales."""
+
+    task: str
+    dataset: Any
+    metric: Any
+    per_image: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
+    clamped: int = 0
+
+
+def _update_pose(run: _EvalRun, heatmaps: torch.Tensor, batch: dict[str, Any]) -> None:
+    _pose_update(run.per_image, heatmaps, batch, run.dataset)
+
+
+def _update_seg(run: _EvalRun, logits: torch.Tensor, batch: dict[str, Any]) -> None:
+    labels = batch["seg"].numpy()
+    logits = logits if logits.shape[-2:] == labels.shape[-2:] else F.interpolate(
+        logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    run.metric.update(logits.argmax(1).cpu().numpy(), labels)
+
+
+def _update_pointmap(run: _EvalRun, out, batch: dict[str, Any]) -> None:
+    points, scale = out
+    gt = batch["pointmap"]
+    points = _fit(points, gt)
+    scale = scale.reshape(-1)
+    if bool((scale <= 0).any()):  # an untrained scale head: score it as a tiny scale, not a crash
+        run.clamped += int((scale <= 0).sum())
+        scale = scale.clamp(min=1e-6)
+    run.metric.update(_nhwc(points), _nhwc(gt), batch["mask"][:, 0].numpy(), pred_scale=scale.cpu().numpy())
+
+
+def _update_masked_map(run: _EvalRun, out: torch.Tensor, batch: dict[str, Any]) -> None:
+    gt = batch[run.task]  # the map under the task's own key (normal, albedo)
+    run.metric.update(_nhwc(_fit(out, gt)), _nhwc(gt), batch["mask"][:, 0].numpy())
+
+
+@dataclass(frozen=True)
+class TaskEvaluation:
+    """The evaluation layer's part of a task's entry: its metric and how one batch of outputs updates it."""
+
+    make_metric: Callable[[], Any]
+    update: Callable[[_EvalRun, Any, dict[str, Any]], None] = _update_masked_map
+
+
+# One entry per trainable task of the task table (models/heads/task_table.py); tests/test_task_table.py checks.
+EVALUATIONS: dict[str, TaskEvaluation] = {
+    # one prediction per ground-truth box: nothing to suppress
+    "pose": TaskEvaluation(lambda: METRICS["pose"](nms_threshold=None), _update_pose),
+    "seg": TaskEvaluation(METRICS["seg"], _update_seg),
+    "normal": TaskEvaluation(METRICS["normal"]),
+    "pointmap": TaskEvaluation(METRICS["pointmap"], _update_pointmap),
+    "albedo": TaskEvaluation(METRICS["albedo"]),
+}
 
 
 def _pose_metrics(metric, per_image, dataset, pck_thresholds) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from .errors import ImageReadError, ImageTooLargeError, OutputWriteError, VideoR
 from .imagesize import DEFAULT_MAX_PIXELS, header_size
 from .images import DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, LoadedImage, decode_image, load_image, read_image
 from .sources import DiscoveredInputs, InputItem, discover_inputs, input_kind
-from .video import VIDEO_EXTENSIONS, VideoSource, VideoWriter, open_video
-from .writers import (atomic_open, encode_image, ensure_directory, outputs_exist, remove_stale_temp_files,
+from .video import VIDEO_EXTENSIONS, VideoWriter
+from .writers import (atomic_open, atomic_path, encode_image, ensure_directory, outputs_exist, remove_stale_temp_files,
                       should_skip, write_bytes, write_image, write_json, write_npy, write_ply, write_png)
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS", "header_size",
     "DEFAULT_BACKGROUND", "IMAGE_EXTENSIONS", "LoadedImage", "decode_image", "load_image", "read_image",
     "DiscoveredInputs", "InputItem", "discover_inputs", "input_kind",
-    "VIDEO_EXTENSIONS", "VideoSource", "VideoWriter", "open_video",
-    "atomic_open", "encode_image", "ensure_directory", "outputs_exist", "remove_stale_temp_files",
+    "VIDEO_EXTENSIONS", "VideoWriter",
+    "atomic_open", "atomic_path", "encode_image", "ensure_directory", "outputs_exist", "remove_stale_temp_files",
     "should_skip", "write_bytes", "write_image", "write_json", "write_npy", "write_ply", "write_png",
 ]

@@ -1,4 +1,6 @@
-"""Video in and out with OpenCV: frames are streamed one at a time (never all in memory), in RGB uint8.
+"""Video files with OpenCV: which extensions are videos, the frame-size check made before decoding, and
+:class:`VideoWriter` (RGB uint8 frames in). Reading lives in :mod:`sapiens2.video.sources` (files, image folders,
+cameras, streams).
 
 Writing goes to a hidden temporary file in the destination folder which is renamed into place on
 :meth:`VideoWriter.close`, so an interrupted run never leaves a half-written video under the final name.
@@ -12,14 +14,12 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import OutputWriteError, VideoReadError, VideoTooLargeError
-from .imagesize import DEFAULT_MAX_PIXELS
+from .errors import OutputWriteError, VideoTooLargeError
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +28,6 @@ VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
     ".ts", ".mts", ".m2ts", ".3gp", ".ogv",
 })
-
-#: Frame rate assumed when a container does not report one.
-FALLBACK_FPS = 30.0
 
 TEMP_TAG = ".s2tmp"  # marks our temporary files (see writers.remove_stale_temp_files)
 
@@ -75,77 +72,6 @@ def check_frame_size(capture, name: str, max_pixels: int | None) -> None:
             raise VideoTooLargeError(name, int(width), int(height), int(max_pixels))
 
 
-def _open_capture(path: Path) -> cv2.VideoCapture:
-    if not path.exists():
-        raise VideoReadError(path, "file does not exist")
-    if path.is_dir():
-        raise VideoReadError(path, "is a directory, not a video file")
-    if path.stat().st_size == 0:
-        raise VideoReadError(path, "file is empty (0 bytes)")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise VideoReadError(path, "OpenCV cannot open it (not a video, or an unsupported container/codec)")
-    return capture
-
-
-class VideoSource:
-    """A readable video. Opening checks that the first frame decodes.
-
-    ``fps`` is the container's rate (``FALLBACK_FPS`` when it reports none; ``fps_reported`` says which);
-    ``frame_count`` is the container's count and may be approximate (0 if unknown); ``width``/``height``
-    are those of the decoded frames (after any rotation the container asks for).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
-        self.path = Path(path)
-        capture = _open_capture(self.path)
-        try:
-            check_frame_size(capture, str(self.path), max_pixels)
-            ok, frame = capture.read()
-            if not ok or frame is None:
-                raise VideoReadError(self.path, "video has no decodable frames")
-            fps = capture.get(cv2.CAP_PROP_FPS)
-            count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-        finally:
-            capture.release()
-        self.fps_reported = bool(math.isfinite(fps) and fps > 0)
-        self.fps = float(fps) if self.fps_reported else FALLBACK_FPS
-        self.frame_count = int(count) if math.isfinite(count) and count > 0 else 0
-        self.height, self.width = int(frame.shape[0]), int(frame.shape[1])
-
-    def __repr__(self) -> str:
-        return (f"VideoSource({str(self.path)!r}, {self.width}x{self.height}, fps={self.fps:g}, "
-                f"frames={self.frame_count})")
-
-    def frames(self, *, step: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(frame_index, rgb)`` for every ``step``-th frame, at most ``max_frames`` of them.
-
-        Each call re-opens the file, so the generator can be iterated again from the start.
-        """
-        if step < 1:
-            raise ValueError(f"step must be >= 1, got {step}")
-        capture = _open_capture(self.path)
-        try:
-            index = yielded = 0
-            while max_frames is None or yielded < max_frames:
-                if index % step == 0:
-                    ok, frame = capture.read()
-                    if not ok:
-                        break
-                    yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                    yielded += 1
-                elif not capture.grab():  # skip without decoding to colour
-                    break
-                index += 1
-        finally:
-            capture.release()
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for _, frame in self.frames():
-            yield frame
-
-
 def _report_fallback(requested: str, used: str) -> None:
     if (requested, used) in _reported_fallbacks:
         return
@@ -154,12 +80,6 @@ def _report_fallback(requested: str, used: str) -> None:
         "; web browsers do not play it: re-encode with `ffmpeg -i X.mp4 -c:v libx264 -pix_fmt yuv420p Y.mp4`, or "
         "use an OpenCV built with an H.264 encoder")
     logger.warning("videos: no %s encoder in this OpenCV build, writing %s instead%s", requested, used, note)
-
-
-def open_video(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> VideoSource:
-    """Open a video for streaming; raises :class:`VideoReadError` if it is missing, unreadable or empty
-    (:class:`VideoTooLargeError` when its frames have more than ``max_pixels`` pixels; 0 = no limit)."""
-    return VideoSource(path, max_pixels=max_pixels)
 
 
 class VideoWriter:

@@ -37,6 +37,25 @@ def ensure_directory(folder: PathLike) -> Path:
     return folder
 
 
+def temporary_sibling(path: Path) -> Path:
+    """A hidden, unique temporary name beside ``path`` (the tag lets ``remove_stale_temp_files`` find leftovers)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TEMP_TAG}")
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary sibling path for a writer that takes a path (safetensors, parquet, tarfile); on normal exit it
+    replaces ``path``, on an exception it is removed and the exception propagates unchanged."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_sibling(path)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on normal exit it replaces ``path``.
@@ -48,7 +67,7 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise ValueError(f"atomic_open supports modes 'wb' and 'w', got {mode!r}")
     path = Path(path)
     ensure_directory(path.parent)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TEMP_TAG}")
+    temp = temporary_sibling(path)
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:

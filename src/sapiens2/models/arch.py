@@ -1,7 +1,8 @@
 """The Sapiens2 backbone sizes: one table, not a flag per variant.
 
-Numbers are the official configs (spec/README.md). ``sapiens2_tiny`` is the small random-weight arch of
-the official numerics fixture; it exists for tests and examples, no weights are published for it.
+Numbers are the official configs (table in docs/official-facts.md §2). ``sapiens2_tiny`` is the small
+random-weight arch of the official numerics fixture; it exists for tests and examples, no weights are published
+for it.
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ class Sapiens2TaskModel(nn.Module):
         return self.backbone.img_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if self.task == "pointmap":  # fail before the expensive backbone pass
+        if hasattr(self.decode_head, "check_feature_grid"):  # pointmap: fail before the expensive backbone pass
             grid = self.backbone.grid_size(x.shape[-2], x.shape[-1])
             self.decode_head.check_feature_grid(*grid, image_hw=(x.shape[-2], x.shape[-1]))
         return self.decode_head(self.backbone(x))

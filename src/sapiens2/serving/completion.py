@@ -23,7 +23,7 @@ from typing import Any
 
 from sapiens2.io import input_kind, write_json
 
-from .outputs import TASK_ORDER, _SUFFIXES, SEG_PROBS_SUFFIX, with_suffix
+from .outputs import SEG_PROBS_SUFFIX, TASK_ORDER, TASK_OUTPUTS, with_suffix
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ RECORD_FORMAT = "sapiens2.done"
 RECORD_VERSION = 1
 
 # Every name ending we give an output (the longest first, so ".seg_vis.png" wins over ".png"-like overlaps).
-OUTPUT_SUFFIXES = tuple(sorted({s for pairs in _SUFFIXES.values() for s, _ in pairs}
+OUTPUT_SUFFIXES = tuple(sorted({s for entry in TASK_OUTPUTS.values() for s, _ in entry.files}
                                | {f".{t}.mp4" for t in TASK_ORDER} | {SEG_PROBS_SUFFIX, DONE_SUFFIX},
                                key=len, reverse=True))
 

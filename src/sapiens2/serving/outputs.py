@@ -23,9 +23,10 @@ Every file is written atomically by the :mod:`sapiens2.io` writers.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ import numpy as np
 from sapiens2.data.specs import seg_classes
 from sapiens2.io import DEFAULT_MAX_PIXELS, write_json, write_npy, write_ply
 from sapiens2.io import write_png as _write_png
+from sapiens2.models.heads.task_table import resolve_task, task_names
 from sapiens2.tasks.results import Prediction
 from sapiens2.visualization import (albedo_to_uint8, depth_to_rgb, draw_poses, mask_to_uint8, matte_composite,
                                     matte_cutout, normals_to_rgb, overlay_segmentation)
@@ -40,7 +42,7 @@ from sapiens2.visualization._arrays import row_bands
 
 from .pose_json import image_pose_document
 
-TASK_ORDER = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+TASK_ORDER = task_names()
 # zlib level 1: about 20% faster to encode than OpenCV's default 3, for about 10% larger files (writing is a
 # large share of the pipeline's time outside the model on fast devices).
 PNG_COMPRESSION = 1
@@ -49,14 +51,6 @@ PREVIEW_MAX_PIXELS = DEFAULT_MAX_PIXELS  # seg overlays of larger images are pre
 MAX_DEPTH_MM = 65535  # uint16 ceiling: 65.535 m
 
 # suffix -> whether it is a visualisation (skipped for video frames, where the task's mp4 shows it)
-_SUFFIXES: dict[str, tuple[tuple[str, bool], ...]] = {
-    "pose": ((".pose.json", False), (".pose.png", True)),
-    "seg": ((".seg.png", False), (".seg_vis.png", True)),
-    "normal": ((".normal.npy", False), (".normal.png", True)),
-    "pointmap": ((".pointmap.npy", False), (".depth.png", False), (".depth_vis.png", True), (".ply", False)),
-    "albedo": ((".albedo.png", False),),
-    "matting": ((".alpha.png", False), (".cutout.png", False)),
-}
 SEG_PROBS_SUFFIX = ".seg_probs.npy"
 # One class table per folder rather than one per image: the 29 names are the same for every image (and every
 # video frame), and a per-image file would be one more output for resuming to check.
@@ -80,12 +74,10 @@ def write_png(path: Path, image: np.ndarray, *, consume: bool = False) -> Path:
 
 
 def order_tasks(tasks: Iterable[str]) -> list[str]:
-    """Tasks in the canonical order (unknown names raise ``ValueError``)."""
-    tasks = list(dict.fromkeys(tasks))
-    unknown = [t for t in tasks if t not in TASK_ORDER]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASK_ORDER)}")
-    return [t for t in TASK_ORDER if t in tasks]
+    """Tasks (names or aliases) in the task table's order; an unknown name raises the table's
+    :class:`~sapiens2.errors.UnknownTaskError` (a ``ValueError``)."""
+    wanted = {resolve_task(t) for t in tasks}
+    return [t for t in task_names() if t in wanted]
 
 
 def with_suffix(base: Path, suffix: str) -> Path:
@@ -94,7 +86,7 @@ def with_suffix(base: Path, suffix: str) -> Path:
 
 
 def task_suffixes(task: str, options: OutputOptions, *, video_frame: bool = False) -> list[str]:
-    suffixes = [s for s, is_vis in _SUFFIXES[task] if not (video_frame and is_vis)]
+    suffixes = [s for s, is_vis in TASK_OUTPUTS[task].files if not (video_frame and is_vis)]
     if video_frame and task == "pose":
         suffixes = []  # a video's poses go to one JSON Lines file
     if task == "seg" and options.seg_probabilities:
@@ -222,28 +214,44 @@ def render_task(prediction: Prediction, image_rgb: np.ndarray, task: str, *,
     """The RGB uint8 picture of one task's result at the image size (``*_vis`` files and video frames).
     ``valid``: the pointmap's :func:`valid_depth`, when the caller has it already. Pose in videos:
     ``track_ids`` label and colour each person, ``keypoints`` (P, K, 2) replace the model's (smoothed ones)."""
-    if task == "pose":
-        pose = _result(prediction, task)
-        if pose.num_people == 0:
-            return np.ascontiguousarray(image_rgb).copy()
-        points = pose.keypoints if keypoints is None else keypoints
-        ids = None if track_ids is None else [int(i) for i in track_ids]
-        return draw_poses(image_rgb, points, pose.scores, boxes=pose.boxes, track_ids=ids)
-    if task == "seg":
-        return overlay_segmentation(*seg_preview(image_rgb, _result(prediction, task).mask), legend=True)
-    if task == "normal":
-        normal = _result(prediction, task)
-        return normals_to_rgb(normal.normals, normal.mask)
-    if task == "pointmap":
-        valid = valid_depth(prediction) if valid is None else valid
-        return depth_to_rgb(_result(prediction, task).depth, valid)
-    if task == "albedo":
-        albedo = _result(prediction, task)
-        return albedo_to_uint8(albedo.albedo, albedo.mask)
-    if task == "matting":
-        matting = _result(prediction, task)
-        return matte_composite(image_rgb, matting.alpha, foreground=matting.foreground)
-    raise ValueError(f"unknown task {task!r}")
+    entry = TASK_OUTPUTS.get(task)
+    if entry is None:
+        raise ValueError(f"unknown task {task!r}")
+    return entry.render(prediction, image_rgb, valid=valid, track_ids=track_ids, keypoints=keypoints)
+
+
+def _render_pose(prediction: Prediction, image_rgb: np.ndarray, *, track_ids=None, keypoints=None,
+                 **_) -> np.ndarray:
+    pose = _result(prediction, "pose")
+    if pose.num_people == 0:
+        return np.ascontiguousarray(image_rgb).copy()
+    points = pose.keypoints if keypoints is None else keypoints
+    ids = None if track_ids is None else [int(i) for i in track_ids]
+    return draw_poses(image_rgb, points, pose.scores, boxes=pose.boxes, track_ids=ids)
+
+
+def _render_seg(prediction: Prediction, image_rgb: np.ndarray, **_) -> np.ndarray:
+    return overlay_segmentation(*seg_preview(image_rgb, _result(prediction, "seg").mask), legend=True)
+
+
+def _render_normal(prediction: Prediction, image_rgb: np.ndarray, **_) -> np.ndarray:
+    normal = _result(prediction, "normal")
+    return normals_to_rgb(normal.normals, normal.mask)
+
+
+def _render_pointmap(prediction: Prediction, image_rgb: np.ndarray, *, valid=None, **_) -> np.ndarray:
+    valid = valid_depth(prediction) if valid is None else valid
+    return depth_to_rgb(_result(prediction, "pointmap").depth, valid)
+
+
+def _render_albedo(prediction: Prediction, image_rgb: np.ndarray, **_) -> np.ndarray:
+    albedo = _result(prediction, "albedo")
+    return albedo_to_uint8(albedo.albedo, albedo.mask)
+
+
+def _render_matting(prediction: Prediction, image_rgb: np.ndarray, **_) -> np.ndarray:
+    matting = _result(prediction, "matting")
+    return matte_composite(image_rgb, matting.alpha, foreground=matting.foreground)
 
 
 def write_seg_classes(folder: Path) -> Path:
@@ -286,50 +294,66 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
         written.append(path)
         return path
 
-    if task == "pose":
-        if path := out(".pose.json"):
-            # compact: C-speed encoding, and one line per number would make big files
-            write_json(path, image_pose_document(result, model=options.model_names.get("pose"),
-                                                 image_size=prediction.image_size,
-                                                 settings=options.pose_settings), indent=None)
-        if path := out(".pose.png"):
-            write_png(path, render_task(prediction, image_rgb, task), consume=True)
-    elif task == "seg":
-        if path := out(".seg.png"):
-            write_png(path, np.asarray(result.mask, dtype=np.uint8))
-            write_seg_classes(path.parent)
-        if path := out(".seg_vis.png"):
-            write_png(path, render_task(prediction, image_rgb, task), consume=True)
-        if path := out(SEG_PROBS_SUFFIX):
-            if result.probabilities is None:
-                raise ValueError("segmentation probabilities were requested but the prediction has none")
-            write_npy(path, np.asarray(result.probabilities, dtype=np.float16))
-    elif task == "normal":
-        if path := out(".normal.npy"):
-            write_npy(path, np.asarray(result.normals, dtype=np.float32))
-        if path := out(".normal.png"):
-            write_png(path, render_task(prediction, image_rgb, task), consume=True)
-    elif task == "pointmap":
-        valid = valid_depth(prediction)
-        if path := out(".pointmap.npy"):
-            write_npy(path, np.asarray(result.pointmap, dtype=np.float32))
-        if path := out(".depth.png"):
-            write_png(path, depth_millimetres(result.depth, valid))
-        if path := out(".depth_vis.png"):
-            write_png(path, render_task(prediction, image_rgb, task, valid=valid), consume=True)
-        if path := out(".ply"):
-            _write_pointcloud(path, prediction, image_rgb, valid, options.ply_max_points)
-    elif task == "albedo":
-        if path := out(".albedo.png"):
-            write_png(path, render_task(prediction, image_rgb, task), consume=True)
-    elif task == "matting":
-        if path := out(".alpha.png"):
-            write_png(path, mask_to_uint8(np.asarray(result.alpha, dtype=np.float32)))
-        if path := out(".cutout.png"):
-            write_png(path, matte_cutout(image_rgb, result.alpha, foreground=result.foreground), consume=True)
-    else:
-        raise ValueError(f"unknown task {task!r}")
+    TASK_OUTPUTS[task].write(out, prediction, image_rgb, result, options)
     return written
+
+
+# Each writer gets ``out(suffix)``: the path to write that file to, or None when it is not wanted.
+def _write_pose(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, result, options: OutputOptions) -> None:
+    if path := out(".pose.json"):
+        # compact: C-speed encoding, and one line per number would make big files
+        write_json(path, image_pose_document(result, model=options.model_names.get("pose"),
+                                             image_size=prediction.image_size,
+                                             settings=options.pose_settings), indent=None)
+    if path := out(".pose.png"):
+        write_png(path, render_task(prediction, image_rgb, "pose"), consume=True)
+
+
+def _write_seg(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, result, options: OutputOptions) -> None:
+    if path := out(".seg.png"):
+        write_png(path, np.asarray(result.mask, dtype=np.uint8))
+        write_seg_classes(path.parent)
+    if path := out(".seg_vis.png"):
+        write_png(path, render_task(prediction, image_rgb, "seg"), consume=True)
+    if path := out(SEG_PROBS_SUFFIX):
+        if result.probabilities is None:
+            raise ValueError("segmentation probabilities were requested but the prediction has none")
+        write_npy(path, np.asarray(result.probabilities, dtype=np.float16))
+
+
+def _write_normal(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, result,
+                  options: OutputOptions) -> None:
+    if path := out(".normal.npy"):
+        write_npy(path, np.asarray(result.normals, dtype=np.float32))
+    if path := out(".normal.png"):
+        write_png(path, render_task(prediction, image_rgb, "normal"), consume=True)
+
+
+def _write_pointmap(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, result,
+                    options: OutputOptions) -> None:
+    valid = valid_depth(prediction)
+    if path := out(".pointmap.npy"):
+        write_npy(path, np.asarray(result.pointmap, dtype=np.float32))
+    if path := out(".depth.png"):
+        write_png(path, depth_millimetres(result.depth, valid))
+    if path := out(".depth_vis.png"):
+        write_png(path, render_task(prediction, image_rgb, "pointmap", valid=valid), consume=True)
+    if path := out(".ply"):
+        _write_pointcloud(path, prediction, image_rgb, valid, options.ply_max_points)
+
+
+def _write_albedo(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, result,
+                  options: OutputOptions) -> None:
+    if path := out(".albedo.png"):
+        write_png(path, render_task(prediction, image_rgb, "albedo"), consume=True)
+
+
+def _write_matting(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, result,
+                   options: OutputOptions) -> None:
+    if path := out(".alpha.png"):
+        write_png(path, mask_to_uint8(np.asarray(result.alpha, dtype=np.float32)))
+    if path := out(".cutout.png"):
+        write_png(path, matte_cutout(image_rgb, result.alpha, foreground=result.foreground), consume=True)
 
 
 def write_prediction(prediction: Prediction, image_rgb: np.ndarray, base: Path, tasks: Sequence[str],
@@ -339,3 +363,31 @@ def write_prediction(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
     for task in tasks:
         written += write_task_files(prediction, image_rgb, base, task, options, video_frame=video_frame)
     return written
+
+
+OutPath = Callable[[str], "Path | None"]
+
+
+@dataclass(frozen=True)
+class TaskOutputs:
+    """The serving layer's part of a task's entry: its files, its picture and the writer of those files.
+
+    files: (suffix, is a visualisation) per file of an image input; video frames skip the visualisations
+    (the picture goes into the task's ``.mp4`` instead).
+    """
+
+    files: tuple[tuple[str, bool], ...]
+    render: Callable[..., np.ndarray]
+    write: Callable[[OutPath, Prediction, np.ndarray, Any, OutputOptions], None]
+
+
+# One entry per task of the task table (models/heads/task_table.py); tests/test_task_table.py checks they match.
+TASK_OUTPUTS: dict[str, TaskOutputs] = {
+    "pose": TaskOutputs(((".pose.json", False), (".pose.png", True)), _render_pose, _write_pose),
+    "seg": TaskOutputs(((".seg.png", False), (".seg_vis.png", True)), _render_seg, _write_seg),
+    "normal": TaskOutputs(((".normal.npy", False), (".normal.png", True)), _render_normal, _write_normal),
+    "pointmap": TaskOutputs(((".pointmap.npy", False), (".depth.png", False), (".depth_vis.png", True),
+                             (".ply", False)), _render_pointmap, _write_pointmap),
+    "albedo": TaskOutputs(((".albedo.png", False),), _render_albedo, _write_albedo),
+    "matting": TaskOutputs(((".alpha.png", False), (".cutout.png", False)), _render_matting, _write_matting),
+}

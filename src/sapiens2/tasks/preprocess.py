@@ -18,14 +18,13 @@ from sapiens2.errors import Sapiens2Error
 from sapiens2.io.errors import ImageTooLargeError
 from sapiens2.io.images import DEFAULT_BACKGROUND, LoadedImage, load_image
 from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS, check_pixels
+from sapiens2.runtime import PIXEL_MEAN, PIXEL_STD, normalise_pixels
 
 __all__ = [
     "PIXEL_MEAN", "PIXEL_STD", "ImageInput", "InputImageError", "ImageTooLargeInputError", "RgbImage", "Padding",
     "as_rgb_image", "stretch_resize", "fit_resize_pad", "fit_geometry", "to_model_batch",
 ]
 
-PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 scale
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 ImageInput = Union[str, os.PathLike, np.ndarray, LoadedImage]
 
@@ -149,18 +148,6 @@ def fit_resize_pad(rgb: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarr
     return out, pad
 
 
-_NORM_CACHE: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _norm_constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    key = (str(device), dtype)
-    if key not in _NORM_CACHE:
-        mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(1, 3, 1, 1)
-        _NORM_CACHE[key] = (mean.to(device=device, dtype=dtype), std.to(device=device, dtype=dtype))
-    return _NORM_CACHE[key]
-
-
 def to_model_batch(images_uint8: np.ndarray | list[np.ndarray], device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB (or a list of equal-size (H, W, 3)) -> normalised (N, 3, H, W) tensor on ``device``.
@@ -172,5 +159,4 @@ def to_model_batch(images_uint8: np.ndarray | list[np.ndarray], device: torch.de
     device = torch.device(device)
     pixels = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
     x = pixels.permute(0, 3, 1, 2).to(dtype)
-    mean, std = _norm_constants(device, dtype)
-    return ((x - mean) / std).contiguous()
+    return normalise_pixels(x).contiguous()

@@ -5,8 +5,9 @@ the centre of the top-left pixel; boxes are xyxy; RGB channel order; float32 unl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,10 +84,20 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage: "forward", "pre", "post"
     # Set instead of the results when this input failed (``Predictor.predict_many`` keeps going): the exception.
     error: BaseException | None = None
+    # Results of tasks added to the task table beyond the built-in six (no field of their own): task -> result.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def get(self, task: str):
-        return getattr(self, task)
+        return self.extra[task] if task in self.extra else getattr(self, task)
+
+    def set(self, task: str, result: Any) -> None:
+        """Store a task's result: in its field for the built-in tasks, in ``extra`` for others."""
+        if task in {f.name for f in fields(self)}:  # a typed field (pose, seg, ...)
+            setattr(self, task, result)
+        else:
+            self.extra[task] = result
+

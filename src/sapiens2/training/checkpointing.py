@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, RunExistsError
+from ..io.writers import atomic_path
 
 __all__ = ["CHECKPOINT_DIR", "MODEL_FILE", "STATE_FILE", "save_weights", "save_checkpoint", "list_checkpoints",
            "latest_checkpoint", "load_weights", "load_training_state", "rng_state", "set_rng_state",
@@ -41,13 +42,8 @@ def _official_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_weights(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """Write an official-key state dict as safetensors, atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(_official_only(state), str(tmp), metadata={"format": "pt", **(metadata or {})})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as temp:
+        save_file(_official_only(state), str(temp), metadata={"format": "pt", **(metadata or {})})
     return path
 
 

@@ -17,10 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..errors import TrainingConfigError
+from ..models.heads.task_table import TASK_TABLE, task_spec
+from ..runtime import parse_precision
+
 __all__ = ["OptimConfig", "DataConfig", "TrainConfig", "TRAIN_TASKS", "default_config", "load_config",
            "apply_overrides", "config_to_dict", "arch_size_of"]
 
-TRAIN_TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+TRAIN_TASKS = tuple(spec.name for spec in TASK_TABLE if spec.trainable)
 
 _LAYER_DECAY = {"0.4b": 0.8, "0.8b": 0.85, "1b": 0.9, "5b": 0.94}
 _NUM_ITERS = {"pose": {"0.4b": 10000, "0.8b": 10000, "1b": 20000, "5b": 20000},
@@ -83,6 +89,16 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
+def trainable_task(task: str) -> str:
+    """The canonical name of a task (names and aliases as everywhere, the task table's error for others) that
+    can be trained; matting cannot (no official training recipe)."""
+    spec = task_spec(task)
+    if not spec.trainable:
+        raise TrainingConfigError(f"unknown training task {spec.name!r}: it has no official training recipe; "
+                                  f"trainable tasks: {', '.join(TRAIN_TASKS)}")
+    return spec.name
+
+
 def arch_size_of(model: str) -> str | None:
     """The size tag ("0.4b", "1b", ...) in a model or arch name, or None (e.g. a file path, the tiny arch)."""
     import re
@@ -92,8 +108,7 @@ def arch_size_of(model: str) -> str | None:
 
 def default_config(task: str, model: str = "sapiens2-pretrain-0.4b") -> TrainConfig:
     """The official defaults of ``task`` for the size of ``model`` (0.4b values when the size is unknown)."""
-    if task not in TRAIN_TASKS:
-        raise ValueError(f"unknown training task {task!r}; choose one of {', '.join(TRAIN_TASKS)}")
+    task = trainable_task(task)
     size = arch_size_of(model)
     key = size if size in _LAYER_DECAY else "0.4b"
     clip = 2.0 if key == "0.4b" or (task == "pointmap" and key == "0.8b") else 4.0
@@ -109,35 +124,35 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if value is None:
         if type(None) in args or annotation is Any:
             return None
-        raise ValueError(f"{where} cannot be null")
+        raise TrainingConfigError(f"{where} cannot be null")
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, where)
             except (TypeError, ValueError):
                 continue
-        raise ValueError(f"{where}: cannot use {value!r} as {annotation}")
+        raise TrainingConfigError(f"{where}: cannot use {value!r} as {annotation}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
-            raise ValueError(f"{where} needs a list of {len(args)} values, got {value!r}")
+            raise TrainingConfigError(f"{where} needs a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if origin is dict or annotation is dict:
         if not isinstance(value, Mapping):
-            raise ValueError(f"{where} needs a mapping, got {value!r}")
+            raise TrainingConfigError(f"{where} needs a mapping, got {value!r}")
         return dict(value)
     if annotation is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ValueError(f"{where} needs true or false, got {value!r}")
+        raise TrainingConfigError(f"{where} needs true or false, got {value!r}")
     if annotation in (int, float):
         if isinstance(value, bool):
-            raise ValueError(f"{where} needs a number, got {value!r}")
+            raise TrainingConfigError(f"{where} needs a number, got {value!r}")
         num = float(value)
         if annotation is int:
             if num != int(num):
-                raise ValueError(f"{where} needs an integer, got {value!r}")
+                raise TrainingConfigError(f"{where} needs an integer, got {value!r}")
             return int(num)
         return num
     if annotation is str:
@@ -151,14 +166,14 @@ def _set(obj: Any, dotted: str, value: Any) -> None:
         hints = typing.get_type_hints(type(obj))
         if name not in hints:
             hint = difflib.get_close_matches(name, list(hints), n=1)
-            raise ValueError(f"unknown config key {'.'.join(parts[:i + 1])!r}"
+            raise TrainingConfigError(f"unknown config key {'.'.join(parts[:i + 1])!r}"
                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
                              + f"; valid here: {', '.join(sorted(hints))}")
         current = getattr(obj, name)
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(current):
                 if not isinstance(value, Mapping):
-                    raise ValueError(f"{dotted} is a section; give a mapping")
+                    raise TrainingConfigError(f"{dotted} is a section; give a mapping")
                 for k, v in value.items():
                     _set(current, k, v)
             elif isinstance(current, dict) and isinstance(value, Mapping):
@@ -181,7 +196,7 @@ def apply_overrides(config: TrainConfig, values: Mapping[str, Any] | Sequence[st
         return config
     for item in values:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise TrainingConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         _set(config, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
     return config
@@ -198,35 +213,37 @@ def load_config(task: str, model: str | None = None, yaml_file: str | Path | Non
             raise FileNotFoundError(f"config file not found: {path}")
         file_values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(file_values, Mapping):
-            raise ValueError(f"{path} must hold a mapping of config keys")
+            raise TrainingConfigError(f"{path} must hold a mapping of config keys")
     model = model or file_values.get("model") or "sapiens2-pretrain-0.4b"
     config = default_config(task, model)
     apply_overrides(config, {k: v for k, v in file_values.items() if k not in ("task", "model")})
     apply_overrides(config, overrides)
+    task = trainable_task(task)
+    config.task = trainable_task(config.task)
+    if "task" in file_values and trainable_task(file_values["task"]) != task:  # a file's task: names or aliases
+        raise TrainingConfigError(f"{yaml_file} is a config for task {file_values['task']!r}, not {task!r}")
     if config.task != task:
-        raise ValueError(f"the config is for task {config.task!r}, not {task!r}")
+        raise TrainingConfigError(f"the config is for task {config.task!r}, not {task!r}")
     validate(config)
     return config
 
 
 def validate(config: TrainConfig) -> None:
-    if config.task not in TRAIN_TASKS:
-        raise ValueError(f"unknown training task {config.task!r}; choose one of {', '.join(TRAIN_TASKS)}")
-    if config.precision not in ("auto", "bf16", "fp16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {config.precision!r}")
-    if config.precision == "fp16" and config.rope_dtype == "bf16":
-        raise ValueError("precision fp16 cannot run the backbone's bfloat16 RoPE (autocast refuses the mix); "
+    trainable_task(config.task)
+    # the runtime's precision names (fp16 / float16 / half, ...); its error for others
+    if parse_precision(config.precision) == torch.float16 and config.rope_dtype == "bf16":
+        raise TrainingConfigError("precision fp16 cannot run the backbone's bfloat16 RoPE (autocast refuses the mix); "
                          "set rope_dtype=fp32, or use precision bf16")
     if config.distributed not in ("ddp", "fsdp"):
-        raise ValueError(f"distributed must be ddp or fsdp, got {config.distributed!r}")
+        raise TrainingConfigError(f"distributed must be ddp or fsdp, got {config.distributed!r}")
     if config.optim.schedule not in ("linear", "cosine"):
-        raise ValueError(f"optim.schedule must be linear or cosine, got {config.optim.schedule!r}")
+        raise TrainingConfigError(f"optim.schedule must be linear or cosine, got {config.optim.schedule!r}")
     if config.num_iters < 1 or config.data.batch_size < 1:
-        raise ValueError("num_iters and data.batch_size must be >= 1")
+        raise TrainingConfigError("num_iters and data.batch_size must be >= 1")
     if not 0.0 <= config.data.val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}")
+        raise TrainingConfigError(f"data.val_fraction must be in [0, 1), got {config.data.val_fraction}")
     if config.logger not in ("csv", "tensorboard"):
-        raise ValueError(f"logger must be csv or tensorboard, got {config.logger!r}")
+        raise TrainingConfigError(f"logger must be csv or tensorboard, got {config.logger!r}")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

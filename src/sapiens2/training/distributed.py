@@ -20,6 +20,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
+from ..errors import TrainingConfigError
 from ..runtime import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def wrap_model(model: nn.Module, mode: str, info: DistInfo, param_dtype: torch.d
             fully_shard(block, mesh=mesh, mp_policy=mp)
         fully_shard(model, mesh=mesh, mp_policy=mp)
         return model
-    raise ValueError(f"distributed mode must be ddp or fsdp, got {mode!r}")
+    raise TrainingConfigError(f"distributed mode must be ddp or fsdp, got {mode!r}")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..errors import TrainingConfigError
 from .config import OptimConfig
 
 __all__ = ["layer_id", "param_groups", "build_optimizer", "lr_factor", "build_scheduler"]
@@ -51,7 +52,7 @@ def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], depth: int, l
 def build_optimizer(model: nn.Module, config: OptimConfig, depth: int) -> torch.optim.AdamW:
     groups = param_groups(model.named_parameters(), depth, config.lr, config.weight_decay, config.layer_decay_rate)
     if not groups:
-        raise ValueError("no trainable parameters (is everything frozen?)")
+        raise TrainingConfigError("no trainable parameters (is everything frozen?)")
     for g in groups:
         g.pop("names")
     # foreach: one fused kernel per group instead of one per tensor (the default picks it only on CUDA).

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from ..errors import TrainingConfigError
+
 __all__ = ["GlobalBatchSampler", "stream_items"]
 
 
@@ -34,7 +36,7 @@ class GlobalBatchSampler(Sampler):
     def __init__(self, num_items: int, batch_size: int, num_steps: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, start_step: int = 0, shuffle: bool = True):
         if num_items < 1:
-            raise ValueError("the dataset is empty")
+            raise TrainingConfigError("the dataset is empty")
         self.num_items, self.batch_size, self.num_steps = num_items, batch_size, num_steps
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.start_step, self.shuffle = start_step, shuffle

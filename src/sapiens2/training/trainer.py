@@ -7,7 +7,6 @@ the seed and the step, see ``sampling.py``).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -20,8 +19,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import build_dataset, collate, image_ids_of
+from ..errors import TrainingConfigError
+from ..data.collate import collate
+from .datasets import build_dataset, image_ids_of
 from ..models import Sapiens2TaskModel, build_model, get_arch
+from ..runtime import autocast, autocast_dtype
 from .checkpointing import (MODEL_FILE, latest_checkpoint, load_training_state, load_weights, prepare_run_folder,
                             rng_state, save_checkpoint, save_weights, set_rng_state)
 from .config import TrainConfig, config_to_dict, validate
@@ -66,23 +68,9 @@ def build_training_model(task: str, model: str, img_size: tuple[int, int], head:
 
 
 def make_targets(task: str, batch: dict[str, torch.Tensor], canonical_focal_length: float) -> dict[str, torch.Tensor]:
-    """The loss's ``targets`` dict from a collated batch (already on the device)."""
-    if task == "pose":
-        return {"heatmaps": batch["heatmaps"], "keypoint_weights": batch["keypoint_weights"]}
-    if task == "seg":
-        return {"seg": batch["seg"]}
-    if task == "pointmap":
-        from .losses import canonical_pointmap_targets
-        canonical, scale = canonical_pointmap_targets(batch["pointmap"], batch["K"], canonical_focal_length)
-        return {"pointmap": canonical, "scale": scale, "mask": batch["mask"], "K": batch["K"]}
-    return {task: batch[task], "mask": batch["mask"]}
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for full float32; bf16 by default on CUDA (official), float32 elsewhere unless asked."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    """The loss's ``targets`` dict from a collated batch (already on the device): the loss table's entry says how."""
+    from .losses.task_loss import LOSS_TABLE
+    return LOSS_TABLE[task].targets(task, batch, canonical_focal_length)
 
 
 def split_datasets(config: TrainConfig) -> tuple[list[int] | None, str | None, list[int] | None]:
@@ -94,7 +82,7 @@ def split_datasets(config: TrainConfig) -> tuple[list[int] | None, str | None, l
         ids = image_ids_of(d.train)
         n_val = max(1, round(len(ids) * d.val_fraction))
         if n_val >= len(ids):
-            raise ValueError(f"val_fraction {d.val_fraction} leaves no training image out of {len(ids)}")
+            raise TrainingConfigError(f"val_fraction {d.val_fraction} leaves no training image out of {len(ids)}")
         return ids[:-n_val], d.train, ids[-n_val:]
     return None, None, None
 
@@ -114,7 +102,7 @@ class Trainer:
                  dist_info: DistInfo | None = None, overwrite: bool = False):
         validate(config)
         if not config.data.train:
-            raise ValueError("no training data: set data.train (sapiens2 train --data DIR)")
+            raise TrainingConfigError("no training data: set data.train (sapiens2 train --data DIR)")
         self.config = config
         self.resume = resume
         self.stop_after = stop_after
@@ -195,8 +183,7 @@ class Trainer:
             for batch in self._loader(train_set, start_step):
                 batch = _to_device(batch, dev)
                 targets = make_targets(c.task, batch, cfl)
-                ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-                with ctx:
+                with autocast(dev, amp):
                     outputs = wrapped(batch["image"])
                 outputs = _to_float(outputs)
                 total, terms = loss_fn(outputs, targets)
@@ -281,7 +268,7 @@ class Trainer:
         state = load_training_state(ckpt)
         c = self.config
         if state.get("task") != c.task:
-            raise ValueError(f"{ckpt} is a {state.get('task')} checkpoint, not {c.task}")
+            raise TrainingConfigError(f"{ckpt} is a {state.get('task')} checkpoint, not {c.task}")
         global_batch = c.data.batch_size * self.dist.world_size
         if state.get("global_batch") != global_batch or state.get("seed") != c.seed:
             logger.warning("resuming with global batch %d / seed %d (checkpoint: %s / %s): the data order changes",

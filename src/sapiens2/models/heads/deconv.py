@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import DeconvHeadConfig
-from .layers import conv_norm_act_stack, deconv_norm_act_stack, init_head_weights, instance_norm
+from .config_types import DeconvHeadConfig
+from .layers import NamedPredictor, conv_norm_act_stack, deconv_norm_act_stack, init_head_weights, instance_norm
 
 
-class DeconvHead(nn.Module):
-    """The trunk shared by pose and seg; subclasses add the predictor under its official name."""
+class DeconvHead(NamedPredictor, nn.Module):
+    """The trunk shared by pose and seg, then the predictor conv under the official name each subclass gives in
+    ``PREDICTOR_NAME`` (the task table reads it from there)."""
 
     def __init__(self, config: DeconvHeadConfig, device=None, dtype=None):
         super().__init__()
@@ -21,6 +22,8 @@ class DeconvHead(nn.Module):
         self.conv_layers = conv_norm_act_stack(
             c, config.conv_out_channels, config.conv_kernel_sizes, norm=instance_norm, **fk)
         self.feature_channels = config.conv_out_channels[-1] if config.conv_out_channels else c
+        self.add_predictor(self.feature_channels, config.out_channels, **fk)
+        init_head_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_layers(self.deconv_layers(x))
@@ -29,22 +32,10 @@ class DeconvHead(nn.Module):
 class PoseHeatmapHead(DeconvHead):
     """308 keypoint heatmaps at 1/4 input resolution (two x2 deconvs on the 1/16 feature map)."""
 
-    def __init__(self, config: DeconvHeadConfig, device=None, dtype=None):
-        super().__init__(config, device=device, dtype=dtype)
-        self.conv_pose = nn.Conv2d(self.feature_channels, config.out_channels, 1, device=device, dtype=dtype)
-        init_head_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_pose(self.features(x))
+    PREDICTOR_NAME = "conv_pose"
 
 
 class SegHead(DeconvHead):
     """Body-part logits at full input resolution (four x2 deconvs)."""
 
-    def __init__(self, config: DeconvHeadConfig, device=None, dtype=None):
-        super().__init__(config, device=device, dtype=dtype)
-        self.conv_seg = nn.Conv2d(self.feature_channels, config.out_channels, 1, device=device, dtype=dtype)
-        init_head_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_seg(self.features(x))
+    PREDICTOR_NAME = "conv_seg"

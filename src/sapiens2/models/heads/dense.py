@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import DenseHeadConfig
-from .layers import NormFactory, channel_rms_norm, conv_norm_act_stack, init_head_weights, instance_norm
+from .config_types import DenseHeadConfig
+from .layers import (NamedPredictor, NormFactory, channel_rms_norm, conv_norm_act_stack, init_head_weights,
+                     instance_norm)
 
 
 class DenseDecoderTrunk(nn.Module):
@@ -40,37 +41,35 @@ class DenseDecoderTrunk(nn.Module):
         return self.conv_layers(self.upsample_blocks(self.input_conv(x)))
 
 
-class NormalHead(DenseDecoderTrunk):
+class DenseTaskHead(NamedPredictor, DenseDecoderTrunk):
+    """The dense trunk, then a 1x1 predictor conv under the official name the subclass gives in
+    ``PREDICTOR_NAME`` (the task table reads it from there), with the subclass's ``norm``."""
+
+    norm: NormFactory = staticmethod(instance_norm)
+
+    def __init__(self, config: DenseHeadConfig, device=None, dtype=None):
+        super().__init__(config, norm=self.norm, device=device, dtype=dtype)
+        self.add_predictor(self.feature_channels, config.out_channels, device=device, dtype=dtype)
+        init_head_weights(self)
+
+
+class NormalHead(DenseTaskHead):
     """Surface normals, raw (not unit-normalised) 3 channels at full resolution."""
 
-    def __init__(self, config: DenseHeadConfig, device=None, dtype=None):
-        super().__init__(config, norm=instance_norm, device=device, dtype=dtype)
-        self.conv_normal = nn.Conv2d(self.feature_channels, config.out_channels, 1, device=device, dtype=dtype)
-        init_head_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_normal(self.features(x))
+    PREDICTOR_NAME = "conv_normal"
 
 
-class AlbedoHead(DenseDecoderTrunk):
+class AlbedoHead(DenseTaskHead):
     """Albedo, 3 channels; the only head whose norms are per-pixel channel RMSNorms with weights."""
 
-    def __init__(self, config: DenseHeadConfig, device=None, dtype=None):
-        super().__init__(config, norm=channel_rms_norm, device=device, dtype=dtype)
-        self.conv_albedo = nn.Conv2d(self.feature_channels, config.out_channels, 1, device=device, dtype=dtype)
-        init_head_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_albedo(self.features(x))
+    PREDICTOR_NAME = "conv_albedo"
+    norm = staticmethod(channel_rms_norm)
 
 
-class MattingHead(DenseDecoderTrunk):
+class MattingHead(DenseTaskHead):
     """Premultiplied RGB foreground + alpha, squashed to [0, 1] by a sigmoid inside the head."""
 
-    def __init__(self, config: DenseHeadConfig, device=None, dtype=None):
-        super().__init__(config, norm=instance_norm, device=device, dtype=dtype)
-        self.conv_matting = nn.Conv2d(self.feature_channels, config.out_channels, 1, device=device, dtype=dtype)
-        init_head_weights(self)
+    PREDICTOR_NAME = "conv_matting"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv_matting(self.features(x)))
+        return torch.sigmoid(super().forward(x))

@@ -10,14 +10,12 @@ from typing import Any
 
 from ...errors import ArchMismatchError, CheckpointError
 from .config import DeconvHeadConfig, DenseHeadConfig, HeadConfig, PointmapHeadConfig, check_task
+from .task_table import TASK_TABLE, task_spec
 
 HEAD_PREFIX = "decode_head."
 
-# The predictor conv's official name tells the task apart.
-PREDICTOR_NAMES: dict[str, str] = {
-    "pose": "conv_pose", "seg": "conv_seg", "normal": "conv_normal", "pointmap": "conv_pointmap",
-    "albedo": "conv_albedo", "matting": "conv_matting",
-}
+# The predictor conv's official name tells the task apart (kept for callers; the table is the source).
+PREDICTOR_NAMES: dict[str, str] = {spec.name: spec.predictor_name for spec in TASK_TABLE}
 
 
 def _shape(value: Any) -> tuple[int, ...]:
@@ -44,7 +42,7 @@ def infer_task(state_dict: Mapping[str, Any]) -> str:
         else:
             hint = "it does not look like a Sapiens2 task checkpoint"
         raise CheckpointError(f"no 'decode_head.*' keys in the state dict: {hint}")
-    found = [task for task, name in PREDICTOR_NAMES.items() if f"{name}.weight" in shapes]
+    found = [spec.name for spec in TASK_TABLE if f"{spec.predictor_name}.weight" in shapes]
     if len(found) == 1:
         return found[0]
     if not found and "predictor.weight" in shapes:
@@ -53,7 +51,7 @@ def infer_task(state_dict: Mapping[str, Any]) -> str:
     predictors = sorted(k for k in shapes if re.fullmatch(r"conv_\w+\.weight", k))
     raise CheckpointError(
         f"unrecognised task head: expected exactly one of "
-        f"{', '.join('decode_head.' + n + '.weight' for n in PREDICTOR_NAMES.values())}; "
+        f"{', '.join('decode_head.' + s.predictor_name + '.weight' for s in TASK_TABLE)}; "
         f"found {predictors or 'none'}")
 
 
@@ -95,7 +93,7 @@ def _require(shapes: dict[str, tuple[int, ...]], key: str) -> tuple[int, ...]:
 
 
 def _infer_deconv(task: str, shapes: dict[str, tuple[int, ...]]) -> DeconvHeadConfig:
-    pred = _require(shapes, f"{PREDICTOR_NAMES[task]}.weight")
+    pred = _require(shapes, f"{task_spec(task).predictor_name}.weight")
     d_out, d_k, d_in = _stack(shapes, "deconv_layers", transposed=True)
     c_out, c_k, c_in = _stack(shapes, "conv_layers")
     in_channels = d_in if d_in is not None else (c_in if c_in is not None else pred[1])
@@ -104,7 +102,7 @@ def _infer_deconv(task: str, shapes: dict[str, tuple[int, ...]]) -> DeconvHeadCo
 
 
 def _infer_dense(task: str, shapes: dict[str, tuple[int, ...]]) -> DenseHeadConfig:
-    pred = _require(shapes, f"{PREDICTOR_NAMES[task]}.weight")
+    pred = _require(shapes, f"{task_spec(task).predictor_name}.weight")
     in_channels = _require(shapes, "input_conv.0.weight")[1]
     blocks = _indexed(shapes, r"upsample_blocks\.(\d+)\.0\.weight")
     if [i for i, _ in blocks] != list(range(len(blocks))):
@@ -142,7 +140,7 @@ def infer_head_config(task: str, state_dict: Mapping[str, Any]) -> HeadConfig:
     if not shapes:
         raise CheckpointError("no 'decode_head.*' keys in the state dict")
     try:
-        config = _infer_deconv(task, shapes) if task in ("pose", "seg") else _infer_dense(task, shapes)
+        config = _infer_deconv(task, shapes) if task_spec(task).is_deconv else _infer_dense(task, shapes)
     except ValueError as exc:
         if isinstance(exc, CheckpointError):
             raise

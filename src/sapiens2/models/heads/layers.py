@@ -93,3 +93,20 @@ def init_head_weights(module: nn.Module) -> None:
             bias = getattr(m, "bias", None)
             if bias is not None and not bias.is_meta:
                 nn.init.zeros_(bias)
+
+
+class NamedPredictor:
+    """Mixin of the task heads: the final 1x1 conv, registered under the official name the head class gives in
+    ``PREDICTOR_NAME`` (the task table reads the name from there), and ``forward = predictor(features(x))``."""
+
+    PREDICTOR_NAME: str
+
+    def add_predictor(self, in_channels: int, out_channels: int, device=None, dtype=None) -> None:
+        self.add_module(self.PREDICTOR_NAME, nn.Conv2d(in_channels, out_channels, 1, device=device, dtype=dtype))
+
+    @property
+    def predictor(self) -> nn.Conv2d:
+        return getattr(self, self.PREDICTOR_NAME)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor(self.features(x))

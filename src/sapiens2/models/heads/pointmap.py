@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from ...errors import InputSizeError
-from .config import PointmapHeadConfig
+from .config_types import PointmapHeadConfig
 from .dense import DenseDecoderTrunk
-from .layers import conv_norm_act_stack, init_head_weights, instance_norm
+from .layers import NamedPredictor, conv_norm_act_stack, init_head_weights, instance_norm
 
 
 def scale_branch_grid(config: PointmapHeadConfig, grid_h: int, grid_w: int) -> tuple[int, int]:
@@ -57,12 +57,14 @@ def resolve_scale_features(config: PointmapHeadConfig, grid_h: int, grid_w: int)
     return config
 
 
-class PointmapHead(DenseDecoderTrunk):
+class PointmapHead(NamedPredictor, DenseDecoderTrunk):
     """Returns ``(pointmap, scale)``: XYZ at full resolution (B, 3, H, W) and (B, 1); metric = pointmap / scale.
 
     The scale branch reads the raw backbone feature map. Its Linear input size is fixed by
     ``config.scale_in_features``, so the head only runs on inputs whose feature grid gives that size.
     """
+
+    PREDICTOR_NAME = "conv_pointmap"
 
     def __init__(self, config: PointmapHeadConfig, device=None, dtype=None):
         if config.scale_in_features is None:
@@ -81,7 +83,7 @@ class PointmapHead(DenseDecoderTrunk):
                 mlp.append(nn.SiLU())
         self.scale_final_layer = nn.Sequential(*mlp)
         # Registered last, as in the official module, so state-dict key order matches too.
-        self.conv_pointmap = nn.Conv2d(self.feature_channels, config.out_channels, 1, **fk)
+        self.add_predictor(self.feature_channels, config.out_channels, **fk)
         init_head_weights(self)
 
     def check_feature_grid(self, grid_h: int, grid_w: int, image_hw: tuple[int, int] | None = None) -> None:
@@ -96,6 +98,6 @@ class PointmapHead(DenseDecoderTrunk):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_feature_grid(x.shape[-2], x.shape[-1])
-        pointmap = self.conv_pointmap(self.features(x))
+        pointmap = self.predictor(self.features(x))
         scale = self.scale_final_layer(self.scale_conv_layers(x))
         return pointmap, scale

@@ -1,7 +1,7 @@
 """The FastAPI application: routes, errors as JSON, API key, access log, batching, graceful shutdown.
 
 ``create_app(predictor, config)`` builds it around an already loaded predictor (anything with ``predict_many``,
-``tasks`` and ``input_sizes``; :class:`~sapiens2.tasks.predictor.Predictor` in practice, a fake in tests), so one
+``tasks`` and ``input_sizes``; :class:`~sapiens2.inference.predictor.Predictor` in practice, a fake in tests), so one
 process holds one copy of the models. ``sapiens2 serve`` (:mod:`sapiens2.cli.serve`) loads the models and runs
 it under uvicorn.
 """
@@ -217,7 +217,7 @@ def create_app(predictor, config: ServeConfig | None = None):
             wanted = parse_task_list(tasks or upload.fields.get("tasks"), served)
             person_boxes = parse_boxes(boxes or upload.fields.get("boxes"))
             image = await run_in_threadpool(decode_upload, upload, max_pixels=config.max_pixels)
-            from sapiens2.serving.runner import predict_input
+            from sapiens2.serving.bookkeeping import predict_input
 
             future = batcher.submit(predict_input(image.rgb, boxes=person_boxes))
             prediction = await asyncio.wrap_future(future)

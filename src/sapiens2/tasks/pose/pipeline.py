@@ -34,7 +34,7 @@ _NUM_KEYPOINTS = 308  # shape of an empty result (no person and no whole-image f
 
 
 class PoseRunner(Protocol):
-    """What the pipeline needs from a model runner (see ``sapiens2.tasks.predictor``)."""
+    """What the pipeline needs from a model runner (see ``sapiens2.inference.predictor``)."""
 
     def to_input(self, images_uint8: np.ndarray) -> torch.Tensor: ...
 

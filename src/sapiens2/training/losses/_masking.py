@@ -4,16 +4,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...errors import LossInputError
+
 
 def check_same_shape(pred: Tensor, target: Tensor, what: str = "pred and target") -> None:
     if pred.shape != target.shape:
-        raise ValueError(f"{what} must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise LossInputError(f"{what} must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
 
 
 def check_nchw(x: Tensor, name: str, channels: int | None = None) -> None:
     if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
         want = f"(B, {channels}, H, W)" if channels is not None else "(B, C, H, W)"
-        raise ValueError(f"{name} must be {want}, got shape {tuple(x.shape)}")
+        raise LossInputError(f"{name} must be {want}, got shape {tuple(x.shape)}")
 
 
 def pixel_mask(valid_mask: Tensor | None, like: Tensor) -> Tensor:
@@ -25,7 +27,7 @@ def pixel_mask(valid_mask: Tensor | None, like: Tensor) -> Tensor:
     if m.ndim == 3:
         m = m.unsqueeze(1)
     if m.ndim != 4 or m.shape[0] != b or m.shape[1] != 1 or m.shape[-2:] != (h, w):
-        raise ValueError(f"valid_mask must be (B, 1, H, W) or (B, H, W) matching {(b, h, w)}, "
+        raise LossInputError(f"valid_mask must be (B, 1, H, W) or (B, H, W) matching {(b, h, w)}, "
                          f"got shape {tuple(valid_mask.shape)}")
     # > 0 rather than a cast so that weights like 255 or soft values still mean "valid".
     return (m.detach() > 0).to(like.dtype)

@@ -7,19 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import check_nchw
 
 
 def check_labels(logits: Tensor, labels: Tensor, ignore_index: int) -> None:
     check_nchw(logits, "logits")
     if labels.ndim != 3 or labels.shape[0] != logits.shape[0] or labels.shape[-2:] != logits.shape[-2:]:
-        raise ValueError(f"labels must be (B, H, W) = {(logits.shape[0], *logits.shape[-2:])}, "
+        raise LossInputError(f"labels must be (B, H, W) = {(logits.shape[0], *logits.shape[-2:])}, "
                          f"got shape {tuple(labels.shape)}")
     if labels.dtype != torch.long:
-        raise ValueError(f"labels must be torch.long class ids, got {labels.dtype}")
+        raise LossInputError(f"labels must be torch.long class ids, got {labels.dtype}")
     bad = ((labels < 0) | (labels >= logits.shape[1])) & (labels != ignore_index)
     if bool(bad.any()):
-        raise ValueError(f"labels hold class ids outside [0, {logits.shape[1] - 1}] that are not the ignore index "
+        raise LossInputError(f"labels hold class ids outside [0, {logits.shape[1] - 1}] that are not the ignore index "
                          f"{ignore_index}: {sorted(set(labels[bad].unique().tolist()))[:10]}")
 
 
@@ -35,7 +36,7 @@ def seg_cross_entropy(logits: Tensor, labels: Tensor, class_weight: Sequence[flo
     if class_weight is not None:
         weight = torch.as_tensor(class_weight, dtype=logits.dtype, device=logits.device)
         if weight.shape != (logits.shape[1],):
-            raise ValueError(f"class_weight has {weight.numel()} entries but the logits have {logits.shape[1]} "
+            raise LossInputError(f"class_weight has {weight.numel()} entries but the logits have {logits.shape[1]} "
                              "classes")
     per_pixel = F.cross_entropy(logits, labels, weight=weight, reduction="none", ignore_index=ignore_index)
     return per_pixel.sum() / labels.numel()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import masked_pair, zero_loss
 
 
@@ -16,7 +17,7 @@ def gradient_loss(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None
     names; ``"absolute"`` gives a true L1.
     """
     if penalty not in ("squared", "absolute"):
-        raise ValueError(f"penalty must be 'squared' or 'absolute', got {penalty!r}")
+        raise LossInputError(f"penalty must be 'squared' or 'absolute', got {penalty!r}")
     prepared = masked_pair(pred, target, valid_mask)
     if prepared is None:
         return zero_loss(pred)

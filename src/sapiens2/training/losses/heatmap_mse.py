@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import check_nchw, check_same_shape
 
 
@@ -21,7 +22,7 @@ def keypoint_heatmap_mse(pred: Tensor, target: Tensor, keypoint_weights: Tensor 
     weight = torch.ones((), dtype=pred.dtype, device=pred.device)
     if keypoint_weights is not None:
         if keypoint_weights.shape != pred.shape[:2]:
-            raise ValueError(f"keypoint_weights must be (B, K) = {tuple(pred.shape[:2])}, "
+            raise LossInputError(f"keypoint_weights must be (B, K) = {tuple(pred.shape[:2])}, "
                              f"got {tuple(keypoint_weights.shape)}")
         weight = keypoint_weights.detach().to(pred.dtype)[:, :, None, None]
     if valid_mask is not None:

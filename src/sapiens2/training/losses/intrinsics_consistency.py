@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import check_nchw, masked_pixel_mean, pixel_mask, zero_loss
 
 
@@ -17,7 +18,7 @@ def intrinsics_consistency_loss(pred: Tensor, intrinsics: Tensor, valid_mask: Te
     check_nchw(pred, "pred pointmap", 3)
     b, _, h, w = pred.shape
     if intrinsics.shape != (b, 3, 3):
-        raise ValueError(f"intrinsics must be (B, 3, 3) = {(b, 3, 3)}, got {tuple(intrinsics.shape)}")
+        raise LossInputError(f"intrinsics must be (B, 3, 3) = {(b, 3, 3)}, got {tuple(intrinsics.shape)}")
     mask = pixel_mask(valid_mask, pred)
     if not bool(mask.any()):
         return zero_loss(pred)

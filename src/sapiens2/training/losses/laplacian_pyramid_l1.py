@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import check_nchw, check_same_shape, clean_target, pixel_mask, zero_loss
 
 
@@ -44,9 +45,9 @@ def laplacian_pyramid_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None
     check_nchw(pred, "pred")
     check_same_shape(pred, target)
     if levels < 1:
-        raise ValueError(f"levels must be >= 1, got {levels}")
+        raise LossInputError(f"levels must be >= 1, got {levels}")
     if min(pred.shape[-2:]) < 2 ** levels:
-        raise ValueError(f"laplacian_pyramid_l1 with {levels} levels needs H, W >= {2 ** levels}, "
+        raise LossInputError(f"laplacian_pyramid_l1 with {levels} levels needs H, W >= {2 ** levels}, "
                          f"got {tuple(pred.shape[-2:])}")
     mask = pixel_mask(valid_mask, pred)
     if not bool(mask.any()):

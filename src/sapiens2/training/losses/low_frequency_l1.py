@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import check_nchw, check_same_shape, clean_target, finite, masked_pixel_mean, pixel_mask, zero_loss
 
 
@@ -27,9 +28,9 @@ def low_frequency_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = N
     check_nchw(pred, "pred albedo")
     check_same_shape(pred, target)
     if down_sample < 1:
-        raise ValueError(f"down_sample must be >= 1, got {down_sample}")
+        raise LossInputError(f"down_sample must be >= 1, got {down_sample}")
     if min(pred.shape[-2:]) < down_sample:
-        raise ValueError(f"low_frequency_l1 with down_sample={down_sample} needs H, W >= {down_sample}, "
+        raise LossInputError(f"low_frequency_l1 with down_sample={down_sample} needs H, W >= {down_sample}, "
                          f"got {tuple(pred.shape[-2:])}")
     mask = pixel_mask(valid_mask, pred)
     if not bool(mask.any()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import masked_pair, masked_pixel_mean, zero_loss
 
 
@@ -14,7 +15,7 @@ def multiscale_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = None
     as the official ground truth is.
     """
     if mode not in ("bilinear", "bicubic"):
-        raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
+        raise LossInputError(f"mode must be 'bilinear' or 'bicubic', got {mode!r}")
     prepared = masked_pair(pred, target, valid_mask)
     if prepared is None:
         return zero_loss(pred)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import zero_loss
 
 
@@ -14,7 +15,7 @@ def scale_l1(pred_scale: Tensor, target_scale: Tensor, valid: Tensor | None = No
     p = pred_scale.reshape(pred_scale.shape[0], -1)
     t = target_scale.detach().to(p.dtype).reshape(target_scale.shape[0], -1)
     if p.shape != t.shape or p.shape[1] != 1:
-        raise ValueError(f"pred_scale and target_scale must both be (B,) or (B, 1), got {tuple(pred_scale.shape)} "
+        raise LossInputError(f"pred_scale and target_scale must both be (B,) or (B, 1), got {tuple(pred_scale.shape)} "
                          f"and {tuple(target_scale.shape)}")
     m = p.new_ones(p.shape) if valid is None else (valid.detach().reshape(-1, 1) > 0).to(p.dtype)
     if not bool(m.any()):

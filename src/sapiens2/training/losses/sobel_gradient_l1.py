@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import LossInputError
 from ._masking import check_nchw, check_same_shape, clean_target, pixel_mask, zero_loss
 
 
@@ -23,7 +24,7 @@ def sobel_gradient_l1(pred: Tensor, target: Tensor, valid_mask: Tensor | None = 
     check_nchw(pred, "pred")
     check_same_shape(pred, target)
     if min(pred.shape[-2:]) < 2:
-        raise ValueError(f"sobel_gradient_l1 needs H, W >= 2, got {tuple(pred.shape[-2:])}")
+        raise LossInputError(f"sobel_gradient_l1 needs H, W >= 2, got {tuple(pred.shape[-2:])}")
     mask = pixel_mask(valid_mask, pred)
     if not bool(mask.any()):
         return zero_loss(pred)

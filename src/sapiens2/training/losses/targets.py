@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ...errors import LossInputError
 from ...tasks.pose.codec import encode_udp_heatmaps
 
 
@@ -19,10 +20,10 @@ def encode_pose_targets(keypoints: np.ndarray, visible: np.ndarray | None = None
     """
     kp = np.asarray(keypoints, np.float32)
     if kp.ndim != 3 or kp.shape[-1] != 2:
-        raise ValueError(f"keypoints must be (B, K, 2), got shape {kp.shape}")
+        raise LossInputError(f"keypoints must be (B, K, 2), got shape {kp.shape}")
     vis = np.ones(kp.shape[:2], np.float32) if visible is None else np.asarray(visible, np.float32)
     if vis.shape != kp.shape[:2]:
-        raise ValueError(f"visible must be (B, K) = {kp.shape[:2]}, got shape {vis.shape}")
+        raise LossInputError(f"visible must be (B, K) = {kp.shape[:2]}, got shape {vis.shape}")
     maps, weights = zip(*(encode_udp_heatmaps(kp[i], input_size, heatmap_size, sigma, vis[i])
                           for i in range(len(kp)))) if len(kp) else ((), ())
     if not maps:
@@ -38,10 +39,10 @@ def canonical_pointmap_targets(pointmap: Tensor, intrinsics: Tensor,
     trained to output the canonical pointmap and the scale, so ``metric = canonical / scale`` at inference.
     """
     if pointmap.ndim != 4 or pointmap.shape[1] != 3 or intrinsics.shape != (pointmap.shape[0], 3, 3):
-        raise ValueError(f"need pointmap (B, 3, H, W) and intrinsics (B, 3, 3), got {tuple(pointmap.shape)} and "
+        raise LossInputError(f"need pointmap (B, 3, H, W) and intrinsics (B, 3, 3), got {tuple(pointmap.shape)} and "
                          f"{tuple(intrinsics.shape)}")
     fx = intrinsics[:, 0, 0].to(pointmap.dtype)
     if bool((fx <= 0).any()):
-        raise ValueError("intrinsics have a non-positive focal length fx")
+        raise LossInputError("intrinsics have a non-positive focal length fx")
     scale = canonical_focal_length / fx
     return pointmap * scale[:, None, None, None], scale

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import LossInputError, TrainingConfigError
+from ...models.heads.task_table import resolve_task
 from ._masking import pixel_mask
 from .chromaticity_l1 import chromaticity_l1
 from .cosine_similarity import normal_cosine_loss
@@ -97,17 +100,14 @@ class MattingLossConfig:
 
 LossConfig = PoseLossConfig | SegLossConfig | NormalLossConfig | PointmapLossConfig | AlbedoLossConfig | \
     MattingLossConfig
-LOSS_CONFIGS: dict[str, type] = {"pose": PoseLossConfig, "seg": SegLossConfig, "normal": NormalLossConfig,
-                                 "pointmap": PointmapLossConfig, "albedo": AlbedoLossConfig,
-                                 "matting": MattingLossConfig}
 
 
 def _check_task(task: str) -> type:
-    if task not in LOSS_CONFIGS:
-        hint = difflib.get_close_matches(task, LOSS_CONFIGS, n=1)
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(LOSS_CONFIGS)}"
-                         + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    return LOSS_CONFIGS[task]
+    """The loss config class of a task name or alias (the task table's error for unknown names)."""
+    name = resolve_task(task)
+    if name not in LOSS_TABLE:
+        raise TrainingConfigError(f"task {name!r} has no loss; tasks with one: {', '.join(LOSS_TABLE)}")
+    return LOSS_TABLE[name].config_class
 
 
 def loss_config_from_dict(task: str, values: Mapping[str, Any] | None = None) -> LossConfig:
@@ -119,7 +119,7 @@ def loss_config_from_dict(task: str, values: Mapping[str, Any] | None = None) ->
     if unknown:
         hints = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
         detail = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
-        raise ValueError(f"unknown {task} loss option(s): {detail}; valid: {sorted(names)}")
+        raise TrainingConfigError(f"unknown {task} loss option(s): {detail}; valid: {sorted(names)}")
     if values.get("class_weight") is not None:
         values["class_weight"] = tuple(float(v) for v in values["class_weight"])
     return cls(**values)
@@ -141,14 +141,21 @@ def _match_size(pred: Tensor, size: torch.Size) -> Tensor:
     return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def _dense_pair(pred: Tensor, targets: Mapping[str, Any], key: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(prediction at the target's size, the target map under ``key``, the optional mask)."""
+    target = _require(targets, key, key)
+    return _match_size(pred, target.shape[-2:]), target, targets.get("mask")
+
+
 class TaskLoss:
     """Callable ``(outputs, targets) -> (total, terms)`` for one task; see :func:`build_task_loss` for the inputs."""
 
     def __init__(self, task: str, config: LossConfig):
-        self.task = task
+        self.task = resolve_task(task)
         self.config = config
         self._joint_weights: Tensor | None = None
-        self._impl: Callable[[Any, Mapping[str, Any]], dict[str, Tensor]] = getattr(self, f"_{task}")
+        self._impl: Callable[[Any, Mapping[str, Any]], dict[str, Tensor]] = \
+            functools.partial(LOSS_TABLE[self.task].terms, self)
 
     def __repr__(self) -> str:
         return f"TaskLoss(task={self.task!r}, config={self.config!r})"
@@ -162,7 +169,7 @@ class TaskLoss:
             outputs = _float32(outputs)
         terms = self._impl(outputs, targets)
         if not terms:
-            raise ValueError(f"every {self.task} loss weight is 0: nothing to optimise")
+            raise TrainingConfigError(f"every {self.task} loss weight is 0: nothing to optimise")
         total = sum(terms.values())
         return total, terms
 
@@ -179,8 +186,8 @@ class TaskLoss:
                 self._joint_weights = torch.from_numpy(keypoint_info().joint_weights)
             jw = self._joint_weights
             if jw.numel() != heatmaps.shape[1]:
-                raise ValueError(f"use_joint_weights needs {jw.numel()} keypoint channels, got {heatmaps.shape[1]}; "
-                                 "set use_joint_weights=False for a custom keypoint set")
+                raise LossInputError(f"use_joint_weights needs {jw.numel()} keypoint channels, got "
+                                     f"{heatmaps.shape[1]}; set use_joint_weights=False for a custom keypoint set")
             jw = jw.to(device=heatmaps.device, dtype=heatmaps.dtype)
             weights = jw.expand(heatmaps.shape[:2]) if weights is None else weights.to(heatmaps.dtype) * jw
         out = {}
@@ -204,9 +211,7 @@ class TaskLoss:
 
     def _normal(self, pred: Tensor, targets: Mapping[str, Any]) -> dict[str, Tensor]:
         c: NormalLossConfig = self.config
-        target = _require(targets, "normal", "normal")
-        mask = targets.get("mask")
-        pred = _match_size(pred, target.shape[-2:])
+        pred, target, mask = _dense_pair(pred, targets, "normal")
         out = {}
         if c.cosine_weight:
             out["loss_cosine_sim"] = c.cosine_weight * normal_cosine_loss(pred, target, mask)
@@ -219,7 +224,7 @@ class TaskLoss:
     def _pointmap(self, outputs: Any, targets: Mapping[str, Any]) -> dict[str, Tensor]:
         c: PointmapLossConfig = self.config
         if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
-            raise ValueError("pointmap outputs must be the head's (pointmap (B, 3, H, W), scale (B, 1)) pair")
+            raise LossInputError("pointmap outputs must be the head's (pointmap (B, 3, H, W), scale (B, 1)) pair")
         pred, pred_scale = outputs
         target = _require(targets, "pointmap", "pointmap")  # canonical XYZ (metric * scale)
         pred = _match_size(pred, target.shape[-2:])
@@ -265,9 +270,7 @@ class TaskLoss:
 
     def _albedo(self, pred: Tensor, targets: Mapping[str, Any]) -> dict[str, Tensor]:
         c: AlbedoLossConfig = self.config
-        target = _require(targets, "albedo", "albedo")
-        mask = targets.get("mask")
-        pred = _match_size(pred, target.shape[-2:])
+        pred, target, mask = _dense_pair(pred, targets, "albedo")
         out = {}
         if c.l1_weight:
             out["loss_l1"] = c.l1_weight * masked_l1(pred, target, mask)
@@ -286,7 +289,7 @@ class TaskLoss:
             alpha = alpha.unsqueeze(1)
         pred = _match_size(pred, alpha.shape[-2:])
         if pred.shape[1] not in (1, 4):
-            raise ValueError(f"matting outputs must be (B, 4, H, W) (fg RGB + alpha) or (B, 1, H, W), "
+            raise LossInputError(f"matting outputs must be (B, 4, H, W) (fg RGB + alpha) or (B, 1, H, W), "
                              f"got {tuple(pred.shape)}")
         pairs = [("pha", pred[:, -1:], alpha, None)]
         foreground = targets.get("foreground")
@@ -301,6 +304,50 @@ class TaskLoss:
                 for suffix, p, t, m in pairs:
                     out[f"{name}_{suffix}"] = weight * fn(p, t.to(p.dtype), m)
         return out
+
+
+Batch = Mapping[str, Tensor]
+
+
+def _pose_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    return {"heatmaps": batch["heatmaps"], "keypoint_weights": batch["keypoint_weights"]}
+
+
+def _seg_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    return {"seg": batch["seg"]}
+
+
+def _pointmap_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    from .targets import canonical_pointmap_targets
+    canonical, scale = canonical_pointmap_targets(batch["pointmap"], batch["K"], canonical_focal_length)
+    return {"pointmap": canonical, "scale": scale, "mask": batch["mask"], "K": batch["K"]}
+
+
+def masked_map_targets(task: str, batch: Batch, canonical_focal_length: float) -> dict[str, Tensor]:
+    """A dense map under the task's own key plus its mask (normal, albedo and most new dense tasks)."""
+    return {task: batch[task], "mask": batch["mask"]}
+
+
+@dataclass(frozen=True)
+class TaskLossEntry:
+    """The training layer's part of a task's entry: its loss config, the method that computes its terms and
+    ``targets(task, batch, canonical_focal_length)``, the loss's targets from a collated batch."""
+
+    config_class: type
+    terms: Callable[[TaskLoss, Any, Mapping[str, Any]], dict[str, Tensor]]
+    targets: Callable[[str, Batch, float], dict[str, Tensor]] = masked_map_targets
+
+
+# One entry per task of the task table (models/heads/task_table.py); tests/test_task_table.py checks they match.
+LOSS_TABLE: dict[str, TaskLossEntry] = {
+    "pose": TaskLossEntry(PoseLossConfig, TaskLoss._pose, _pose_targets),
+    "seg": TaskLossEntry(SegLossConfig, TaskLoss._seg, _seg_targets),
+    "normal": TaskLossEntry(NormalLossConfig, TaskLoss._normal),
+    "pointmap": TaskLossEntry(PointmapLossConfig, TaskLoss._pointmap, _pointmap_targets),
+    "albedo": TaskLossEntry(AlbedoLossConfig, TaskLoss._albedo),
+    "matting": TaskLossEntry(MattingLossConfig, TaskLoss._matting),
+}
+LOSS_CONFIGS: dict[str, type] = {task: entry.config_class for task, entry in LOSS_TABLE.items()}
 
 
 def build_task_loss(task: str, config: LossConfig | Mapping[str, Any] | None = None) -> TaskLoss:

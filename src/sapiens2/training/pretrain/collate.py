@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ...errors import TrainingConfigError
 from ...models.arch import PATCH_SIZE
 from .masking import MaskSpec, split_indices
 
@@ -28,7 +29,7 @@ class PretrainCollate:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:
-            raise ValueError("cannot collate an empty batch")
+            raise TrainingConfigError("cannot collate an empty batch")
         globals_ = torch.stack([torch.stack(it["globals"]) for it in items], dim=1)
         v, b, _, hh, ww = globals_.shape
         h, w = hh // self.patch_size, ww // self.patch_size

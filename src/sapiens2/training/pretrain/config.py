@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import TrainingConfigError
+from ...runtime import parse_precision
 from ..config import OptimConfig, config_to_dict
 from .masking import MaskSpec
 from .model import ObjectiveConfig
@@ -59,21 +61,20 @@ class PretrainConfig:
 def validate_pretrain_config(cfg: PretrainConfig) -> None:
     """Raise ValueError naming the first bad setting."""
     if not cfg.data:
-        raise ValueError("no data: set --data to a folder of images or tar shards")
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {cfg.precision!r}")
+        raise TrainingConfigError("no data: set --data to a folder of images or tar shards")
+    parse_precision(cfg.precision, allowed=("auto", "bfloat16", "float32"))  # fp16 would need a grad scaler
     if cfg.distributed not in ("ddp", "fsdp"):
-        raise ValueError(f"distributed must be ddp or fsdp, got {cfg.distributed!r}")
+        raise TrainingConfigError(f"distributed must be ddp or fsdp, got {cfg.distributed!r}")
     if cfg.num_steps < 1 or cfg.batch_size < 1:
-        raise ValueError("num_steps and batch_size must be >= 1")
+        raise TrainingConfigError("num_steps and batch_size must be >= 1")
     if cfg.optim.schedule not in ("linear", "cosine"):
-        raise ValueError(f"optim.schedule must be linear or cosine, got {cfg.optim.schedule!r}")
+        raise TrainingConfigError(f"optim.schedule must be linear or cosine, got {cfg.optim.schedule!r}")
     if cfg.logger not in ("csv", "tensorboard"):
-        raise ValueError(f"logger must be csv or tensorboard, got {cfg.logger!r}")
+        raise TrainingConfigError(f"logger must be csv or tensorboard, got {cfg.logger!r}")
     o = cfg.objective
     if min(o.mae_weight, o.dino_weight, o.ibot_weight) < 0:
-        raise ValueError("loss weights must be >= 0")
+        raise TrainingConfigError("loss weights must be >= 0")
     if not 0.0 <= o.momentum_base <= o.momentum_final <= 1.0:
-        raise ValueError("EMA momentum must satisfy 0 <= momentum_base <= momentum_final <= 1")
+        raise TrainingConfigError("EMA momentum must satisfy 0 <= momentum_base <= momentum_final <= 1")
     cfg.views.validate()
     cfg.mask.validate()

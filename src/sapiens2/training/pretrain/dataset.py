@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ...errors import TrainingConfigError
 from ...io.images import decode_image
 from ...data.shards import image_member, iter_tar_samples
 from .sources import DataSource
@@ -75,7 +76,7 @@ class PretrainStream(IterableDataset):
         order = self._epoch_order(epoch)
         usable = (len(order) // n) * n
         if usable == 0:
-            raise ValueError(f"{len(order)} images cannot feed {n} consumers (ranks x workers); add images")
+            raise TrainingConfigError(f"{len(order)} images cannot feed {n} consumers (ranks x workers); add images")
         for pos in range(cid, usable, n):
             yield pos, self.source.paths[order[pos]]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import TrainingConfigError
 from ...models.arch import NORM_EPS, NUM_PREFIX_TOKENS, PATCH_SIZE
 from ...models.block import Block
 from ...models.init import init_transformer_weights
@@ -27,7 +28,8 @@ class PatchDecoder(nn.Module):
                  ffn_ratio: float = 4.0, patch_size: int = PATCH_SIZE):
         super().__init__()
         if decoder_dim % num_heads or (decoder_dim // num_heads) % 4:
-            raise ValueError(f"decoder_dim {decoder_dim} / heads {num_heads} must give a head dim divisible by 4")
+            raise TrainingConfigError(f"decoder_dim {decoder_dim} / heads {num_heads} must give a head dim "
+                                      "divisible by 4")
         self.patch_size = patch_size
         self.decoder_dim = decoder_dim
         self.embed = nn.Linear(encoder_dim, decoder_dim)

@@ -12,11 +12,13 @@ import math
 import torch
 from torch import nn
 
+from ...errors import TrainingConfigError
+
 
 def cosine_momentum(step: int, total_steps: int, base: float = 0.994, final: float = 1.0) -> float:
     """``final - (final - base) * (1 + cos(pi * step / total)) / 2``: ``base`` at step 0, ``final`` at the end."""
     if not 0.0 <= base <= final <= 1.0:
-        raise ValueError(f"momentum must satisfy 0 <= base <= final <= 1, got {base}, {final}")
+        raise TrainingConfigError(f"momentum must satisfy 0 <= base <= final <= 1, got {base}, {final}")
     t = min(max(step, 0), max(total_steps, 1)) / max(total_steps, 1)
     return final - (final - base) * (1.0 + math.cos(math.pi * t)) / 2.0
 
@@ -37,7 +39,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     s_params = dict(student.named_parameters())
     missing = sorted(set(t_params) - set(s_params))
     if missing:
-        raise ValueError(f"the student lacks teacher parameters {missing[:5]}")
+        raise TrainingConfigError(f"the student lacks teacher parameters {missing[:5]}")
     for name, t in t_params.items():
         t.lerp_(s_params[name].detach().to(t.dtype), 1.0 - momentum)
     s_buffers = dict(student.named_buffers())

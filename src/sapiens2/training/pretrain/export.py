@@ -15,6 +15,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ...errors import TrainingConfigError
+from ...io.writers import atomic_path
+
 from ...models.backbone import Sapiens2Backbone
 from ...models.rope import RopePositionEmbedding
 
@@ -28,7 +31,7 @@ def find_backbone(model: nn.Module, which: str = "teacher") -> Sapiens2Backbone:
     """The backbone of a :class:`PretrainModel` (``which`` = teacher, as DINO/iBOT evaluate, or student), of a
     (DDP-wrapped) student, or the backbone itself."""
     if which not in ("teacher", "student"):
-        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+        raise TrainingConfigError(f"which must be 'teacher' or 'student', got {which!r}")
     model = getattr(model, "module", model)  # DDP
     if isinstance(model, Sapiens2Backbone):
         return model
@@ -74,15 +77,13 @@ def export_backbone(model: nn.Module, path: str | os.PathLike, which: str = "tea
     """
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"export path must end in .safetensors, got {path}")
+        raise TrainingConfigError(f"export path must end in .safetensors, got {path}")
     backbone = find_backbone(model, which)
     state = official_backbone_state(backbone, dtype)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     if rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "arch": backbone.arch.name,
-                                              "use_tokenizer": str(backbone.use_tokenizer).lower()})
-        os.replace(tmp, path)
+        with atomic_path(path) as temp:  # nothing is left behind if the write fails
+            save_file(state, str(temp), metadata={"format": "pt", "arch": backbone.arch.name,
+                                                   "use_tokenizer": str(backbone.use_tokenizer).lower()})
         logger.info("exported the %s backbone (%s, %d tensors) to %s", which, backbone.arch.name, len(state), path)
     return path

@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import TrainingConfigError
+
 
 class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  num_layers: int = 3):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+            raise TrainingConfigError(f"num_layers must be >= 1, got {num_layers}")
         layers: list[nn.Module] = []
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         for i in range(num_layers):

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ...errors import TrainingConfigError
+
 MASK_MODES = ("random", "block")
 
 
 def num_masked(num_patches: int, ratio: float) -> int:
     """How many of ``num_patches`` a mask of this ratio hides (at least one stays visible)."""
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+        raise TrainingConfigError(f"mask ratio must be in [0, 1), got {ratio}")
     return min(int(round(ratio * num_patches)), num_patches - 1)
 
 
@@ -71,7 +73,7 @@ class MaskSpec:
 
     def validate(self) -> None:
         if self.mode not in MASK_MODES:
-            raise ValueError(f"mask mode must be one of {MASK_MODES}, got {self.mode!r}")
+            raise TrainingConfigError(f"mask mode must be one of {MASK_MODES}, got {self.mode!r}")
         num_masked(1000, self.ratio)  # validates the ratio
 
     def make(self, h: int, w: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -83,7 +85,7 @@ def split_indices(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, N) bool masks with the same count per row -> (keep (B, K), masked (B, M)) sorted int64 indices."""
     counts = masks.sum(1)
     if masks.ndim != 2 or (counts != counts[0]).any():
-        raise ValueError("every mask of a batch must hide the same number of patches")
+        raise TrainingConfigError("every mask of a batch must hide the same number of patches")
     order = torch.argsort(masks.to(torch.int8), dim=1, stable=True)  # visible first, each group ascending
     m = int(counts[0])
     return order[:, :masks.shape[1] - m].contiguous(), order[:, masks.shape[1] - m:].contiguous()

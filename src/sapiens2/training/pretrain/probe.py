@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import TrainingConfigError
 from ...evaluation import SegMetrics
+from ...runtime import normalise_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +59,9 @@ def synthetic_part_set(seed: int, count: int, size: tuple[int, int] = (128, 96),
     (N, H/stride, W/stride) int64 sampled at the stride's pixel centres (255 = outside the picture), and the
     uint8 RGB crops (N, H, W, 3) (e.g. to write out for pretraining)."""
     from ...data.synth import generate_sample
-    from .views import PIXEL_MEAN, PIXEL_STD
 
     if count < 1 or label_stride < 1:
-        raise ValueError(f"count and label_stride must be >= 1, got {count}, {label_stride}")
+        raise TrainingConfigError(f"count and label_stride must be >= 1, got {count}, {label_stride}")
     images, labels = [], []
     for i in range(count):
         sample = generate_sample(seed, i, size[0], size[1], 1)
@@ -68,9 +69,7 @@ def synthetic_part_set(seed: int, count: int, size: tuple[int, int] = (128, 96),
         images.append(img)
         labels.append(lab[label_stride // 2::label_stride, label_stride // 2::label_stride])
     rgb = np.stack(images)
-    mean = torch.tensor(PIXEL_MEAN)[:, None, None]
-    std = torch.tensor(PIXEL_STD)[:, None, None]
-    normalised = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() - mean) / std
+    normalised = normalise_pixels(torch.from_numpy(rgb).permute(0, 3, 1, 2).float())
     return normalised, torch.from_numpy(np.stack(labels).astype(np.int64)), rgb
 
 
@@ -79,9 +78,9 @@ def extract_patch_features(backbone: nn.Module, images: torch.Tensor, batch_size
     """Frozen features (N, C, h, w) float32 of normalised images (N, 3, H, W), in eval mode, on the backbone's
     device; returned on the CPU. The backbone's train/eval mode is restored afterwards."""
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected normalised images (N, 3, H, W), got shape {tuple(images.shape)}")
+        raise TrainingConfigError(f"expected normalised images (N, 3, H, W), got shape {tuple(images.shape)}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise TrainingConfigError(f"batch_size must be >= 1, got {batch_size}")
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
@@ -134,13 +133,13 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     each class's pixels by frequency^-b (0: plain cross-entropy, 1: every class counts alike), normalised so the
     average pixel weight stays 1: with a dominant background, b > 0 keeps the probe from ignoring small parts."""
     if features.ndim != 4 or labels.ndim != 3 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"need features (N, C, h, w) and labels (N, H, W) for the same N, got "
+        raise TrainingConfigError(f"need features (N, C, h, w) and labels (N, H, W) for the same N, got "
                          f"{tuple(features.shape)} and {tuple(labels.shape)}")
     x, y = upsampled_pixels(features, labels.long(), ignore_index)
     if y.numel() == 0:
-        raise ValueError("no labelled pixels to fit the probe on (all are ignore_index)")
+        raise TrainingConfigError("no labelled pixels to fit the probe on (all are ignore_index)")
     if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"labels must be in [0, {num_classes - 1}] or {ignore_index}")
+        raise TrainingConfigError(f"labels must be in [0, {num_classes - 1}] or {ignore_index}")
     if y.numel() > max_pixels:
         pick = torch.randperm(y.numel(), generator=torch.Generator().manual_seed(seed))[:max_pixels]
         x, y = x[pick], y[pick]
@@ -196,7 +195,7 @@ def linear_probe_miou(backbone: nn.Module, train_images: torch.Tensor, train_lab
     ``l2``, ``max_iter``, ``max_pixels`` and ``class_balance``."""
     for name, lab in (("train_labels", train_labels), ("test_labels", test_labels)):
         if lab.ndim != 3:
-            raise ValueError(f"{name} must be (N, H, W) class ids, got shape {tuple(lab.shape)}")
+            raise TrainingConfigError(f"{name} must be (N, H, W) class ids, got shape {tuple(lab.shape)}")
     f_train = extract_patch_features(backbone, train_images)
     f_test = extract_patch_features(backbone, test_images)
     probe = fit_linear_probe(f_train, train_labels, num_classes, l2=l2, max_iter=max_iter, max_pixels=max_pixels,

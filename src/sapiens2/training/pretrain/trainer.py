@@ -8,7 +8,6 @@ At the end the teacher backbone is exported to ``<output_dir>/backbone.safetenso
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ...checkpoints.loading import load_backbone
 from ...models.backbone import build_backbone
+from ...runtime import autocast, autocast_dtype
 from ..checkpointing import (latest_checkpoint, load_training_state, prepare_run_folder, rng_state, save_checkpoint,
                              set_rng_state)
 from ..distributed import (DistInfo, all_reduce_mean, barrier, cleanup_distributed, full_model_state_dict,
@@ -50,12 +50,6 @@ class PretrainResult:
 
 
 RUN_FILES = (EXPORT_FILE, "metrics.csv", "tb")  # a pretraining run's files besides checkpoints/
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def worker_skips(steps_done: int, batch_size: int, num_workers: int) -> list[int]:
@@ -150,8 +144,7 @@ def _run(cfg: PretrainConfig, info: DistInfo, keep_model: bool) -> PretrainResul
     tic = time.perf_counter()
     for step in range(start, cfg.num_steps):
         batch = _to_device(next(batches), device)
-        ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-        with ctx:
+        with autocast(device, amp):
             loss, metrics = model(batch, step, student=student)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"pretraining loss is {float(loss)} at step {step}; lower optim.lr or check data")

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ...errors import TrainingConfigError
 from ...models.arch import PATCH_SIZE
+from ...runtime import PIXEL_MEAN, PIXEL_STD
 
 # The official pixel normalisation (RGB, 0-255 scale), as the fine-tuning and inference pipelines use.
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,16 @@ class ViewSpec:
         for name in ("global_size", "local_size"):
             h, w = getattr(self, name)
             if h <= 0 or w <= 0 or h % PATCH_SIZE or w % PATCH_SIZE:
-                raise ValueError(f"{name} {h}x{w} must be positive multiples of the patch size {PATCH_SIZE}")
+                raise TrainingConfigError(f"{name} {h}x{w} must be positive multiples of the patch size {PATCH_SIZE}")
         if self.num_global < 1 or self.num_local < 0:
-            raise ValueError(f"need >= 1 global view and >= 0 local views, got {self.num_global}, {self.num_local}")
+            raise TrainingConfigError(f"need >= 1 global view and >= 0 local views, got {self.num_global}, "
+                                      f"{self.num_local}")
         for name in ("global_scale", "local_scale", "aspect_range"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
-                raise ValueError(f"{name} must be 0 < lo <= hi, got {(lo, hi)}")
+                raise TrainingConfigError(f"{name} must be 0 < lo <= hi, got {(lo, hi)}")
         if self.global_scale[1] > 1 or self.local_scale[1] > 1:
-            raise ValueError("crop scales are area fractions and cannot exceed 1")
+            raise TrainingConfigError("crop scales are area fractions and cannot exceed 1")
 
 
 def sample_crop(height: int, width: int, out_size: tuple[int, int], scale: tuple[float, float],
@@ -110,7 +111,7 @@ class ViewMaker:
         """``image`` (3, H, W) RGB (uint8 0-255 or float on that scale) -> {"globals": [...], "locals": [...],
         "boxes": [CropBox, ...]} with views (3, h, w) float32."""
         if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"expected a (3, H, W) RGB image, got shape {tuple(image.shape)}")
+            raise TrainingConfigError(f"expected a (3, H, W) RGB image, got shape {tuple(image.shape)}")
         s = self.spec
         h, w = image.shape[-2:]
         out: dict[str, object] = {"globals": [], "locals": [], "boxes": []}

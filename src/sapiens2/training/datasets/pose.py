@@ -37,7 +37,7 @@ class TopDownPoseDataset(Dataset):
         self.coco = coco if coco is not None else read_coco_keypoints(ann_file, image_root)
         self.input_hw = tuple(int(v) for v in input_hw)
         if self.input_hw[0] % 4 or self.input_hw[1] % 4:
-            raise ValueError(f"pose input size {self.input_hw} must be a multiple of 4 (heatmaps are 1/4 size)")
+            raise DatasetError(f"pose input size {self.input_hw} must be a multiple of 4 (heatmaps are 1/4 size)")
         self.heatmap_hw = tuple(heatmap_hw) if heatmap_hw else (self.input_hw[0] // 4, self.input_hw[1] // 4)
         # Official sigma 6 at 256x192 heatmaps; scale it with the heatmap so small inputs keep the same blob.
         self.sigma = float(sigma) if sigma is not None else 6.0 * self.heatmap_hw[1] / 192

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..specs import keypoint_info
+from ...data.specs import keypoint_info
 from .files import DatasetError, read_json
 
 __all__ = ["PersonRecord", "ImageRecord", "CocoKeypoints", "read_coco_keypoints", "wholebody_to_308"]

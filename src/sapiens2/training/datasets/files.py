@@ -11,13 +11,12 @@ import numpy as np
 import torch
 
 from ...errors import Sapiens2Error
+from ...runtime import PIXEL_MEAN, PIXEL_STD, normalise_pixels
 
 __all__ = ["DatasetError", "read_json", "read_rgb", "read_label_png", "read_array", "image_to_tensor",
            "IMAGE_MEAN", "IMAGE_STD"]
 
-# Official normalisation (RGB, 0-255 scale).
-IMAGE_MEAN = (123.675, 116.28, 103.53)
-IMAGE_STD = (58.395, 57.12, 57.375)
+IMAGE_MEAN, IMAGE_STD = PIXEL_MEAN, PIXEL_STD  # the official normalisation, under the names datasets export
 
 
 class DatasetError(Sapiens2Error, ValueError):
@@ -74,7 +73,4 @@ def read_array(path: Path, what: str, hw: tuple[int, int], channels: int = 3) ->
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised with the official mean / std."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return normalise_pixels(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float())

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..specs import seg_classes
+from ...data.specs import seg_classes
 from ..transforms.recipes import DENSE_TASKS, DenseRecipe, augment_dense, resize_dense
 from .files import DatasetError, image_to_tensor, read_array, read_json, read_label_png, read_rgb
 from .keys import item_rng
@@ -55,7 +55,7 @@ class DenseDataset(Dataset):
     def __init__(self, task: str, root: str | Path, input_hw: tuple[int, int] = (1024, 768),
                  recipe: DenseRecipe | None = None, image_ids: Sequence[int] | None = None, seed: int = 0):
         if task not in DENSE_TASKS:
-            raise ValueError(f"DenseDataset serves {', '.join(DENSE_TASKS)}, not {task!r}")
+            raise DatasetError(f"DenseDataset serves {', '.join(DENSE_TASKS)}, not {task!r}")
         self.task = task
         self.ann_file = find_annotation_file(root)
         self.root = self.ann_file.parent

@@ -19,7 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..synth.mirror import class_swap
+from ...errors import TrainingError
+from ...data.synth.mirror import class_swap
 
 __all__ = ["GeometryParams", "DENSE_TARGET_KEYS", "resize_matrix", "sample_geometry", "warp_sample",
            "flip_matrix", "rotation_matrix"]
@@ -102,11 +103,11 @@ def warp_sample(sample: dict[str, Any], matrix: np.ndarray, out_hw: tuple[int, i
     m = _h(matrix)
     det = np.linalg.det(m[:2, :2])
     if (det < 0) != flipped:
-        raise ValueError(f"flipped={flipped} disagrees with the warp matrix (determinant {det:.3g})")
+        raise TrainingError(f"flipped={flipped} disagrees with the warp matrix (determinant {det:.3g})")
     if abs(m[0, 1]) > 1e-12 or abs(m[1, 0]) > 1e-12:
         geometric = [k for k in ("normal", "pointmap", "K") if sample.get(k) is not None]
         if geometric:
-            raise ValueError(f"cannot rotate a sample with camera geometry ({', '.join(geometric)})")
+            raise TrainingError(f"cannot rotate a sample with camera geometry ({', '.join(geometric)})")
     size = (int(out_hw[1]), int(out_hw[0]))
     out = dict(sample)
     out["image"] = cv2.warpAffine(sample["image"], m[:2], size, flags=cv2.INTER_LINEAR,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import TrainingError
 from . import photometric as photo
 from .geometric import GeometryParams, resize_matrix, sample_geometry, warp_sample
 from .topdown import PoseAugment
@@ -72,7 +73,7 @@ def dense_recipe(task: str) -> DenseRecipe:
         return DenseRecipe(geometry, ImageAugment(photometric_prob=1.0))
     if task == "albedo":
         return DenseRecipe(geometry, ImageAugment(noise_prob=0.2))
-    raise ValueError(f"no dense augmentation recipe for task {task!r}; dense tasks: {', '.join(DENSE_TASKS)}")
+    raise TrainingError(f"no dense augmentation recipe for task {task!r}; dense tasks: {', '.join(DENSE_TASKS)}")
 
 
 def pose_recipe() -> PoseRecipe:
@@ -83,7 +84,7 @@ def pose_recipe() -> PoseRecipe:
 def augment_image(image: np.ndarray, rng: np.random.Generator, aug: ImageAugment, task: str) -> np.ndarray:
     """The image-only steps. Colour-changing steps are refused for albedo whatever the recipe says."""
     if task == "albedo" and (aug.photometric_prob > 0 or aug.solarize_prob > 0):
-        raise ValueError("albedo targets are colours: photometric distortion and solarize must stay off")
+        raise TrainingError("albedo targets are colours: photometric distortion and solarize must stay off")
     steps = ((aug.photometric_prob, photo.photometric_distortion), (aug.down_up_prob, photo.down_up_sample),
              (aug.blur_prob, photo.gaussian_blur), (aug.median_blur_prob, photo.median_blur),
              (aug.noise_prob, photo.gaussian_noise), (aug.solarize_prob, photo.solarize),

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ...tasks.pose.crop import BOX_PADDING, boxes_to_center_size, fix_aspect_ratio
-from ..specs import keypoint_info
+from ...data.specs import keypoint_info
 
 __all__ = ["PoseAugment", "topdown_matrix", "sample_pose_crop", "eval_pose_crop", "TopDownCrop"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..transforms.recipes import dense_recipe, pose_recipe
 from .coco import CocoKeypoints, ImageRecord, PersonRecord, read_coco_keypoints, wholebody_to_308
-from .collate import collate
+from ...data.collate import collate
 from .dense import SEG_IGNORE_INDEX, DenseDataset, find_annotation_file
 from .files import IMAGE_MEAN, IMAGE_STD, DatasetError, image_to_tensor
 from .keys import item_rng

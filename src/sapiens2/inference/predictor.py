@@ -22,12 +22,12 @@ from torch import nn
 
 from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
 from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS
-from sapiens2.runtime import resolve_device  # re-exported: one device rule for every entry point
-from sapiens2.tasks.dense import albedo_result, dense_input, normal_result, pointmap_result
-from sapiens2.tasks.matting import matting_input, matting_result
+from sapiens2.models.heads.task_table import resolve_task, task_names
+from sapiens2.runtime import autocast, parse_precision, resolve_device  # resolve_device re-exported
+from sapiens2.tasks.image_tasks import IMAGE_TASKS, one_image_output
 from sapiens2.tasks.pose.pipeline import (SEG_BOX_SOURCE, BoxSource, PoseImage, as_detections, make_box_source,
                                          run_top_down)
-from sapiens2.tasks.preprocess import ImageInput, Padding, as_rgb_image, to_model_batch
+from sapiens2.tasks.preprocess import ImageInput, as_rgb_image, to_model_batch
 from sapiens2.tasks.results import Prediction, SegResult
 from sapiens2.tasks.seg import instance_masks, seg_input, upsampled_argmax, upsampled_softmax
 
@@ -35,11 +35,14 @@ __all__ = ["Predictor", "PredictInput", "StageClock", "ModelRunner", "resolve_de
 
 log = logging.getLogger(__name__)
 
-PREDICT_TASKS = ("seg", "pose", "normal", "pointmap", "albedo", "matting")  # also the order they run in
-_DENSE = ("normal", "pointmap", "albedo")
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+# The order tasks run in: seg first (its masks feed pose boxes and dense masking), then the table's order.
+def run_order() -> tuple[str, ...]:
+    """Every task in the order the Predictor runs them: seg first (its masks feed pose boxes and the foreground
+    mask of dense tasks), then the task table's order. Read at call time, so tasks added to the table count."""
+    return tuple(sorted(task_names(), key=lambda name: name != "seg"))
 
+
+PREDICT_TASKS = run_order()
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -87,9 +90,7 @@ class ModelRunner:
             return to_model_batch(images_uint8, self.device)
 
     def forward(self, batch: torch.Tensor):
-        autocast = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-                    if self.amp_dtype is not None else contextlib.nullcontext())
-        with self._stage("forward"), torch.inference_mode(), autocast:
+        with self._stage("forward"), torch.inference_mode(), autocast(self.device, self.amp_dtype):
             self.forward_calls += 1
             out = self.model(batch)
         if isinstance(out, tuple):
@@ -124,30 +125,15 @@ def _parse_tasks(tasks) -> tuple[str, ...]:
     names = [tasks] if isinstance(tasks, str) else list(tasks)
     if not names:
         raise Sapiens2Error(f"give at least one task of {', '.join(PREDICT_TASKS)}")
-    aliases = {"segmentation": "seg", "normals": "normal", "keypoints": "pose", "depth": "pointmap",
-               "alpha": "matting"}
-    wanted = set()
-    for name in names:
-        t = aliases.get(str(name).strip().lower(), str(name).strip().lower())
-        if t not in PREDICT_TASKS:
-            raise Sapiens2Error(f"unknown task {name!r}; choose from {', '.join(PREDICT_TASKS)}")
-        wanted.add(t)
-    return tuple(t for t in PREDICT_TASKS if t in wanted)
+    wanted = {resolve_task(name) for name in names}  # the task table's names and aliases, its one error
+    return tuple(t for t in run_order() if t in wanted)
 
 
 def resolve_amp_dtype(dtype, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a user's ``dtype`` choice on ``device``; None means plain float32."""
-    if isinstance(dtype, torch.dtype):
-        d = dtype
-    else:
-        key = str(dtype).lower().removeprefix("torch.")
-        if key not in _DTYPES:
-            raise Sapiens2Error(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
-        d = _DTYPES[key]
+    d = parse_precision(dtype, allowed=("float32", "bfloat16", "float16"))  # the runtime's names, its error
     if d == torch.float32:
         return None
-    if d not in (torch.bfloat16, torch.float16):
-        raise Sapiens2Error(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
     if device.type == "cpu" and d == torch.float16:
         log.warning("float16 is not used on CPU (slow and inaccurate there); running float32. Ask for bfloat16 "
                     "to use reduced precision on CPU")
@@ -237,7 +223,8 @@ class Predictor:
     # ---- construction helpers ----
     @property
     def _needs_seg(self) -> bool:
-        return ("seg" in self.tasks or (self.mask_with_seg and any(t in self.tasks for t in _DENSE))
+        return ("seg" in self.tasks or (self.mask_with_seg and any(t in self.tasks and IMAGE_TASKS[t].masked_by_seg
+                                                                   for t in IMAGE_TASKS))
                 or (self.box_source is not None and self.box_source.needs_seg))
 
     @staticmethod
@@ -246,9 +233,9 @@ class Predictor:
 
     def _model_specs(self, model, needed: list[str]) -> dict[str, object]:
         if isinstance(model, Mapping):
-            unknown = [k for k in model if k not in PREDICT_TASKS]
+            unknown = [k for k in model if k not in run_order()]
             if unknown:
-                raise Sapiens2Error(f"model dict has unknown task keys {unknown}; use {', '.join(PREDICT_TASKS)}")
+                raise Sapiens2Error(f"model dict has unknown task keys {unknown}; use {', '.join(run_order())}")
             missing = [t for t in needed if t not in model]
             if missing:
                 why = " (seg is needed for the foreground mask / seg boxes)" if missing == ["seg"] else ""
@@ -271,7 +258,7 @@ class Predictor:
             if found is not None and found != task:
                 raise Sapiens2Error(f"the model given for {task} is a {found} model")
             return spec.to(self.device).eval()
-        from sapiens2 import load_model  # lazy: the checkpoint machinery is only needed here
+        from sapiens2.checkpoints import load_model  # lazy: the checkpoint machinery is only needed here
 
         return load_model(spec, task=task, device=self.device, rope_dtype=rope_dtype, cache_dir=cache_dir).eval()
 
@@ -455,34 +442,21 @@ class Predictor:
                     preds[i].seg = SegResult(mask=masks[i], probabilities=probs, instance_masks=inst)
         del seg_logits
 
-        dense = any(t in self.tasks for t in _DENSE)  # the foreground mask is one byte per pixel: only if used
-        blank = [(m > 0) if (dense and self.mask_with_seg and m is not None) else None for m in masks]
-        for task in _DENSE:
-            if task not in self.tasks:
+        masked = [t for t in self.tasks if t in IMAGE_TASKS and IMAGE_TASKS[t].masked_by_seg]
+        # the foreground mask is one byte per pixel: made only if a task uses it
+        blank = [(m > 0) if (masked and self.mask_with_seg and m is not None) else None for m in masks]
+        for task in self.tasks:
+            io = IMAGE_TASKS.get(task)
+            if io is None:  # seg and pose: done above
                 continue
             hw = self.runners[task].input_hw
             with clock.stage("pre"):
-                prepared = [dense_input(im.rgb, hw) for im in images]
+                prepared = [io.prepare(im.rgb, hw) for im in images]
             out = self._run(task, [p[0] for p in prepared])
             with clock.stage("post"):
                 for i, im in enumerate(images):
-                    pad: Padding = prepared[i][1]
-                    if task == "normal":
-                        preds[i].normal = normal_result(out[i], pad, im.hw, blank[i])
-                    elif task == "albedo":
-                        preds[i].albedo = albedo_result(out[i], pad, im.hw, blank[i])
-                    else:
-                        preds[i].pointmap = pointmap_result(out[0][i], out[1][i], pad, im.hw, blank[i])
-            del out
-
-        if "matting" in self.tasks:
-            hw = self.runners["matting"].input_hw
-            with clock.stage("pre"):
-                batch = [matting_input(im.rgb, hw) for im in images]
-            out = self._run("matting", batch)
-            with clock.stage("post"):
-                for i, im in enumerate(images):
-                    preds[i].matting = matting_result(out[i], im.hw)
+                    mask = blank[i] if io.masked_by_seg else None
+                    preds[i].set(task, io.finish(one_image_output(out, i), prepared[i][1], im.hw, mask))
             del out
 
         share = {name: seconds / len(images) for name, seconds in clock.totals.items()}

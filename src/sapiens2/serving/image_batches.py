@@ -1,0 +1,131 @@
+"""The predict job's image pipeline: images read ahead on a small thread pool, predicted in the predictor's
+batches (a failed batch is retried image by image so only the culprit fails), files written on the job's writer
+pool while the model runs on the next batch. Memory stays bounded: at most a few batches are in flight."""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sapiens2.io import InputItem, load_image
+from sapiens2.tasks.results import Prediction
+
+from .bookkeeping import JobSummary, RunningJob, predict_input
+from .completion import write_record
+from .outputs import write_prediction
+
+logger = logging.getLogger("sapiens2.serving.runner")  # the job's log, wherever its parts live
+
+
+def prefetch_images(predict_job: RunningJob, jobs, summary: JobSummary, bar) -> Iterator[tuple[InputItem, Path, Any]]:
+    """Yield (item, base, loaded image) in order, reading a few images ahead on worker threads."""
+    lookahead = predict_job.max_pending + predict_job.read_workers
+    with ThreadPoolExecutor(predict_job.read_workers, thread_name_prefix="s2-read") as reader:
+        window: deque[tuple[InputItem, Path, Future]] = deque()
+        pending = iter(jobs)
+
+        def top_up() -> None:
+            while len(window) < lookahead:
+                job = next(pending, None)
+                if job is None:
+                    return
+                window.append((job[0], job[1], reader.submit(load_image, job[0].path,
+                                                             max_pixels=predict_job.max_pixels)))
+
+        top_up()
+        while window:
+            item, base, future = window.popleft()
+            top_up()
+            try:
+                loaded = future.result()
+            except Exception as exc:  # ImageReadError and anything else a broken file triggers
+                predict_job.record_failure(summary, item.path, exc)
+                bar.update(1)
+                continue
+            yield item, base, loaded
+
+
+
+def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
+    inflight: deque[tuple[InputItem, Path, Any]] = deque()
+    writes: deque[tuple[InputItem, Future]] = deque()
+    loaded_stream = prefetch_images(predict_job, jobs, summary, bar)
+
+    def request(job):
+        item, _, loaded = job
+        boxes = predict_job.boxes_for(item) if predict_job.boxes_for is not None else None
+        return predict_input(loaded, source=item.path, boxes=boxes)
+
+    def feed() -> Iterator[Any]:
+        # Nothing may raise out of this generator: an exception would end it and drop every later input.
+        for job in loaded_stream:
+            try:
+                next_request = request(job)
+            except Exception as exc:  # e.g. a broken boxes file: this input only
+                predict_job.record_failure(summary, job[0].path, exc)
+                bar.update(1)
+                continue
+            inflight.append(job)
+            yield next_request
+
+    def finish(item: InputItem, future: Future) -> None:
+        try:
+            summary.files_written += len(future.result())
+            summary.done += 1
+        except Exception as exc:  # a failed write fails this input only
+            predict_job.record_failure(summary, item.path, exc)
+
+    def accept(job, prediction: Prediction) -> None:
+        item, base, loaded = job
+        if getattr(prediction, "error", None) is not None:  # the predictor isolated this input's failure
+            predict_job.record_failure(summary, item.path, prediction.error)
+            bar.update(1)
+            return
+        if prediction.pose is not None and prediction.pose.box_source == "given":
+            prediction.pose.box_source = "file"  # the only boxes this job gives are from --boxes files
+        predict_job.count_prediction(summary, prediction)
+        summary.images += 1
+        writes.append((item, writer.submit(write_image_outputs, predict_job, prediction, loaded.rgb, item, base)))
+        while len(writes) > predict_job.max_pending or (writes and writes[0][1].done()):
+            finish(*writes.popleft())
+        bar.update(1)
+
+    source = feed()
+    while True:
+        try:
+            for prediction in predict_job.predictor.predict_many(source):
+                accept(inflight.popleft(), prediction)
+            break
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            # A batch failed: retry its images one by one so only the culprit is reported, then go on.
+            logger.debug("batch failed (%s); retrying %d image(s) one at a time", exc, len(inflight))
+            stuck = list(inflight)
+            inflight.clear()
+            for job in stuck:
+                try:
+                    prediction = predict_job.predictor.predict(request(job))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as single:
+                    predict_job.record_failure(summary, job[0].path, single)
+                    bar.update(1)
+                    continue
+                accept(job, prediction)
+    while writes:
+        finish(*writes.popleft())
+
+
+
+def write_image_outputs(predict_job: RunningJob, prediction: Prediction, rgb, item, base: Path) -> list[Path]:
+    written = write_prediction(prediction, rgb, base, predict_job.tasks, predict_job.options)
+    write_record(base, item.path, written, predict_job.item_settings(item))  # last: marks the input done
+    return written
+
+
+
+__all__ = ["prefetch_images", "run_image_batches", "write_image_outputs"]
