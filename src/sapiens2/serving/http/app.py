@@ -306,9 +306,13 @@ def _log_access(request, status: int, began: float, request_id: str, client: str
 
 
 def _version() -> str:
-    from sapiens2 import __version__
+    """The installed package's version (read from its metadata: only the CLI imports the package root)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("sapiens2")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 __all__ = ["ServeConfig", "create_app", "models_info", "require_fastapi", "static_dir"]
