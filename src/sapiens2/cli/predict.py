@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sapiens2.cli.common import add_dtype, error, parse_hw
 from sapiens2.errors import UsageError  # a bad command line: reported under the usage line, exit status 2
-from sapiens2.models.heads.task_table import resolve_task, task_names
+from sapiens2.models.heads.task_table import resolve_task, resolve_tasks, task_names
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +112,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- argument parsing
-def _task_name(text: str) -> str:
-    return resolve_task(text)  # UnknownTaskError is a UsageError: reported under the usage line
-
-
 def parse_tasks(values: list[str]) -> list[str]:
-    tasks = [_task_name(part) for value in values for part in value.split(",") if part.strip()]
-    return list(dict.fromkeys(tasks))
+    return resolve_tasks(values)  # UnknownTaskError is a UsageError: reported under the usage line
 
 
 def parse_input_size(text: str | None) -> tuple[int, int] | None:
@@ -195,7 +190,7 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
         task, path_text = None, spec
         if "=" in spec and not Path(spec).exists():
             task_text, path_text = spec.split("=", 1)
-            task = _task_name(task_text)
+            task = resolve_task(task_text)
         path = Path(path_text).expanduser()
         if not path.exists():  # a file, or a transformers save_pretrained folder
             raise UsageError(f"--checkpoint {spec!r}: file {str(path)!r} does not exist")

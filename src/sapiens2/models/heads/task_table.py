@@ -130,5 +130,12 @@ def resolve_task(task: str) -> str:
     return task_spec(task).name
 
 
-__all__ = ["NUM_KEYPOINTS", "NUM_SEG_CLASSES", "TASK_TABLE", "TaskSpec", "resolve_task", "task_aliases",
-           "task_names", "task_spec"]
+def resolve_tasks(values) -> list[str]:
+    """Canonical names, first seen first and each once, of task names or aliases given as strings that may hold
+    comma-separated lists (``--task pose,bodyseg``, a service's ``tasks=``)."""
+    values = [values] if isinstance(values, str) else values
+    return list(dict.fromkeys(resolve_task(part) for value in values for part in value.split(",") if part.strip()))
+
+
+__all__ = ["NUM_KEYPOINTS", "NUM_SEG_CLASSES", "TASK_TABLE", "TaskSpec", "resolve_task", "resolve_tasks",
+           "task_aliases", "task_names", "task_spec"]

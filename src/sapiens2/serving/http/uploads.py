@@ -116,12 +116,12 @@ def parse_boxes(text: str | None) -> np.ndarray | None:
 
 def parse_task_list(text: str | None, served: list[str]) -> list[str]:
     """``tasks=`` (comma-separated; default: every served task) -> served tasks in canonical order."""
-    from sapiens2.models.heads.task_table import resolve_task
+    from sapiens2.models.heads.task_table import resolve_tasks
 
     if text is None or not text.strip():
         return list(served)
     try:  # the same names and aliases as --task (one table)
-        wanted = list(dict.fromkeys(resolve_task(part) for part in text.split(",") if part.strip()))
+        wanted = resolve_tasks(text)
     except Sapiens2Error as exc:
         raise UploadError(400, str(exc)) from None
     missing = [t for t in wanted if t not in served]
