@@ -58,3 +58,10 @@ class TrainingConfigError(TrainingError, UsageError):
 
 class LossInputError(TrainingError):
     """Tensors a loss cannot take: mismatched shapes, wrong dtypes, empty masks where a value is needed."""
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"`` (the type alone for an empty message): how a foreign exception is
+    quoted inside our own one-line errors and reports."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import ModelNotAvailableError
+from ..errors import ModelNotAvailableError, one_line_reason
 from .registry import PublishedModel
 
 logger = logging.getLogger(__name__)
@@ -64,19 +64,14 @@ def download_checkpoint(model: PublishedModel, *, cache_dir: str | os.PathLike |
         get_hf_file_metadata(url, timeout=timeout)  # a single request: no retries
     except Exception as e:  # network errors come from the HTTP client, hub errors from huggingface_hub
         raise ModelNotAvailableError(_message(model, f"it is not in the local cache and {url} could not be "
-                                                     f"reached ({_reason(e)})")) from e
+                                                     f"reached ({one_line_reason(e)})")) from e
     logger.info("downloading %s/%s", model.repo_id, model.filename)
     try:
         path = hf_hub_download(model.repo_id, model.filename, cache_dir=cache_dir, endpoint=endpoint,
                                etag_timeout=timeout)
     except Exception as e:
-        raise ModelNotAvailableError(_message(model, f"the download failed ({_reason(e)})")) from e
+        raise ModelNotAvailableError(_message(model, f"the download failed ({one_line_reason(e)})")) from e
     return Path(path)
-
-
-def _reason(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _message(model: PublishedModel, why: str) -> str:

@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 
 from sapiens2.checkpoints.hub import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, is_offline
-from sapiens2.checkpoints.hub import _reason as reason_of
-from sapiens2.errors import ModelNotAvailableError
+from sapiens2.errors import ModelNotAvailableError, one_line_reason
 
 from .config import CurateConfig
 
@@ -112,5 +111,5 @@ def _hub_unreachable(repo_id: str) -> str | None:
     try:
         get_hf_file_metadata(url, timeout=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
     except Exception as e:  # network errors come from the HTTP client, hub errors from huggingface_hub
-        return f"it is not in the local Hugging Face cache and {url} could not be reached ({reason_of(e)})"
+        return f"it is not in the local Hugging Face cache and {url} could not be reached ({one_line_reason(e)})"
     return None

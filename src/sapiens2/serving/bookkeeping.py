@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sapiens2.errors import one_line_reason
 from sapiens2.io import InputItem
 from sapiens2.tasks.results import Prediction
 
@@ -148,10 +149,7 @@ class JobSummary:
 def failure_reason(exc: BaseException) -> str:
     """A one-line reason; our own errors already name the file, so keep only their reason."""
     reason = getattr(exc, "reason", None)
-    if isinstance(reason, str):
-        return reason
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return reason if isinstance(reason, str) else one_line_reason(exc)
 
 
 class _NullBar:
