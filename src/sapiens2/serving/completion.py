@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,12 @@ def _jsonable(value: Any) -> Any:
 def file_identity(path: str | os.PathLike) -> dict[str, int] | None:
     """Size and modification time of a file (cheap, unlike a hash); None for anything that is not a file."""
     try:
-        stat = Path(path).stat()
+        info = Path(path).stat()
     except (OSError, ValueError):
         return None
-    if not Path(path).is_file():
+    if not stat.S_ISREG(info.st_mode):
         return None
-    return {"bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}
+    return {"bytes": info.st_size, "modified_ns": info.st_mtime_ns}
 
 
 def make_record(input_path: Path, outputs: Iterable[Path], settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,11 +48,14 @@ def prefetch_images(predict_job: RunningJob, jobs, summary: JobSummary, bar) -> 
             yield item, base, loaded
 
 
-
 def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
     inflight: deque[tuple[InputItem, Path, Any]] = deque()
     writes: deque[tuple[InputItem, Future]] = deque()
     loaded_stream = prefetch_images(predict_job, jobs, summary, bar)
+
+    def fail(path: Path, exc: BaseException) -> None:  # this input alone; it counts as processed
+        predict_job.record_failure(summary, path, exc)
+        bar.update(1)
 
     def request(job):
         item, _, loaded = job
@@ -65,8 +68,7 @@ def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer
             try:
                 next_request = request(job)
             except Exception as exc:  # e.g. a broken boxes file: this input only
-                predict_job.record_failure(summary, job[0].path, exc)
-                bar.update(1)
+                fail(job[0].path, exc)
                 continue
             inflight.append(job)
             yield next_request
@@ -81,8 +83,7 @@ def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer
     def accept(job, prediction: Prediction) -> None:
         item, base, loaded = job
         if getattr(prediction, "error", None) is not None:  # the predictor isolated this input's failure
-            predict_job.record_failure(summary, item.path, prediction.error)
-            bar.update(1)
+            fail(item.path, prediction.error)
             return
         if prediction.pose is not None and prediction.pose.box_source == "given":
             prediction.pose.box_source = "file"  # the only boxes this job gives are from --boxes files
@@ -112,20 +113,17 @@ def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as single:
-                    predict_job.record_failure(summary, job[0].path, single)
-                    bar.update(1)
+                    fail(job[0].path, single)
                     continue
                 accept(job, prediction)
     while writes:
         finish(*writes.popleft())
 
 
-
 def write_image_outputs(predict_job: RunningJob, prediction: Prediction, rgb, item, base: Path) -> list[Path]:
     written = write_prediction(prediction, rgb, base, predict_job.tasks, predict_job.options)
     write_record(base, item.path, written, predict_job.item_settings(item))  # last: marks the input done
     return written
-
 
 
 __all__ = ["prefetch_images", "run_image_batches", "write_image_outputs"]
