@@ -73,3 +73,26 @@ def test_input_size_not_multiple_of_16_is_a_usage_error(tmp_path, photos, capsys
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "usage: sapiens2 features" in err and "multiples of 16" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_rerun_redoes_partial_outputs_and_other_settings(tmp_path, photos):
+    out = tmp_path / "out"
+    args = ["features", str(photos), "--random-weights", "sapiens2_tiny", "--input-size", "64x48", "-o", str(out)]
+    assert main(args) == 0
+    npy, png = out / "a.features.npy", out / "a.features.png"
+    png.unlink()  # as if the run had died between the two files
+    first = npy.stat().st_mtime_ns
+    assert main(args) == 0
+    assert png.exists() and npy.stat().st_mtime_ns != first  # redone, not trusted
+    kept = npy.stat().st_mtime_ns
+    assert main(args[:-2] + ["--save-dtype", "float32", "-o", str(out)]) == 0  # other settings: redone
+    assert npy.stat().st_mtime_ns != kept and np.load(npy).dtype == np.float32
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_back(tmp_path, photos):
+    out = photos / "features_out"
+    args = ["features", str(photos), "--random-weights", "sapiens2_tiny", "--input-size", "64x48", "-o", str(out)]
+    assert main(args) == 0
+    assert main(args) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.features.npy"))
+    assert written == ["a.features.npy", "sub/b.features.npy"]

@@ -11,11 +11,14 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputSizeError, Sapiens2Error, UsageError
-from ..io import DEFAULT_MAX_PIXELS, discover_inputs, load_image, should_skip, write_npy, write_png
+from ..io import DEFAULT_MAX_PIXELS, discover_inputs, load_image, write_npy, write_png
+from ..serving.completion import clear_record, is_complete, own_output_filter, write_record
 from .common import add_dtype, add_input_size, add_progress, error, progress_enabled
 from ..tasks.preprocess import stretch_resize, to_model_batch
 
 log = logging.getLogger(__name__)
+
+FEATURE_SUFFIXES = (".features.npy", ".features.png")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)  # a DeviceError is a usage error (status 2), before any work
     try:
         amp = resolve_amp_dtype(args.dtype, device)
-        found = discover_inputs(args.inputs)
+        found = discover_inputs(args.inputs, exclude=own_output_filter(args.output, FEATURE_SUFFIXES))
         for path in found.missing:
             log.error("no such file or folder: %s", path)
         images = found.images
@@ -92,13 +95,19 @@ def run(args: argparse.Namespace) -> int:
         error("features", str(e))
         return 1
     out_dir = Path(args.output)
+    # What decides the files: a re-run skips an image only when its completion record says they were made from
+    # this same file with these settings (partial or stale outputs are redone).
+    settings = {"command": "features", "model": str(args.checkpoint or args.random_weights or args.model),
+                "random_weights": bool(args.random_weights), "input_size": list(input_hw), "dtype": args.dtype,
+                "save_dtype": args.save_dtype}
     done = failed = skipped = 0
     for item in tqdm(images, desc="features", unit="img", disable=not progress_enabled(args.progress)):
         stem = out_dir / item.relative.with_suffix("")
-        targets = [stem.with_name(stem.name + ".features.npy"), stem.with_name(stem.name + ".features.png")]
-        if should_skip(targets, overwrite=args.overwrite):
+        targets = [stem.with_name(stem.name + suffix) for suffix in FEATURE_SUFFIXES]
+        if not args.overwrite and is_complete(stem, item.path, targets, settings):
             skipped += 1
             continue
+        clear_record(stem)
         try:
             rgb = load_image(item.path, max_pixels=args.max_pixels).rgb
             batch = to_model_batch([stretch_resize(rgb, input_hw, cv2.INTER_CUBIC)], device)
@@ -107,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             write_npy(targets[0], feats.astype(args.save_dtype))
             pic = np.concatenate([rgb, pca_picture(feats, rgb.shape[:2])], axis=1)
             write_png(targets[1], pic)
+            write_record(stem, item.path, targets, settings)
             done += 1
         except Sapiens2Error as e:
             log.error("skipped %s: %s", item.path, e)

@@ -95,7 +95,8 @@ def is_complete(base: Path, input_path: Path, expected: Iterable[Path], settings
     return all((folder / name).is_file() and (folder / name).stat().st_size > 0 for name in names)
 
 
-def own_output_filter(output_dir: str | os.PathLike) -> Callable[[Path], bool]:
+def own_output_filter(output_dir: str | os.PathLike, suffixes: Iterable[str] = OUTPUT_SUFFIXES
+                      ) -> Callable[[Path], bool]:
     """For :func:`sapiens2.io.discover_inputs` ``exclude``: whether a path met while walking an input folder is
     something we wrote into ``output_dir``, so an output folder inside (or equal to) an input folder is not read
     back as input.
@@ -103,8 +104,10 @@ def own_output_filter(output_dir: str | os.PathLike) -> Callable[[Path], bool]:
     The output folder itself is excluded (with its subtree). Inside it, a file is ours when its name is an output
     base plus one of our suffixes and the base has a completion record or its input beside it (``x.pose.png``
     next to ``x.done.json`` or ``x.jpg``); a video's frame files ``B/000123.seg.png`` likewise by ``B``.
+    ``suffixes``: the endings of the command's outputs (default: predict's).
     """
     out = Path(output_dir).resolve()
+    suffixes = tuple(sorted(set(suffixes) | {DONE_SUFFIX}, key=len, reverse=True))
 
     def produced(folder: Path, base: str, exclude: Path) -> bool:
         if with_suffix(folder / base, DONE_SUFFIX).is_file():
@@ -122,7 +125,7 @@ def own_output_filter(output_dir: str | os.PathLike) -> Callable[[Path], bool]:
         if out not in resolved.parents:
             return False
         name = path.name
-        suffix = next((s for s in OUTPUT_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
+        suffix = next((s for s in suffixes if name.endswith(s) and len(name) > len(s)), None)
         if suffix is None or path.is_dir():
             return False
         base = name[: -len(suffix)]
