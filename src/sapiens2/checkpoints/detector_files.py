@@ -53,7 +53,8 @@ def detector_folder(ref: str | os.PathLike | None = None, *, cache_dir: str | os
         missing = [f for f in DETECTOR_FILES if not (local / f).is_file()]
         if missing:
             raise ModelNotAvailableError(f"the detector folder {text} lacks {', '.join(missing)}: give a transformers "
-                                         f"save_pretrained folder of an RT-DETR model (with {', '.join(DETECTOR_FILES)})")
+                                         "save_pretrained folder of an RT-DETR model (with "
+                                         f"{', '.join(DETECTOR_FILES)})")
         return DetectorFolder(text, local)
     if local.exists() or text.count("/") != 1 or text.startswith(("/", ".", "~")):
         raise ModelNotAvailableError(f"--detector rtdetr:{text}: neither a folder nor a hub repo id like "

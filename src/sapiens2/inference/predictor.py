@@ -173,9 +173,9 @@ class Predictor:
     flip_test: pose flip test (mirrored crop, heatmaps flipped back with left/right swapped, averaged); pose only.
     detector: pose box source: "auto" (default: RT-DETR ``PekingU/rtdetr_r50vd`` through transformers, fetched once
         into the Hugging Face cache; see ``sapiens2.inference.detectors``), "rtdetr:ORG/NAME|PATH", "hog", "onnx:PATH",
-        "seg", "whole_image", "file:PATH", a ``BoxFileSource`` or an object with ``detect(rgb) -> Detections``. Boxes given
-        to ``predict(..., boxes=...)`` ((N, 4) / (N, 5) array, Detections, or "seg") take precedence. When none is found the whole image is one box (official)
-        unless ``fallback_whole_image=False``.
+        "seg", "whole_image", "file:PATH", a ``BoxFileSource`` or an object with ``detect(rgb) -> Detections``.
+        Boxes given to ``predict(..., boxes=...)`` ((N, 4) / (N, 5) array, Detections, or "seg") take precedence.
+        When none is found the whole image is one box (official) unless ``fallback_whole_image=False``.
     input_size: (H, W) model input for every task instead of the size each model was trained at (recorded in
         checkpoints from ``sapiens2 train``, else 1024x768), e.g. for speed; must be multiples of 16; pointmap's
         scale branch only accepts the size it was trained at.

@@ -2,7 +2,8 @@
 DARK-UDP decode -> keypoints in image pixels (official ``vis_pose``).
 
 Person boxes come from a :class:`BoxSource`: explicit boxes, a boxes file (:class:`BoxFileSource`), a detector
-(``detect(rgb) -> Detections``: RT-DETR, HOG, ONNX or any object), the seg foreground's connected components, or nothing.
+(``detect(rgb) -> Detections``: RT-DETR, HOG, ONNX or any object), the seg foreground's connected components, or
+nothing.
 When no box is found the whole image is one box, as the official tool does.
 """
 from __future__ import annotations
