@@ -221,10 +221,11 @@ def test_detector_names_and_configs_that_cannot_work_are_refused(tmp_path):
     from sapiens2.inference.detectors import DEFAULT_DETECTOR, detector_setting, load_rtdetr
     from sapiens2.tasks.pose.pipeline import make_box_source
 
-    for ok in ("rtdetr", "rtdetr:PekingU/rtdetr_v2_r18vd", "RTDETR:./folder", "hog", "none"):
+    for ok in ("rtdetr", "rtdetr:PekingU/rtdetr_v2_r18vd", f"RTDETR:{tmp_path}", "hog", "none"):
         check_detector(ok)
-    with pytest.raises(UsageError, match="name a hub repo"):
-        check_detector("rtdetr:")
+    for bad in ("rtdetr:", "rtdetr:./no/such/folder", "rtdetr:just-a-name"):
+        with pytest.raises(UsageError, match="name a hub repo"):
+            check_detector(bad)
     assert detector_setting(None) == detector_setting("auto") == detector_setting("rtdetr") == DEFAULT_DETECTOR
     with pytest.raises(DetectionError, match="resolve_detector"):
         make_box_source("auto")  # the task layer loads nothing and never picks HOG in its place

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..errors import ModelNotAvailableError
 from .hub import fetch_file
 
-__all__ = ["DEFAULT_DETECTOR_REPO", "DETECTOR_FILES", "DetectorFolder", "OFFLINE_DETECTORS", "detector_folder"]
+__all__ = ["DEFAULT_DETECTOR_REPO", "DETECTOR_FILES", "DetectorFolder", "OFFLINE_DETECTORS", "detector_folder",
+           "is_repo_id"]
 
 DEFAULT_DETECTOR_REPO = "PekingU/rtdetr_r50vd"
 DETECTOR_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
@@ -42,6 +43,11 @@ def _how_to_get(repo_id: str, what: str) -> str:
             f"no download: {OFFLINE_DETECTORS}.")
 
 
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` reads as a hub repo id ``ORG/NAME`` rather than a path."""
+    return text.count("/") == 1 and not text.startswith(("/", ".", "~")) and all(text.split("/"))
+
+
 def detector_folder(ref: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None,
                     endpoint: str | None = None, timeout: float | None = None) -> DetectorFolder:
     """The folder of a detector given as a local folder or a hub repo id (default :data:`DEFAULT_DETECTOR_REPO`);
@@ -56,7 +62,7 @@ def detector_folder(ref: str | os.PathLike | None = None, *, cache_dir: str | os
                                          "save_pretrained folder of an RT-DETR model (with "
                                          f"{', '.join(DETECTOR_FILES)})")
         return DetectorFolder(text, local)
-    if local.exists() or text.count("/") != 1 or text.startswith(("/", ".", "~")):
+    if local.exists() or not is_repo_id(text):
         raise ModelNotAvailableError(f"--detector rtdetr:{text}: neither a folder nor a hub repo id like "
                                      f"{DEFAULT_DETECTOR_REPO}")
     folder = None

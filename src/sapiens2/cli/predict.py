@@ -133,8 +133,12 @@ def check_detector(text: str | None) -> None:
     if key in ("auto", "rtdetr", "hog", "seg", "none"):
         return
     if key.startswith("rtdetr:"):
-        if not text.strip()[7:].strip():
-            raise UsageError(f"--detector {text!r}: name a hub repo (e.g. rtdetr:PekingU/rtdetr_r50vd) or a folder")
+        from sapiens2.checkpoints.detector_files import is_repo_id
+
+        ref = text.strip()[7:].strip()
+        if not ref or (not Path(ref).expanduser().is_dir() and not is_repo_id(ref)):
+            raise UsageError(f"--detector {text!r}: name a hub repo (e.g. rtdetr:PekingU/rtdetr_r50vd) or a folder "
+                             "holding a saved RT-DETR")
         return
     if key.startswith("onnx:"):
         if not Path(text.strip()[5:]).expanduser().is_file():
