@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -c requirements/constraints.txt -e ".[test,curate,serve]"
+"${PIP[@]}" -c requirements/constraints.txt -e ".[test,curate,serve,detect]"
 # The browser test drives the distribution's Chromium (Playwright's own browser download needs the internet).
 # Installed when missing and this machine can (root + apt); elsewhere that test skips and says why.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

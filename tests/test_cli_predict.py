@@ -175,16 +175,19 @@ def bad_inputs(folder: Path) -> dict[str, str]:
 def test_bad_inputs_are_reported_and_skipped(tmp_path, checkpoints, capsys):
     expected = bad_inputs(tmp_path / "in")
     write_image(tmp_path / "in" / "good.png", 30, 20)
+    (tmp_path / "notes").mkdir()  # a folder holding no image or video: a failed input, not a silent nothing
+    (tmp_path / "notes" / "readme.txt").write_text("no pictures here")
     rc = run_cli(*ckpt_args(checkpoints, ["seg"]), *FAST, tmp_path / "in", tmp_path / "missing.jpg",
-                 "-o", tmp_path / "out")
+                 tmp_path / "notes", "-o", tmp_path / "out")
     captured = capsys.readouterr()
     assert rc == 0
-    assert "inputs: 7 (1 done, 0 skipped, 6 failed)" in captured.out
+    assert "inputs: 8 (1 done, 0 skipped, 7 failed)" in captured.out
     failed = {line.strip().split(": ", 1)[0]: line for line in captured.out.splitlines() if line.startswith("  ")}
     for name, reason in expected.items():
         line = failed[str(tmp_path / "in" / name)]
         assert reason in line.lower(), line
     assert "does not exist" in failed[str(tmp_path / "missing.jpg")]
+    assert f"no images or videos found in {tmp_path / 'notes'}" in failed[str(tmp_path / "notes")]
     assert (tmp_path / "out" / "good.seg.png").is_file()
     assert "Traceback" not in captured.err
 

@@ -99,7 +99,7 @@ def test_unavailable_device_is_one_clear_error(command, no_cuda, tmp_path, photo
 # ------------------------------------------------------------------------------------- item 7: usage errors
 @pytest.mark.parametrize("extra, message", [
     (["--input-size", "250x190"], "multiples of 16"),
-    (["--detector", "yolo"], "use hog, seg, onnx:PATH or none"),
+    (["--detector", "yolo"], "use rtdetr[:NAME|PATH], hog, seg, onnx:PATH or none"),
     (["--start", "0.5", "--end", "0.2"], "--end 0.2 is not after --start 0.5"),
     (["--start", "30f", "--end", "10f"], "is not after"),
     (["--device", "tpu"], "unknown device 'tpu'"),

@@ -52,7 +52,7 @@ def test_discover_nested_folder(tmp_path):
     assert [str(i.relative) for i in found.videos] == ["b/c/clip.MP4"] and len(found.images) == 5
     assert found.items[0].path == root / "a.png" and found.items[3].is_video
     assert found.missing == [tmp_path / "missing.png", tmp_path / "gone_dir"]
-    assert found.unsupported == []
+    assert found.unsupported == [] and found.empty_folders == []
     # deterministic, and a file reached twice is listed once
     again = discover_inputs([root, root / "a.png", str(loose)])
     assert [i.path for i in again] == [i.path for i in found]
@@ -65,6 +65,9 @@ def test_discover_single_paths_and_unsupported(tmp_path):
     assert len(found) == 1 and found.items[0].kind == "video" and found.items[0].relative == Path("v.mkv")
     found = discover_inputs([text])
     assert len(found) == 0 and found.unsupported == [text]
+    (tmp_path / "empty").mkdir()
+    found = discover_inputs([tmp_path, tmp_path / "empty"])  # a folder with no image or video is reported
+    assert [i.path for i in found] == [video] and found.empty_folders == [tmp_path / "empty"]
     assert input_kind("x.TIFF") == "image" and input_kind("x.webm") == "video" and input_kind("x.gz") is None
 
 

@@ -65,7 +65,8 @@ class OnePeakPose(nn.Module):
 def test_given_box_equals_crop_and_decode_by_hand(pose_model):
     img = _image(150, 250)
     box = np.array([[40.0, 20.0, 120.0, 140.0]], np.float32)
-    pose = Predictor("pose", model=pose_model, device="cpu", input_size=INPUT_HW).predict(img, boxes=box).pose
+    pose = Predictor("pose", model=pose_model, device="cpu", input_size=INPUT_HW,
+                     detector="none").predict(img, boxes=box).pose
     assert pose.box_source == "given" and pose.num_people == 1
     np.testing.assert_array_equal(pose.boxes, box)
     np.testing.assert_array_equal(pose.box_scores, [1.0])
@@ -83,11 +84,11 @@ def test_crops_are_batched_and_scores_from_given_boxes_kept(pose_model):
     img = _image(200, 160, seed=1)
     boxes = np.array([[0, 0, 50, 90, 0.9], [60, 20, 150, 190, 0.8], [10, 100, 70, 199, 0.7]], np.float32)
     log = CallLog(pose_model)
-    small = Predictor("pose", model=pose_model, device="cpu", input_size=INPUT_HW, batch_size=2)
+    small = Predictor("pose", model=pose_model, device="cpu", input_size=INPUT_HW, batch_size=2, detector="none")
     pose = small.predict(img, boxes=boxes).pose
     assert log.sizes == [2, 1]
     np.testing.assert_array_equal(pose.box_scores, boxes[:, 4])
-    big = Predictor("pose", model=pose_model, device="cpu", input_size=INPUT_HW, batch_size=8)
+    big = Predictor("pose", model=pose_model, device="cpu", input_size=INPUT_HW, batch_size=8, detector="none")
     together = big.predict(img, boxes=boxes).pose
     assert log.sizes[2:] == [3]
     # same people in the same order; batch composition only changes GEMM rounding (which DARK's Taylor step can
@@ -104,7 +105,7 @@ def test_flip_test_runs_mirrored_crops_and_swaps_left_right():
     log = CallLog(model)
     img = _image(120, 90, seed=2)
     box = np.array([[0, 0, 89, 119]], np.float32)
-    flipping = Predictor("pose", model=model, device="cpu", input_size=INPUT_HW, flip_test=True)
+    flipping = Predictor("pose", model=model, device="cpu", input_size=INPUT_HW, flip_test=True, detector="none")
     pose = flipping.predict(img, boxes=box).pose
     assert log.sizes == [1, 1]
     torch.testing.assert_close(log.inputs[1], log.inputs[0].flip(-1))
@@ -119,7 +120,8 @@ def test_flip_test_runs_mirrored_crops_and_swaps_left_right():
     others = np.setdiff1d(np.arange(308), [left, right])
     assert (pose.scores[0, others] == 0).all()
     # without the flip test the right channel stays empty
-    plain = Predictor("pose", model=model, device="cpu", input_size=INPUT_HW).predict(img, boxes=box).pose
+    plain = Predictor("pose", model=model, device="cpu", input_size=INPUT_HW, detector="none").predict(
+        img, boxes=box).pose
     assert plain.scores[0, left] == pytest.approx(1.0) and plain.scores[0, right] == 0
 
 

@@ -137,6 +137,7 @@ def test_raw_body_base64_tasks_and_boxes(client):
     assert answer["tasks"] == ["pose", "normal"]
     assert sorted(answer["files"]) == ["normal.npy", "normal.png", "pose.json", "pose.png"]
     assert answer["pose"]["box_source"] == "given" and answer["pose"]["people"][0]["box"] == box
+    assert answer["pose"]["people"][0]["detector"] == "given-boxes"  # what produced each box, per person
     normal_png = base64.b64decode(answer["files"]["normal.png"]["base64"])
     assert cv2.imdecode(np.frombuffer(normal_png, np.uint8), cv2.IMREAD_COLOR).shape == (48, 40, 3)
     assert client.get(f"/v1/results/{answer['id']}/image.normal.png").status_code == 404  # base64: not kept

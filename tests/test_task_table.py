@@ -68,7 +68,7 @@ def test_cli_predictor_and_config_files_accept_the_same_names(name, task, tmp_pa
     assert resolve_task(name) == task
     assert parse_tasks([name]) == [task]
     model = build_model(task, "sapiens2_tiny", img_size=_size(task))
-    assert Predictor([name], model=model, device="cpu", mask_with_seg=False).tasks == (task,)
+    assert Predictor([name], model=model, device="cpu", mask_with_seg=False, detector="none").tasks == (task,)
     if task in TRAIN_TASKS:
         config_file = tmp_path / "config.yaml"
         config_file.write_text(f"task: {name}\n")

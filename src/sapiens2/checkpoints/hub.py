@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ModelNotAvailableError, one_line_reason
@@ -47,30 +48,41 @@ def download_checkpoint(model: PublishedModel, *, cache_dir: str | os.PathLike |
     ``$SAPIENS2_HUB_TIMEOUT`` or 5) bounds the reachability check, so an offline machine fails in
     seconds rather than minutes.
     """
-    cached = cached_checkpoint(model, cache_dir)
-    if cached is not None:
-        logger.debug("using cached %s", cached)
-        return cached
+    return fetch_file(model.repo_id, model.filename, lambda why: _message(model, why), cache_dir=cache_dir,
+                      endpoint=endpoint, timeout=timeout)
+
+
+def fetch_file(repo_id: str, filename: str, message: Callable[[str], str], *,
+               cache_dir: str | os.PathLike | None = None, endpoint: str | None = None,
+               timeout: float | None = None) -> Path:
+    """Local path of one file of a Hugging Face model repo, by the rule of :func:`download_checkpoint` (cache,
+    then offline mode, then one short reachability check, then the download). ``message(why)`` makes the text
+    of the :class:`ModelNotAvailableError` raised when the file cannot be had (what to fetch, what to pass)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+    if isinstance(found, str) and os.path.isfile(found):
+        logger.debug("using cached %s", found)
+        return Path(found)
     if is_offline():
-        raise ModelNotAvailableError(_message(model, "offline mode is on (HF_HUB_OFFLINE) and it is not in the "
-                                                     "local Hugging Face cache"))
+        raise ModelNotAvailableError(message("offline mode is on (HF_HUB_OFFLINE) and it is not in the local "
+                                             "Hugging Face cache"))
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     if timeout is None:
         timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
-    url = hf_hub_url(model.repo_id, model.filename, endpoint=endpoint)
+    url = hf_hub_url(repo_id, filename, endpoint=endpoint)
     try:
         get_hf_file_metadata(url, timeout=timeout)  # a single request: no retries
     except Exception as e:  # network errors come from the HTTP client, hub errors from huggingface_hub
-        raise ModelNotAvailableError(_message(model, f"it is not in the local cache and {url} could not be "
-                                                     f"reached ({one_line_reason(e)})")) from e
-    logger.info("downloading %s/%s", model.repo_id, model.filename)
+        raise ModelNotAvailableError(message(f"it is not in the local cache and {url} could not be reached "
+                                             f"({one_line_reason(e)})")) from e
+    logger.info("downloading %s/%s", repo_id, filename)
     try:
-        path = hf_hub_download(model.repo_id, model.filename, cache_dir=cache_dir, endpoint=endpoint,
-                               etag_timeout=timeout)
+        path = hf_hub_download(repo_id, filename, cache_dir=cache_dir, endpoint=endpoint, etag_timeout=timeout)
     except Exception as e:
-        raise ModelNotAvailableError(_message(model, f"the download failed ({one_line_reason(e)})")) from e
+        raise ModelNotAvailableError(message(f"the download failed ({one_line_reason(e)})")) from e
     return Path(path)
 
 

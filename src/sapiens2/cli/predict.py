@@ -103,8 +103,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     add_dtype(p, "float32", help="compute dtype (default float32; bfloat16/float16 are faster on GPUs)")
     p.add_argument("--flip-test", action="store_true",
                    help="pose only: average with the horizontally flipped crop (2x pose time)")
-    p.add_argument("--detector", default=None, metavar="hog|seg|onnx:PATH|none",
-                   help="person boxes for pose: hog (OpenCV, shipped), seg (from a body-part segmentation), "
+    p.add_argument("--detector", default=None, metavar="rtdetr[:NAME|PATH]|hog|seg|onnx:PATH|none",
+                   help="person boxes for pose: rtdetr (default: RT-DETR PekingU/rtdetr_r50vd, fetched once into "
+                        "the Hugging Face cache; rtdetr:ORG/NAME or rtdetr:FOLDER for another), hog (OpenCV, "
+                        "shipped, no download; upright full-body people only), seg (from a body-part segmentation), "
                         "onnx:PATH (your YOLOv8 / RTMDet ONNX model), none (whole image)")
     p.add_argument("--seg-probs", action="store_true", help="also write seg class probabilities (float16 .npy)")
     p.add_argument("--input-size", default=None, metavar="HxW",
@@ -120,7 +122,7 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
     return parse_hw(text)
 
 
-DETECTORS = "hog, seg, onnx:PATH or none"
+DETECTORS = "rtdetr[:NAME|PATH], hog, seg, onnx:PATH or none"
 
 
 def check_detector(text: str | None) -> None:
@@ -128,7 +130,15 @@ def check_detector(text: str | None) -> None:
     if text is None:
         return
     key = text.strip().lower()
-    if key in ("auto", "hog", "seg", "none"):
+    if key in ("auto", "rtdetr", "hog", "seg", "none"):
+        return
+    if key.startswith("rtdetr:"):
+        from sapiens2.checkpoints.detector_files import is_repo_id
+
+        ref = text.strip()[7:].strip()
+        if not ref or (not Path(ref).expanduser().is_dir() and not is_repo_id(ref)):
+            raise UsageError(f"--detector {text!r}: name a hub repo (e.g. rtdetr:PekingU/rtdetr_r50vd) or a folder "
+                             "holding a saved RT-DETR")
         return
     if key.startswith("onnx:"):
         if not Path(text.strip()[5:]).expanduser().is_file():
@@ -223,7 +233,7 @@ def resolve_models(args: argparse.Namespace, tasks: list[str]) -> tuple[list[str
         # a published seg model would be downloaded behind the back of someone who gave their own pose model
         raise UsageError("--detector seg finds people with a seg model, and none was given: add "
                          "--checkpoint seg=PATH (or --model SIZE|NAME for a published one), or choose another "
-                         "--detector (hog, onnx:PATH or none)")
+                         "--detector (rtdetr, hog, onnx:PATH or none)")
     model = args.model or "0.4b"
     models = {task: checkpoints.get(task, model) for task in tasks}
     if seg_for_boxes:
@@ -267,7 +277,9 @@ def output_settings(args: argparse.Namespace, models: dict, input_size) -> dict:
     settings = {"models": {t: _model_identity(m, t) for t, m in sorted(models.items())},
                 "input_size": list(input_size) if input_size else None, "dtype": args.dtype}
     if "pose" in models:  # these change poses only: other tasks' outputs stay valid when they change
-        settings.update(flip_test=bool(args.flip_test), detector=args.detector,
+        from sapiens2.inference.detectors import detector_setting  # the default spelled out: RT-DETR, not HOG
+
+        settings.update(flip_test=bool(args.flip_test), detector=detector_setting(args.detector),
                         boxes=None if args.boxes is None else str(Path(args.boxes).resolve()))
     return settings
 
@@ -295,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from sapiens2.errors import InputSizeError, Sapiens2Error
     from sapiens2.io import OutputWriteError, discover_inputs
-    from sapiens2.serving import InputFailure, OutputOptions, PredictJob
+    from sapiens2.serving import OutputOptions, PredictJob
+    from sapiens2.serving.bookkeeping import discovery_failures
     from sapiens2.serving.completion import own_output_filter
     from sapiens2.serving.runner import JobPlan, SourceItem, VideoOptions
 
@@ -340,8 +353,7 @@ def _run(args: argparse.Namespace) -> int:
 
     found = discover_inputs(args.inputs, exclude=own_output_filter(output))
     found.items.extend(SourceItem(spec) for spec in sources)
-    failures = [InputFailure(p, "does not exist") for p in found.missing]
-    failures += [InputFailure(p, "not an image or video file extension") for p in found.unsupported]
+    failures = discovery_failures(found)  # missing paths, other files, folders holding no image or video
     if not found.items:
         for f in failures:
             print(f"sapiens2 predict: {f.path}: {f.reason}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Stage 2 (actor, loads the detector once): person boxes and the paper's size rule.
 
-Detectors: ``hog`` = the project's shipped no-download HOG detector (the one ``sapiens2 predict`` uses by default),
+Detectors: ``hog`` = the project's shipped no-download HOG detector (``sapiens2 predict --detector hog``),
 ``onnx`` = ``OnnxPersonDetector`` on a user .onnx (YOLOv8 / RTMDet), ``annotations`` = the boxes of the image's
 sidecar JSON (for collections that come with boxes). Boxes are found on the working-size image and mapped back to
 original pixels. Drop: ``no_person`` when none is found, ``person_too_small`` when no box has a short side of at

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
+from sapiens2.inference.detectors import is_loaded_detector, resolve_detector
 from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS
 from sapiens2.models.heads.task_table import resolve_task, task_names
 from sapiens2.runtime import autocast, parse_precision, resolve_device  # resolve_device re-exported
@@ -170,10 +171,11 @@ class Predictor:
         float16 falls back to float32.
     batch_size: images per forward for seg / dense / matting, and person crops per forward for pose.
     flip_test: pose flip test (mirrored crop, heatmaps flipped back with left/right swapped, averaged); pose only.
-    detector: pose box source (see ``pose.pipeline.make_box_source``): "auto", "hog", "onnx:PATH", "seg",
-        "whole_image", "file:PATH", a ``BoxFileSource`` or an object with ``detect(rgb) -> Detections``. Boxes given
-        to ``predict(..., boxes=...)`` ((N, 4) / (N, 5) array, Detections, or "seg") take precedence. When none is found the whole image is one box (official)
-        unless ``fallback_whole_image=False``.
+    detector: pose box source: "auto" (default: RT-DETR ``PekingU/rtdetr_r50vd`` through transformers, fetched once
+        into the Hugging Face cache; see ``sapiens2.inference.detectors``), "rtdetr:ORG/NAME|PATH", "hog", "onnx:PATH",
+        "seg", "whole_image", "file:PATH", a ``BoxFileSource`` or an object with ``detect(rgb) -> Detections``.
+        Boxes given to ``predict(..., boxes=...)`` ((N, 4) / (N, 5) array, Detections, or "seg") take precedence.
+        When none is found the whole image is one box (official) unless ``fallback_whole_image=False``.
     input_size: (H, W) model input for every task instead of the size each model was trained at (recorded in
         checkpoints from ``sapiens2 train``, else 1024x768), e.g. for speed; must be multiples of 16; pointmap's
         scale branch only accepts the size it was trained at.
@@ -206,7 +208,7 @@ class Predictor:
         if input_size is not None:
             input_size = (int(input_size[0]), int(input_size[1]))
         self.box_source: BoxSource | None = None
-        if "pose" in self.tasks:
+        if "pose" in self.tasks and not is_loaded_detector(detector):
             self.box_source = make_box_source(detector, seg_available=self._seg_available(model))
         needed = list(self.tasks)
         if self._needs_seg and "seg" not in needed:
@@ -215,6 +217,10 @@ class Predictor:
         for task, spec in specs.items():  # names first: fail before downloading anything
             if isinstance(spec, (str, os.PathLike)) and not Path(spec).exists():
                 _check_name(task, str(spec))
+        if "pose" in self.tasks and self.box_source is None:
+            # RT-DETR (the default, "auto"): loaded before the Sapiens2 models, so a detector that cannot be had
+            # fails first, saying how to fetch it or which offline detector to choose
+            self.box_source = make_box_source(resolve_detector(detector, device=self.device, cache_dir=cache_dir))
         self.runners: dict[str, ModelRunner] = {}
         for task in needed:
             m = self._load(task, specs[task], rope_dtype, cache_dir)

@@ -41,11 +41,13 @@ class InputItem:
 class DiscoveredInputs:
     """Result of :func:`discover_inputs`. ``missing``: given paths that do not exist. ``unsupported``:
     files given directly whose extension is neither an image nor a video one (files inside folders with
-    other extensions are ignored silently)."""
+    other extensions are ignored silently). ``empty_folders``: given folders in which no image or video was found
+    (after ``exclude``)."""
 
     items: list[InputItem] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)
     unsupported: list[Path] = field(default_factory=list)
+    empty_folders: list[Path] = field(default_factory=list)
 
     @property
     def images(self) -> list[InputItem]:
@@ -100,10 +102,12 @@ def discover_inputs(paths: str | os.PathLike[str] | list[str | os.PathLike[str]]
 
     for given in map(Path, paths):
         if given.is_dir():
-            for path in _walk_folder(given, exclude):
-                kind = input_kind(path)
-                if kind is not None:
-                    add(path, kind, path.relative_to(given))
+            media = [(path, kind) for path in _walk_folder(given, exclude)
+                     if (kind := input_kind(path)) is not None]
+            for path, kind in media:
+                add(path, kind, path.relative_to(given))
+            if not media:
+                result.empty_folders.append(given)
         elif given.is_file():
             kind = input_kind(given)
             if kind is None:

@@ -28,6 +28,14 @@ class InputFailure:
     reason: str
 
 
+def discovery_failures(found) -> list[InputFailure]:
+    """The given paths that yield no input (:class:`~sapiens2.io.DiscoveredInputs`), each a failed input of the
+    job: missing paths, files that are not images or videos, folders holding none."""
+    return ([InputFailure(p, "does not exist") for p in found.missing]
+            + [InputFailure(p, "not an image or video file extension") for p in found.unsupported]
+            + [InputFailure(p, f"no images or videos found in {p}") for p in found.empty_folders])
+
+
 @dataclass(frozen=True)
 class SourceItem:
     """A video input that is not a plain file found by discovery: a camera, a stream URL or an image-sequence

@@ -77,10 +77,24 @@ def _triples(keypoints: np.ndarray, scores: np.ndarray) -> list[list[float]]:
     return np.concatenate([kp, sc[:, None]], axis=1).tolist()
 
 
+#: Per-person ``detector`` for the box sources that are not a detector (``PoseResult.box_source`` labels).
+_BOX_ORIGINS = {"file": "boxes-file", "given": "given-boxes", "whole_image": "whole-image"}
+
+
+def person_detector(box_source: str) -> str:
+    """What produced a person's box, as each person record says: the detector's name (``rtdetr:ORG/NAME``, ``hog``,
+    ``onnx``, ``seg``), ``boxes-file`` (``--boxes``), ``given-boxes`` (boxes passed with the image) or
+    ``whole-image`` (no box: asked for with ``--detector none``, or nobody was found)."""
+    if box_source.startswith("detector:"):
+        return box_source[len("detector:"):]
+    return _BOX_ORIGINS.get(box_source, box_source)
+
+
 def people_records(pose: PoseResult, *, track_ids: np.ndarray | None = None,
                    smoothed_keypoints: np.ndarray | None = None, depth_raw: np.ndarray | None = None,
                    depth: np.ndarray | None = None) -> list[dict[str, Any]]:
-    """One JSON-ready record per person: box, box score, 308 keypoints and every converted view.
+    """One JSON-ready record per person: box, box score, the ``detector`` that produced the box
+    (:func:`person_detector`), 308 keypoints and every converted view.
 
     Video extras: ``track_id`` (from ``track_ids``); with ``smoothed_keypoints`` the ``keypoints`` and the views
     are the smoothed points and the model's own are kept as ``keypoints_raw`` (scores are the model's in both);
@@ -90,13 +104,15 @@ def people_records(pose: PoseResult, *, track_ids: np.ndarray | None = None,
     points = pose.keypoints if smoothed_keypoints is None else np.asarray(smoothed_keypoints)
     converted = {name: convert_keypoints(points, pose.scores, name) for name in VIEWS} \
         if pose.num_people else {}
+    detector = person_detector(pose.box_source)
     for p in range(pose.num_people):
         box = np.nan_to_num(np.asarray(pose.boxes[p], dtype=np.float64)).round(_COORD_DECIMALS).tolist()
         score = float(np.nan_to_num(pose.box_scores[p]))
         record: dict[str, Any] = {"id": p}
         if track_ids is not None:
             record["track_id"] = int(track_ids[p])
-        record.update(box=box, box_score=round(score, _SCORE_DECIMALS), keypoints=_triples(points[p], pose.scores[p]))
+        record.update(box=box, box_score=round(score, _SCORE_DECIMALS), detector=detector,
+                      keypoints=_triples(points[p], pose.scores[p]))
         if smoothed_keypoints is not None:
             record["keypoints_raw"] = _triples(pose.keypoints[p], pose.scores[p])
         if depth_raw is not None:

@@ -2,7 +2,8 @@
 DARK-UDP decode -> keypoints in image pixels (official ``vis_pose``).
 
 Person boxes come from a :class:`BoxSource`: explicit boxes, a boxes file (:class:`BoxFileSource`), a detector
-(``detect(rgb) -> Detections``: HOG, ONNX or any object), the seg foreground's connected components, or nothing.
+(``detect(rgb) -> Detections``: RT-DETR, HOG, ONNX or any object), the seg foreground's connected components, or
+nothing.
 When no box is found the whole image is one box, as the official tool does.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from sapiens2.tasks.detection import (BoxFileSource, DetectionError, Detections, boxes_from_mask, empty_detections,
-                                      hog_available, whole_image_box)
+                                      whole_image_box)
 from sapiens2.tasks.pose.codec import decode_udp_heatmaps
 from sapiens2.tasks.pose.crop import BOX_PADDING, POSE_INPUT_SIZE, crop_boxes, decoded_to_image
 from sapiens2.tasks.pose.flip import flip_test_average
@@ -102,17 +103,26 @@ class BoxSource:
 
 
 def _detector_name(detector) -> str:
+    named = getattr(detector, "name", None)  # e.g. "rtdetr:PekingU/rtdetr_r50vd"
+    if isinstance(named, str) and named:
+        return named
     name = type(detector).__name__
     return {"HogPersonDetector": "hog", "OnnxPersonDetector": "onnx"}.get(name, name)
 
 
-def make_box_source(spec="auto", *, seg_available: bool = False) -> BoxSource:
+#: Detectors with weights to load (RT-DETR, the default): the inference layer turns these names into a detector
+#: object before this module sees them (``sapiens2.inference.detectors``); tasks load no models.
+LOADED_DETECTORS = ("auto", "rtdetr")
+
+
+def make_box_source(spec, *, seg_available: bool = False) -> BoxSource:
     """Person-box source from a user choice.
 
-    ``spec``: "auto" (HOG when this OpenCV has it, else the seg foreground when seg runs, else the whole image);
-    "hog"; "onnx:PATH" (an ONNX detector file); "seg" (connected components of the seg foreground); "whole_image"
-    or "none"; "file:PATH" or a :class:`BoxFileSource` (COCO JSON or a folder of ``<stem>.json``); or any object
-    with ``detect(rgb) -> Detections``.
+    ``spec``: "hog"; "onnx:PATH" (an ONNX detector file); "seg" (connected components of the seg foreground);
+    "whole_image" or "none"; "file:PATH" or a :class:`BoxFileSource` (COCO JSON or a folder of ``<stem>.json``);
+    or any object with ``detect(rgb) -> Detections`` (its ``name`` attribute, if any, names it in the outputs).
+    The default "auto" (= RT-DETR) needs weights: ``sapiens2.inference.detectors.resolve_detector`` loads it.
+    ``seg_available`` is kept for callers; no choice here silently becomes another.
     """
     from sapiens2.tasks.detection import HogPersonDetector, OnnxPersonDetector
 
@@ -125,18 +135,13 @@ def make_box_source(spec="auto", *, seg_available: bool = False) -> BoxSource:
     if spec is None:
         spec = "whole_image"
     if not isinstance(spec, (str, Path)):
-        raise DetectionError(f"detector must be a name ('auto', 'hog', 'onnx:PATH', 'seg', 'whole_image', "
+        raise DetectionError(f"detector must be a name ('auto', 'rtdetr', 'hog', 'onnx:PATH', 'seg', 'whole_image', "
                              f"'file:PATH'), a BoxFileSource or an object with detect(), got {type(spec).__name__}")
     text = str(spec)
     key = text.lower()
-    if key == "auto":
-        if hog_available():
-            return BoxSource("detector", "hog", detector=HogPersonDetector())
-        if seg_available:
-            log.info("OpenCV has no HOG detector; pose boxes come from the seg foreground")
-            return BoxSource(SEG_BOX_SOURCE, SEG_BOX_SOURCE)
-        log.warning("no person detector available (OpenCV without HOG); pose uses the whole image as one box")
-        return BoxSource("whole_image", "whole_image")
+    if key in LOADED_DETECTORS or key.startswith("rtdetr:"):
+        raise DetectionError(f"detector {text!r} has weights to load: resolve it first with "
+                             "sapiens2.inference.detectors.resolve_detector (the Predictor does)")
     if key == "hog":
         return BoxSource("detector", "hog", detector=HogPersonDetector())
     if key.startswith("onnx:"):
@@ -147,8 +152,8 @@ def make_box_source(spec="auto", *, seg_available: bool = False) -> BoxSource:
         return BoxSource(SEG_BOX_SOURCE, SEG_BOX_SOURCE)
     if key in ("whole_image", "none"):
         return BoxSource("whole_image", "whole_image")
-    raise DetectionError(f"unknown detector {text!r}; use 'auto', 'hog', 'onnx:PATH', 'seg', 'whole_image', "
-                         "'file:PATH', a BoxFileSource or an object with detect()")
+    raise DetectionError(f"unknown detector {text!r}; use 'auto' (RT-DETR), 'rtdetr[:NAME|PATH]', 'hog', "
+                         "'onnx:PATH', 'seg', 'whole_image', 'file:PATH', a BoxFileSource or an object with detect()")
 
 
 @dataclass
