@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--detector", default="none", help="person boxes at each re-detection (none: the whole frame, one person)")
     parser.add_argument("--tasks", default="pose,seg")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--baseline-frames", type=int, default=30, help="frames of the model-alone baseline")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
 
@@ -80,7 +81,7 @@ def main() -> None:
         best_base = best_live = None
         for repeat in range(args.repeats):
             start = time.perf_counter()
-            count = min(len(frames), 30)
+            count = min(len(frames), args.baseline_frames)
             for i in range(count):  # the model's own rate: every frame, one after another, detector each time
                 predictor.predict(PredictInput(frames[i], frame_index=i))
             base = count / (time.perf_counter() - start)

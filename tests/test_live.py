@@ -300,3 +300,4 @@ def test_cli_live_on_a_video_file(clip, tmp_path, capsys, one_torch_thread):
                           (["--live", "--redetect-every", "0"], "--redetect-every")]:
         assert main([*base, "--source", str(video), *argv, "-o", str(out)]) == 2, argv
         assert message in capsys.readouterr().err
+
