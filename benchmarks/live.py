@@ -90,7 +90,8 @@ def main() -> None:
                 redetect_every=args.redetect_every)))
             summary = run_live(session, Path(tmp) / f"run{repeat}", display=False).summary
             print(f"  repeat {repeat}: model alone {base:.2f} frames/s (detector every frame); live {summary['fps']:.2f} "
-                  f"FPS, latency p50 {summary['latency_ms_p50']:.0f} ms p95 {summary['latency_ms_p95']:.0f} ms, "
+                  f"FPS, latency p50 {summary['latency_ms_p50']:.0f} ms p95 {summary['latency_ms_p95']:.0f} ms (model "
+                  f"{summary['model_ms_mean']:.0f} ms/frame), "
                   f"read {summary['frames_read']} processed {summary['frames_processed']} dropped "
                   f"{summary['frames_dropped']}, detector {summary.get('detector_calls')} time(s) "
                   f"{summary.get('detections')}")

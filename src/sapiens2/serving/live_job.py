@@ -112,6 +112,7 @@ class LiveSession:
         self.boxes = KeypointBoxes(self.options.boxes) if "pose" in self.tasks else None
         self.temporal = TemporalProcessor(track=self.options.track, smoothing=self.options.smoothing)
         self.stats = LiveStats()
+        self.model_s = 0.0  # the predictor's own stage times (Prediction.timings), summed over frames
         self.grabber: LatestFrameGrabber | None = None
         self.stopped_by: str | None = None
 
@@ -152,6 +153,7 @@ class LiveSession:
             if reason is None and prediction.pose is not None:
                 prediction.pose.box_source = REUSED_BOXES
         tracks = self.temporal(prediction, frame.time_s)
+        self.model_s += sum(prediction.timings.values()) if prediction.timings else 0.0
         latency = self.stats.record(grabbed.captured_s, self.clock())
         return LiveResult(grabbed, prediction, tracks, latency, reason)
 
@@ -168,6 +170,7 @@ class LiveSession:
         out: dict[str, Any] = {"format": "sapiens2.live.summary", "source": self.source.name,
                                "tasks": self.tasks, "source_fps": self.source.fps, "paced": self.pace_fps is not None,
                                **self.stats.summary(read=self.frames_read, dropped=self.frames_dropped),
+                               "model_ms_mean": round(1000.0 * self.model_s / max(self.stats.processed, 1), 2),
                                "stopped_by": self.stopped_by}
         if self.boxes is not None:
             out.update(redetect_every=self.options.boxes.redetect_every, detector_calls=self.boxes.detector_calls,
@@ -268,7 +271,7 @@ class LiveReport:
         out = [f"live {s['source']}: read {s['frames_read']} frame(s), processed {s['frames_processed']}, "
                f"dropped {s['frames_dropped']} ({s['fps']:.2f} FPS over {s['wall_s']:.1f} s)",
                f"latency capture -> result: p50 {ms('latency_ms_p50')}, p95 {ms('latency_ms_p95')}, "
-               f"max {ms('latency_ms_max')}"]
+               f"max {ms('latency_ms_max')}; the model's own time {ms('model_ms_mean')} per frame"]
         if "detector_calls" in s:
             reasons = ", ".join(f"{k} {v}" for k, v in s["detections"].items() if v)
             out.append(f"pose boxes: detector {s['detector_calls']} time(s) ({reasons or 'never'}), from the previous "
