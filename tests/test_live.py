@@ -285,11 +285,16 @@ def test_cli_live_on_a_video_file(clip, tmp_path, capsys, one_torch_thread):
     assert 1 <= processed <= 4 and f"processed {processed}," in printed and summary["paced"] is True
     assert summary["stopped_by"] == ("max_frames" if processed == 4 else "end")
     assert summary["frames_read"] == processed + summary["frames_dropped"] <= clip.num_frames
-    assert summary["detector_calls"] == (processed + 1) // 2 and sorted(summary["tasks"]) == ["pose", "seg"]
+    assert sorted(summary["tasks"]) == ["pose", "seg"]
     lines = (out / "walk.pose.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines[1:]]
     assert len(records) == processed and all(r["latency_ms"] > 0 for r in records)
-    assert [r["detect_reason"] for r in records] == ["start", None, "interval", None][:processed]
+    reasons = [r["detect_reason"] for r in records]
+    assert reasons[0] == "start" and summary["detector_calls"] == sum(r is not None for r in reasons)
+    # with --redetect-every 2 boxes are reused for one frame at most (random weights may also drop confidence)
+    assert not any(a is None and b is None for a, b in zip(reasons, reasons[1:]))
+    assert set(reasons) <= {"start", "interval", "low_confidence", None}
+    assert all(r["box_source"] == "previous_keypoints" for r, why in zip(records, reasons) if why is None)
     assert summary["latency_ms_p50"] > 0 and summary["latency_ms_p95"] >= summary["latency_ms_p50"]
     indices = [r["frame_index"] for r in records]
     capture = cv2.VideoCapture(str(tmp_path / "rec.mp4"))  # each result held for the frames dropped after it
