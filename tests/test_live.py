@@ -197,6 +197,14 @@ def test_detector_runs_at_the_start_when_confidence_drops_and_when_nobody_is_lef
     assert session.boxes.detections == {"start": 1, "interval": 0, "low_confidence": 2, "no_people": 1}
     assert session.summary()["frames_dropped"] == 0 and len(results) == 14
     assert results[1].prediction.pose.box_source == REUSED_BOXES
+    # a Python caller that stops iterating: the grabber stops, the summary says so
+    source = GatedSource(clip.frames[:6])
+    session = LiveSession(GatedModel(ScriptedPose(), source, clock, k=1), source, clock=clock)
+    results = session.results()
+    next(results), next(results)
+    source.open_gate()
+    results.close()
+    assert session.stopped_by == "closed" and session.summary()["frames_processed"] == 2
 
 
 def test_a_real_tiny_model_reuses_its_keypoints_and_redetects_every_n(clip, tmp_path, one_torch_thread):

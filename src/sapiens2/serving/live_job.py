@@ -137,6 +137,10 @@ class LiveSession:
                     return
                 yield self._process(grabbed)
             self.stopped_by = "max_frames"
+        except GeneratorExit:  # the caller stopped iterating (run_live says why first: "quit")
+            if self.stopped_by == "interrupted":
+                self.stopped_by = "closed"
+            raise
         finally:
             grabber.close()
             getattr(self.source, "close", lambda: None)()
@@ -260,7 +264,7 @@ class LiveReport:
 
     @property
     def interrupted(self) -> bool:
-        return self.summary.get("stopped_by") in ("interrupted", "quit")
+        return self.summary.get("stopped_by") == "interrupted"
 
     def lines(self) -> list[str]:
         s = self.summary
@@ -333,6 +337,7 @@ def run_live(session: LiveSession, output_base: Path | None, *, record: Path | N
                                                       dropped=session.frames_dropped, latency_s=result.latency_s))
                     stream.flush()
         except KeyboardInterrupt:
+            results.close()  # (a no-op when the interrupt came from inside the session)
             session.stopped_by = "interrupted"
             logger.warning("interrupted after %d frame(s); writing what was processed", session.stats.processed)
         finally:
