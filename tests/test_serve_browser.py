@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (apt
 def browser():
     with sync_api.sync_playwright() as playwright:
         try:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
         except Exception as exc:  # e.g. a Chromium too old for this Playwright
             pytest.skip(f"Chromium at {CHROMIUM} does not start under Playwright: {exc}")
         yield browser
@@ -83,3 +84,49 @@ def test_page_draws_pose_and_parts_over_the_photo(checkpoints, browser, tmp_path
             page.close()
     finally:
         torch.set_num_threads(old)
+
+
+def test_webcam_keeps_one_request_in_flight(browser):
+    """The page's webcam against a server that holds each answer: while one request is unanswered no second is
+    sent (the camera's frames meanwhile are dropped); each answer releases exactly one new request, carrying a
+    newer frame. Chromium's fake camera; the server is Playwright's request interception (no model)."""
+    from sapiens2.serving.http.app import static_dir
+
+    pending, bodies = [], []
+
+    def handle(route):
+        path = route.request.url.split("localhost:9", 1)[1].split("?")[0]
+        if path == "/v1/predict":
+            bodies.append(route.request.post_data_buffer)
+            pending.append(route)  # answered later, by the test
+        elif path == "/v1/models":
+            route.fulfill(json={"tasks": ["pose"], "device": "cpu", "seg_classes": []})
+        else:
+            name = "index.html" if path == "/" else path.rsplit("/", 1)[-1]
+            route.fulfill(path=str(static_dir() / name))
+
+    def wait_for_requests(page, count):
+        for _ in range(400):  # polls until the page has sent them; the bound only stops a hang
+            if len(pending) >= count:
+                return
+            page.wait_for_timeout(25)
+        raise AssertionError(f"the page sent {len(pending)} request(s), expected {count}")
+
+    context = browser.new_context(permissions=["camera"])
+    try:
+        page = context.new_page()
+        page.route("http://localhost:9/**", handle)  # localhost: a secure context, where getUserMedia is allowed
+        page.goto("http://localhost:9/")
+        page.wait_for_function("document.querySelectorAll('input[name=task]').length === 1", timeout=20_000)
+        page.click("#camera")
+        for answered in range(3):
+            wait_for_requests(page, answered + 1)
+            page.wait_for_timeout(200)  # the camera goes on meanwhile: the page must not send a second request
+            assert len(pending) == answered + 1
+            pending[answered].fulfill(json={"image_size": {"height": 480, "width": 640}, "files": {}})
+        wait_for_requests(page, 4)
+        assert len(set(bodies)) == 4  # every request a new frame (the fake camera's picture moves)
+        page.wait_for_function("document.getElementById('rate').textContent.includes('latency')")
+        page.click("#camera")  # stop
+    finally:
+        context.close()

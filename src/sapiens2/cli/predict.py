@@ -29,6 +29,7 @@ examples:
   sapiens2 predict --task pose --source 0 --max-frames 300 -o out/          (webcam; Ctrl-C stops and keeps)
   sapiens2 predict --task pose,pointmap --source rtsp://camera.local/stream -o out/
   sapiens2 predict --task pose --source frames_folder/ --fps 25 -o out/      (an image sequence as a video)
+  sapiens2 predict --task pose,seg --source 0 --live --record live.mp4 -o out/  (drops frames to keep up)
 
 outputs (per input, mirroring the input folders; B = <out>/<relative path without extension>):
   pose      B.pose.json (308 named keypoints [x, y, score] per person + COCO-17, COCO-WholeBody-133,
@@ -81,6 +82,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                        help="frame rate of a folder of frames (default 30), or for sources that report none")
     video.add_argument("--frame-files", action=argparse.BooleanOptionalAction, default=True,
                        help="videos: write the per-frame data files B/<frame>.<suffix> (default on)")
+    from sapiens2.cli.live import add_live_options  # live mode: its own group and module
+
+    add_live_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
@@ -324,6 +328,9 @@ def _run(args: argparse.Namespace) -> int:
         check_position(getattr(args, name), f"--{name}")
     check_span(args.start, args.end)
     check_detector(args.detector)
+    from sapiens2.cli.live import check_live_options
+
+    check_live_options(args, sources)
     input_size = parse_input_size(args.input_size)
     if args.every < 1:
         raise UsageError(f"--every must be >= 1, got {args.every}")
@@ -350,6 +357,10 @@ def _run(args: argparse.Namespace) -> int:
     except OutputWriteError as exc:
         error("predict", str(exc))
         return 1
+    if args.live:  # one source at the rate the model keeps up with (sapiens2.cli.live)
+        from sapiens2.cli.live import run_live_command
+
+        return run_live_command(args, tasks, models, input_size, sources, build_predictor)
 
     found = discover_inputs(args.inputs, exclude=own_output_filter(output))
     found.items.extend(SourceItem(spec) for spec in sources)

@@ -3,7 +3,8 @@ tracking, and temporal smoothing of keypoints, pointmap scale and per-person dep
 
 Modules: ``sources`` (frame sources), ``prefetch`` (decoding thread), ``assignment`` (Hungarian), ``motion``
 (box Kalman filter), ``similarity`` (IoU, OKS), ``tracking`` (the tracker), ``smoothing`` (One-Euro, exponential),
-``temporal`` (tracking + smoothing per video), ``synthetic`` (a test clip of two people crossing).
+``temporal`` (tracking + smoothing per video), ``synthetic`` (a test clip of two people crossing), ``live``
+(a latest-frame-wins grabber, pose boxes from the previous keypoints, live FPS and latency).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ _EXPORTS = {
     "OneEuroParams": "smoothing", "ExponentialSmoother": "smoothing", "SmoothingPreset": "smoothing",
     "PRESETS": "smoothing", "smoothing_preset": "smoothing", "TemporalProcessor": "temporal",
     "FrameTracks": "temporal", "min_cost_assignment": "assignment", "crossing_clip": "synthetic",
+    "LatestFrameGrabber": "live", "KeypointBoxes": "live", "BoxReuseOptions": "live", "LiveStats": "live",
 }
 __all__ = sorted(_EXPORTS)
 

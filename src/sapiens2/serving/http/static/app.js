@@ -196,14 +196,18 @@ async function runPhoto(file) {
   }
 }
 
-// ---- webcam: the next frame is sent when the answer to the last one is back (the rate the server keeps up)
+// ---- webcam: one request in flight at a time; the next frame is grabbed when its answer is back, so the frames
+// the camera made meanwhile are dropped, never queued (the rate is what the server keeps up with). The guard
+// holds across stop/start: a new loop waits for the old loop's request instead of sending a second one.
+let cameraInFlight = null;  // the promise of the request on its way, or null
+
 async function startCamera() {
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
     const video = document.createElement("video");
     video.srcObject = stream; video.muted = true; video.playsInline = true;
     await video.play();
-    state.camera = { stream, video, frames: 0, since: performance.now() };
+    state.camera = { stream, video, frames: 0, since: performance.now(), latencies: [] };
     $("camera").textContent = "Stop webcam"; $("camera").classList.add("on");
     cameraLoop();
   } catch (error) {
@@ -221,19 +225,28 @@ function stopCamera() {
 async function cameraLoop() {
   const cam = state.camera;
   if (!cam || state.camera !== cam) return;
+  if (cameraInFlight) await cameraInFlight.catch(() => {});  // the previous loop's request (stop, then start)
+  if (state.camera !== cam) return;
   const grab = document.createElement("canvas");
   grab.width = cam.video.videoWidth; grab.height = cam.video.videoHeight;
   grab.getContext("2d").drawImage(cam.video, 0, 0);
+  const captured = performance.now();
   const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", 0.85));
   try {
-    const answer = await predict(new File([blob], "frame.jpg", { type: "image/jpeg" }));
+    cameraInFlight = predict(new File([blob], "frame.jpg", { type: "image/jpeg" }));
+    const answer = await cameraInFlight;
+    cameraInFlight = null;
     if (state.camera !== cam) return;
     await takeAnswer(answer, grab);
     cam.frames += 1;
+    cam.latencies.push(performance.now() - captured);  // capture -> answer drawn
+    if (cam.latencies.length > 30) cam.latencies.shift();
     const seconds = (performance.now() - cam.since) / 1000;
-    $("rate").textContent = `${(cam.frames / seconds).toFixed(1)} frames/s`;
+    const latency = cam.latencies.reduce((a, b) => a + b, 0) / cam.latencies.length;
+    $("rate").textContent = `${(cam.frames / seconds).toFixed(1)} frames/s, latency ${latency.toFixed(0)} ms`;
     setStatus("webcam");
   } catch (error) {
+    cameraInFlight = null;
     setStatus(error.message, true);
     await new Promise((r) => setTimeout(r, 1000));  // e.g. 503 busy: back off, then go on
   }
