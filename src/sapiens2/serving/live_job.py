@@ -42,7 +42,7 @@ from sapiens2.video.live import BoxReuseOptions, Grabbed, KeypointBoxes, LatestF
 from .bookkeeping import predict_input
 from .outputs import video_jsonl_suffix, with_suffix
 from .pose_json import frame_pose_record, pose_header
-from .video_job import _json_line
+from .video_job import json_line
 
 logger = logging.getLogger(__name__)
 
@@ -318,8 +318,8 @@ def run_live(session: LiveSession, output_base: Path | None, *, record: Path | N
             for result in results:
                 if lines is not None:
                     if session.stats.processed == 1:  # the size of a camera's frames is known from the first
-                        lines.write(_json_line(_header(session, result.frame.rgb.shape[:2], model_name, pose_settings)))
-                    lines.write(_json_line(_frame_record(result, session)))
+                        lines.write(json_line(_header(session, result.frame.rgb.shape[:2], model_name, pose_settings)))
+                    lines.write(json_line(_frame_record(result, session)))
                 need_picture = video is not None or window is not None
                 picture = live_overlay(result, tasks, session.stats) if need_picture else None
                 if video is not None:  # hold this result for the frames dropped until the next one
@@ -345,7 +345,7 @@ def run_live(session: LiveSession, output_base: Path | None, *, record: Path | N
             if progress and last_progress is not None:
                 stream.write("\n")
         if lines is not None and session.stats.processed == 0:  # a header-only file says nothing was processed
-            lines.write(_json_line(_header(session, (session.source.height, session.source.width), model_name,
+            lines.write(json_line(_header(session, (session.source.height, session.source.width), model_name,
                                            pose_settings)))
         if video is not None and video.frames_written:
             outputs.append(video.path)

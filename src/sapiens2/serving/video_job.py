@@ -102,7 +102,7 @@ def run_video(predict_job: RunningJob, item, base: Path, summary: JobSummary, wr
                 header.update(source_fps=source.fps, every=predict_job.every, start_frame=start, end_frame=end,
                               tracking=temporal.track,
                               smoothing=preset.describe() if preset is not None else None)
-                lines.write(_json_line(header))
+                lines.write(json_line(header))
             # Annotated videos are rendered and encoded on one extra thread, in frame order. Entered last
             # so that on an error it finishes before the writers it feeds are discarded.
             sink = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="s2-video"))
@@ -189,7 +189,7 @@ def _video_frame(predict_job: RunningJob, prediction: Prediction, frame, tracks,
             image = render_task(prediction, frame.rgb, task)
         video.write(image)
     if lines is not None:
-        lines.write(_json_line(frame_pose_record(prediction.pose, frame_index=frame.index, fps=fps * predict_job.every,
+        lines.write(json_line(frame_pose_record(prediction.pose, frame_index=frame.index, fps=fps * predict_job.every,
                                                  time_s=frame.time_s, tracks=tracks)))
 
 
@@ -205,7 +205,7 @@ def _at_smoothed_scale(prediction: Prediction, tracks) -> Prediction:
     return dataclasses.replace(prediction, pointmap=pointmap)
 
 
-def _json_line(obj: dict) -> str:
+def json_line(obj: dict) -> str:
     import json
 
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
