@@ -81,6 +81,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                        help="frame rate of a folder of frames (default 30), or for sources that report none")
     video.add_argument("--frame-files", action=argparse.BooleanOptionalAction, default=True,
                        help="videos: write the per-frame data files B/<frame>.<suffix> (default on)")
+    speed = p.add_argument_group("speed")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the models, once per batch shape (default off: on CPU it costs about a "
+                            "minute per model and gains little)")
+    speed.add_argument("--compile-mode", default=None, metavar="MODE",
+                       help="with --compile: default, reduce-overhead (CUDA graphs; the default on CUDA), "
+                            "max-autotune, max-autotune-no-cudagraphs")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
@@ -135,6 +142,15 @@ def check_detector(text: str | None) -> None:
             raise UsageError(f"--detector {text!r}: no ONNX file at {text.strip()[5:]!r}")
         return
     raise UsageError(f"unknown --detector {text!r}: use {DETECTORS}")
+
+
+def check_compile(compile_: bool, mode: str | None) -> None:
+    from sapiens2.inference.compile import COMPILE_MODES
+
+    if mode is not None and not compile_:
+        raise UsageError(f"--compile-mode {mode} needs --compile")
+    if mode is not None and mode not in COMPILE_MODES:
+        raise UsageError(f"--compile-mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
 
 
 def check_span(start: str | None, end: str | None) -> None:
@@ -284,6 +300,8 @@ def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, in
         kwargs["detector"] = args.detector
     if getattr(args, "max_pixels", None) is not None:
         kwargs["max_pixels"] = args.max_pixels
+    if getattr(args, "compile", False):
+        kwargs["compile"] = args.compile_mode or True
     return Predictor(tasks, **kwargs)
 
 
@@ -312,6 +330,7 @@ def _run(args: argparse.Namespace) -> int:
     check_span(args.start, args.end)
     check_detector(args.detector)
     input_size = parse_input_size(args.input_size)
+    check_compile(args.compile, args.compile_mode)
     if args.every < 1:
         raise UsageError(f"--every must be >= 1, got {args.every}")
     if args.batch_size is not None and args.batch_size < 1:
