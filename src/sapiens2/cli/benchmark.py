@@ -5,9 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from sapiens2.cli.common import PATCH
 from sapiens2.cli.predict import add_model_options, parse_input_size, parse_tasks, resolve_models
-from sapiens2.errors import Sapiens2Error, UsageError
+from sapiens2.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,6 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None and output.exists() and not output.is_dir():
         raise UsageError(f"-o {args.output!r} is a file; give a folder")
-    assert input_size[0] % PATCH == 0 and input_size[1] % PATCH == 0
     config = BenchmarkConfig(tasks=tuple(tasks), input_size=tuple(input_size), backends=tuple(args.backend),
                              dtypes=tuple(args.dtype), batch_sizes=tuple(args.batch_size), iters=args.iters,
                              warmup=args.warmup, device=str(device), measure_ceiling=args.ceiling,
@@ -146,10 +144,7 @@ def run(args: argparse.Namespace) -> int:
             logger.info("%s %s %s batch %d: %s (%s)", row.task, row.backend, row.dtype, row.batch_size, row.status,
                         row.reason)
 
-    try:
-        report = run_benchmark(config, _loader(args, tasks, input_size, device), on_row=progress)
-    except (UsageError, Sapiens2Error):
-        raise
+    report = run_benchmark(config, _loader(args, tasks, input_size, device), on_row=progress)
     print(report.to_markdown(), end="")
     if output is not None:
         json_path, md_path = write_report(report, output)

@@ -12,7 +12,7 @@ import logging
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -291,6 +291,3 @@ def write_report(report: BenchmarkReport, folder: str | os.PathLike, stem: str =
         f.write(report.to_markdown())
     return json_path, md_path
 
-
-def as_mapping(rows: Sequence[BenchmarkRow]) -> list[Mapping]:
-    return [asdict(r) for r in rows]
