@@ -9,7 +9,7 @@ from torch import nn
 
 from sapiens2.cli.main import main
 from sapiens2.profiling.backends import TORCH, BackendOptions, find_backend
-from sapiens2.profiling.benchmark import BenchmarkRow, fastest
+from sapiens2.profiling.benchmark import BenchmarkRow, fastest, recommended
 from sapiens2.profiling.flops import count_flops
 from sapiens2.profiling.memory import _reset_cpu_peak, measure_peak_memory
 
@@ -45,6 +45,9 @@ def test_fastest_picks_from_measurement():
     assert fastest(rows).dtype == "int8"
     assert fastest(rows, max_rel_error=0.02).dtype == "bfloat16"
     assert fastest(rows, task="seg") is None
+    assert recommended(rows).dtype == "bfloat16"  # 1.2x, within 2%
+    assert recommended(rows, min_gain=1.3).dtype == "float32"  # not enough gain: float32 stays
+    assert recommended(rows, max_rel_error=0.1).dtype == "int8"
 
 
 @pytest.fixture(scope="module")

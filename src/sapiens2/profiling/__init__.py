@@ -8,10 +8,11 @@ device's measured matrix-multiply ceiling) per backend and precision, and the de
 - :mod:`.benchmark`: the runs, the report (JSON + Markdown) and the fastest configuration.
 """
 from sapiens2.profiling.backends import BACKENDS, Backend, PreparedModel, find_backend
-from sapiens2.profiling.benchmark import BenchmarkConfig, BenchmarkReport, BenchmarkRow, fastest, run_benchmark
+from sapiens2.profiling.benchmark import (BenchmarkConfig, BenchmarkReport, BenchmarkRow, fastest, recommended,
+                                         run_benchmark)
 from sapiens2.profiling.device import DeviceInfo, describe_device
 from sapiens2.profiling.flops import count_flops, measure_matmul_ceiling
 
 __all__ = ["BACKENDS", "Backend", "BenchmarkConfig", "BenchmarkReport", "BenchmarkRow", "DeviceInfo",
            "PreparedModel", "count_flops", "describe_device", "fastest", "find_backend", "measure_matmul_ceiling",
-           "run_benchmark"]
+           "recommended", "run_benchmark"]

@@ -21,7 +21,8 @@ from sapiens2.profiling.device import DeviceInfo, describe_device
 from sapiens2.profiling.flops import count_flops, measure_matmul_ceiling
 from sapiens2.profiling.memory import measure_peak_memory
 
-__all__ = ["BenchmarkConfig", "BenchmarkReport", "BenchmarkRow", "fastest", "run_benchmark", "write_report"]
+__all__ = ["BenchmarkConfig", "BenchmarkReport", "BenchmarkRow", "fastest", "recommended", "run_benchmark",
+           "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,13 @@ class BenchmarkReport:
     def to_dict(self) -> dict:
         config = asdict(self.config)
         config["options"] = {**asdict(self.config.options), "extra": dict(self.config.options.extra)}
-        best = fastest(self.rows)
+        best, default = fastest(self.rows), recommended(self.rows)
         return {"device": self.device.to_dict(), "device_summary": self.device.summary(), "config": config,
                 "ceilings_flops": self.ceilings, "load_average": self.load_average, "started": self.started,
                 "seconds": self.seconds, "rows": [asdict(r) for r in self.rows],
                 "fastest": None if best is None else {"backend": best.backend, "dtype": best.dtype,
-                                                       "task": best.task, "batch_size": best.batch_size}}
+                                                       "task": best.task, "batch_size": best.batch_size},
+                "recommended": None if default is None else {"backend": default.backend, "dtype": default.dtype}}
 
     def to_markdown(self) -> str:
         lines = [f"Device: {self.device.summary()}; torch {self.device.torch_version}",
@@ -124,10 +126,13 @@ class BenchmarkReport:
                 f"{r.unit} | {r.items_per_s:.2f} | {_num(r.flops_per_item, 1e9, 3)} | "
                 f"{_num(r.achieved_flops, 1e9, 1)} | {_num(r.ceiling_share, 0.01, 0)} | {mem} | "
                 f"{'' if r.rel_error is None else f'{r.rel_error:.1e}'} | {r.note} |")
-        best = fastest(self.rows)
+        best, default = fastest(self.rows), recommended(self.rows)
         if best is not None:
             lines += ["", f"Fastest here: {best.backend} {best.dtype} ({best.task}, batch {best.batch_size}: "
                           f"{best.ms_per_item:.2f} ms per {best.unit})"]
+        if default is not None:
+            lines.append(f"Default here (fastest within 2% of float32 and >= 10% faster than torch float32, else "
+                         f"torch float32): {default.backend} {default.dtype}")
         return "\n".join(lines) + "\n"
 
 
@@ -155,6 +160,20 @@ def fastest(rows: Sequence[BenchmarkRow], *, task: str | None = None, batch_size
           and (task is None or r.task == task) and (batch_size is None or r.batch_size == batch_size)
           and (max_rel_error is None or (r.rel_error is not None and r.rel_error <= max_rel_error))]
     return max(ok, key=lambda r: r.items_per_s, default=None)
+
+
+def recommended(rows: Sequence[BenchmarkRow], *, task: str | None = None, batch_size: int | None = None,
+                max_rel_error: float = 0.02, min_gain: float = 1.10) -> BenchmarkRow | None:
+    """The default to use on this machine, from measurement: the fastest row within ``max_rel_error`` of float32,
+    taken only if it beats PyTorch float32 eager by at least ``min_gain`` (a smaller gain is within the noise of a
+    shared machine and not worth lower precision); else the float32 eager row."""
+    baseline = [r for r in rows if r.status == "ok" and r.backend == "torch" and r.dtype == "float32"
+                and (task is None or r.task == task) and (batch_size is None or r.batch_size == batch_size)]
+    base = max(baseline, key=lambda r: r.items_per_s, default=None)
+    best = fastest(rows, task=task, batch_size=batch_size, max_rel_error=max_rel_error)
+    if base is None or best is None:
+        return best or base
+    return best if best.items_per_s >= min_gain * base.items_per_s else base
 
 
 def _sync(device) -> None:
