@@ -192,3 +192,12 @@ def test_cuda_predictor_pose_decodes_on_device_like_cpu(tiny_pose):
     gpu = Predictor("pose", model=tiny_pose, device="cuda", input_size=(64, 48), detector="none")
     a, b = cpu.predict(rgb, boxes=boxes), gpu.predict(rgb, boxes=boxes)
     np.testing.assert_allclose(b.pose.scores, a.pose.scores, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra, message", [(["--compile-mode", "default"], "needs --compile"),
+                                            (["--compile", "--compile-mode", "fast"], "--compile-mode 'fast'")])
+def test_predict_compile_options_are_checked_first(extra, message, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    assert main(["predict", "--task", "pose", *extra, str(image), "-o", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
