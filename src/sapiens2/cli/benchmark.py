@@ -10,7 +10,6 @@ from sapiens2.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 DEFAULT_RANDOM_INPUT = (1024, 768)
 
 EPILOG = """\
@@ -44,6 +43,8 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def _precisions(text: str) -> tuple[str, ...]:
+    from sapiens2.profiling.backends import PRECISIONS
+
     names = tuple(_csv(text))
     bad = [n for n in names if n not in PRECISIONS]
     if bad or not names:
@@ -61,7 +62,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     bench = p.add_argument_group("benchmark")
     bench.add_argument("--dtype", type=_precisions, default=("float32",), metavar="D[,D..]",
-                       help=f"precisions to measure, comma-separated: {', '.join(PRECISIONS)} (default float32)")
+                       help="precisions to measure, comma-separated: float32, bfloat16, float16, int8 (default "
+                            "float32)")
     bench.add_argument("--random-weights", default=None, metavar="ARCH",
                        help="no checkpoint: random weights of an arch (sapiens2_tiny, 0.1b, 0.4b, ...); runs offline")
     bench.add_argument("--backend", type=_csv, default=["torch"], metavar="B[,B..]",

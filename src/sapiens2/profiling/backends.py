@@ -29,8 +29,8 @@ from torch import nn
 
 from sapiens2.errors import UsageError
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "PreparedModel", "TORCH", "TORCH_COMPILE", "backend_names",
-           "find_backend", "quantize_dynamic_int8"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "PRECISIONS", "PreparedModel", "TORCH", "TORCH_COMPILE",
+           "backend_names", "find_backend", "quantize_dynamic_int8"]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 
