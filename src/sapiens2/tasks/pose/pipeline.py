@@ -175,13 +175,13 @@ def _final_boxes(item: PoseImage, fallback_whole_image: bool) -> tuple[np.ndarra
 def _decode(heatmaps, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps on a GPU (CUDA, MPS) are decoded there and only the keypoints come back (one transfer per batch);
     CPU tensors and arrays take the NumPy decode (faster on the CPU)."""
-    device = getattr(heatmaps, "device", None)
-    if device is not None and device.type in ("cuda", "mps"):
+    if isinstance(heatmaps, np.ndarray):
+        return decode_udp_heatmaps(heatmaps, input_size)
+    if heatmaps.device.type in ("cuda", "mps"):  # a torch tensor
         from sapiens2.tasks.pose.codec_torch import decode_udp_heatmaps_torch
 
         return decode_udp_heatmaps_torch(heatmaps, input_size)
-    maps = heatmaps.float().cpu().numpy() if device is not None else np.asarray(heatmaps, np.float32)
-    return decode_udp_heatmaps(maps, input_size)
+    return decode_udp_heatmaps(heatmaps.float().cpu().numpy(), input_size)
 
 
 def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tuple[int, int] = POSE_INPUT_SIZE,
