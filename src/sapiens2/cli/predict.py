@@ -83,8 +83,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                        help="videos: write the per-frame data files B/<frame>.<suffix> (default on)")
     speed = p.add_argument_group("speed")
     speed.add_argument("--compile", action="store_true",
-                       help="torch.compile the models, once per batch shape (default off: on CPU it costs about a "
-                            "minute per model and gains little)")
+                       help="torch.compile the models, once per batch shape (default off: on a CPU compiling takes "
+                            "minutes per model; measure the gain with sapiens2 benchmark --backend torch-compile)")
     speed.add_argument("--compile-mode", default=None, metavar="MODE",
                        help="with --compile: default, reduce-overhead (CUDA graphs; the default on CUDA), "
                             "max-autotune, max-autotune-no-cudagraphs")

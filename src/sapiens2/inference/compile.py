@@ -5,10 +5,11 @@ To keep the number of shapes small, and to let CUDA graphs (``mode="reduce-overh
 batch up to a power of two no larger than its batch size (:func:`padded_batch`) and drops the padding afterwards:
 at most log2(batch size) + 1 graphs per task.
 
-Default: off (``--compile`` turns it on). On the CPU compiling the tiny arch takes about a minute on a loaded
-2-core machine and gives little (the float32 matmuls are already at the machine's ceiling); on CUDA the mode is
-``reduce-overhead`` (CUDA graphs remove the per-kernel launch cost of the ~30 small kernels per block). The mode
-is a choice to measure with ``sapiens2 benchmark --backend torch-compile --compile-mode ...``.
+Default: off (``--compile`` turns it on). Measured on a shared 2-core CPU (README, Benchmark): compiling took 389 s
+for the tiny arch (then 3.8x faster: it is overhead-bound) and 299 s for 0.1b (at most 1.16x: its float32 matmuls
+are already near the machine's ceiling), so it pays only for long runs. On CUDA the default mode is
+``reduce-overhead`` (CUDA graphs remove the launch cost of the many small kernels per block); not measured here
+(no GPU was available): measure with ``sapiens2 benchmark --backend torch-compile --compile-mode ...``.
 """
 from __future__ import annotations
 
