@@ -107,7 +107,6 @@ class ModelRunner:
             return tuple(o.float() for o in out)
         return out.float()
 
-
     def _forward_compiled(self, batch: torch.Tensor):
         """The compiled model on a batch padded to a power of two (few shapes, each compiled once; CUDA graphs
         replay fixed shapes); outputs are copied out of the graph's buffers and the padding dropped."""
