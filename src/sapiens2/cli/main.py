@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "eval": ("eval", "evaluate a task model on a dataset with the published metrics"),
     "pretrain": ("pretrain", "pretrain a backbone: masked reconstruction + self-distillation"),
     "curate": ("curate", "curate an image collection into pretraining shards (Ray Data)"),
+    "benchmark": ("benchmark", "time the models per backend, precision and batch size (JSON + Markdown table)"),
 }
 
 

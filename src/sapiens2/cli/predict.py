@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sapiens2.cli.common import add_dtype, error, parse_hw
+from sapiens2.cli.live import add_live_options, check_live_options, run_live_command
 from sapiens2.errors import UsageError  # a bad command line: reported under the usage line, exit status 2
 from sapiens2.models.heads.task_table import resolve_task, resolve_tasks, task_names
 
@@ -82,9 +83,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                        help="frame rate of a folder of frames (default 30), or for sources that report none")
     video.add_argument("--frame-files", action=argparse.BooleanOptionalAction, default=True,
                        help="videos: write the per-frame data files B/<frame>.<suffix> (default on)")
-    from sapiens2.cli.live import add_live_options  # live mode: its own group and module
-
-    add_live_options(p)
+    add_live_options(p)  # live mode: its own group and module (cli/live.py)
+    speed = p.add_argument_group("speed")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the models, once per batch shape (default off: on a CPU compiling takes "
+                            "minutes per model; measure the gain with sapiens2 benchmark --backend torch-compile)")
+    speed.add_argument("--compile-mode", default=None, metavar="MODE",
+                       help="with --compile: default, reduce-overhead (CUDA graphs; the default on CUDA), "
+                            "max-autotune, max-autotune-no-cudagraphs")
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
@@ -149,6 +155,15 @@ def check_detector(text: str | None) -> None:
             raise UsageError(f"--detector {text!r}: no ONNX file at {text.strip()[5:]!r}")
         return
     raise UsageError(f"unknown --detector {text!r}: use {DETECTORS}")
+
+
+def check_compile(compile_: bool, mode: str | None) -> None:
+    from sapiens2.inference.compile import COMPILE_MODES
+
+    if mode is not None and not compile_:
+        raise UsageError(f"--compile-mode {mode} needs --compile")
+    if mode is not None and mode not in COMPILE_MODES:
+        raise UsageError(f"--compile-mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
 
 
 def check_span(start: str | None, end: str | None) -> None:
@@ -300,6 +315,8 @@ def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, in
         kwargs["detector"] = args.detector
     if getattr(args, "max_pixels", None) is not None:
         kwargs["max_pixels"] = args.max_pixels
+    if getattr(args, "compile", False):
+        kwargs["compile"] = args.compile_mode or True
     return Predictor(tasks, **kwargs)
 
 
@@ -328,10 +345,9 @@ def _run(args: argparse.Namespace) -> int:
         check_position(getattr(args, name), f"--{name}")
     check_span(args.start, args.end)
     check_detector(args.detector)
-    from sapiens2.cli.live import check_live_options
-
     check_live_options(args, sources)
     input_size = parse_input_size(args.input_size)
+    check_compile(args.compile, args.compile_mode)
     if args.every < 1:
         raise UsageError(f"--every must be >= 1, got {args.every}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -358,8 +374,6 @@ def _run(args: argparse.Namespace) -> int:
         error("predict", str(exc))
         return 1
     if args.live:  # one source at the rate the model keeps up with (sapiens2.cli.live)
-        from sapiens2.cli.live import run_live_command
-
         return run_live_command(args, tasks, models, input_size, sources, build_predictor)
 
     found = discover_inputs(args.inputs, exclude=own_output_filter(output))

@@ -75,13 +75,21 @@ class ModelRunner:
     """One task model on the device: uint8 batches -> normalised tensors -> outputs (inference mode, autocast)."""
 
     def __init__(self, model: nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
-                 input_hw: tuple[int, int]):
+                 input_hw: tuple[int, int], compile_settings=None, max_batch: int = 1):
         self.model = model
         self.device = device
         self.amp_dtype = amp_dtype
         self.input_hw = input_hw
         self.clock: StageClock | None = None
         self.forward_calls = 0
+        # --compile (inference.compile): compiled once per padded batch shape, cached by torch
+        self.compile_settings = compile_settings
+        self.max_batch = max(1, int(max_batch))
+        self._compiled = None
+        if compile_settings is not None:
+            from sapiens2.inference.compile import compile_model
+
+            self._compiled = compile_model(model, compile_settings)
 
     def _stage(self, name: str):
         return self.clock.stage(name) if self.clock is not None else contextlib.nullcontext()
@@ -91,12 +99,33 @@ class ModelRunner:
             return to_model_batch(images_uint8, self.device)
 
     def forward(self, batch: torch.Tensor):
+        if self._compiled is not None:
+            return self._forward_compiled(batch)
         with self._stage("forward"), torch.inference_mode(), autocast(self.device, self.amp_dtype):
             self.forward_calls += 1
             out = self.model(batch)
         if isinstance(out, tuple):
             return tuple(o.float() for o in out)
         return out.float()
+
+    def _forward_compiled(self, batch: torch.Tensor):
+        """The compiled model on a batch padded to a power of two (few shapes, each compiled once; CUDA graphs
+        replay fixed shapes); outputs are copied out of the graph's buffers and the padding dropped."""
+        from sapiens2.inference.compile import padded_batch
+
+        n = batch.shape[0]
+        size = padded_batch(n, self.max_batch)
+        if size > n:
+            batch = torch.cat([batch, batch[-1:].expand(size - n, *batch.shape[1:])])
+        with self._stage("forward"), torch.inference_mode(), autocast(self.device, self.amp_dtype):
+            self.forward_calls += 1
+            if self.compile_settings.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            out = self._compiled(batch)
+            outs = out if isinstance(out, tuple) else (out,)
+            # float32 copies: a replayed CUDA graph overwrites its outputs at the next call
+            outs = tuple(o[:n].float().clone() for o in outs)
+        return outs if isinstance(out, tuple) else outs[0]
 
 
 @dataclass
@@ -182,6 +211,9 @@ class Predictor:
     return_probabilities: also return the per-class softmax of seg (29, H, W) float32 (large for big images).
     max_pixels: refuse images with more pixels (width x height): files from their header, before decoding
         (``ImageTooLargeError``), arrays before any processing; default 100 megapixels, 0 for no limit.
+    compile: ``torch.compile`` the models (default False: eager). True: the device's default mode (CUDA:
+        "reduce-overhead", i.e. CUDA graphs; elsewhere "default"); or a mode name / ``CompileSettings``. Batches
+        are padded to powers of two up to ``batch_size`` so each shape compiles once (see ``inference.compile``).
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
     """
@@ -191,7 +223,8 @@ class Predictor:
                  flip_test: bool = False, detector="auto", input_size: tuple[int, int] | None = None,
                  return_probabilities: bool = False, mask_with_seg: bool | None = None,
                  fallback_whole_image: bool = True, rope_dtype: str = "bf16",
-                 cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 compile: bool | str | object = False):
         self.tasks = _parse_tasks(tasks)
         if max_pixels is not None and int(max_pixels) < 0:
             raise Sapiens2Error(f"max_pixels must be >= 0 (0 = no limit), got {max_pixels}")
@@ -201,6 +234,9 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp_dtype(dtype, self.device)
+        from sapiens2.inference.compile import parse_compile
+
+        self.compile_settings = parse_compile(compile, self.device)  # None: eager
         self.flip_test = bool(flip_test)
         self.return_probabilities = bool(return_probabilities)
         self.fallback_whole_image = bool(fallback_whole_image)
@@ -224,7 +260,8 @@ class Predictor:
         self.runners: dict[str, ModelRunner] = {}
         for task in needed:
             m = self._load(task, specs[task], rope_dtype, cache_dir)
-            self.runners[task] = ModelRunner(m, self.device, self.amp_dtype, self._input_hw(task, m, input_size))
+            self.runners[task] = ModelRunner(m, self.device, self.amp_dtype, self._input_hw(task, m, input_size),
+                                             compile_settings=self.compile_settings, max_batch=self.batch_size)
 
     # ---- construction helpers ----
     @property

@@ -157,6 +157,9 @@ def to_model_batch(images_uint8: np.ndarray | list[np.ndarray], device: torch.de
     if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
         raise InputImageError(f"expected (N, H, W, 3) uint8 images, got {batch.dtype} {batch.shape}")
     device = torch.device(device)
-    pixels = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+    pixels = torch.from_numpy(np.ascontiguousarray(batch))
+    if device.type == "cuda":  # a pinned host buffer makes the upload truly asynchronous (no host sync)
+        pixels = pixels.pin_memory()
+    pixels = pixels.to(device, non_blocking=True)
     x = pixels.permute(0, 3, 1, 2).to(dtype)
     return normalise_pixels(x).contiguous()

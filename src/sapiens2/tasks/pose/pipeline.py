@@ -177,6 +177,18 @@ def _final_boxes(item: PoseImage, fallback_whole_image: bool) -> tuple[np.ndarra
     return whole_image_box(h, w), np.ones(1, np.float32), "whole_image", item.box_source != "whole_image"
 
 
+def _decode(heatmaps, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps on a GPU (CUDA, MPS) are decoded there and only the keypoints come back (one transfer per batch);
+    CPU tensors and arrays take the NumPy decode (faster on the CPU)."""
+    if isinstance(heatmaps, np.ndarray):
+        return decode_udp_heatmaps(heatmaps, input_size)
+    if heatmaps.device.type in ("cuda", "mps"):  # a torch tensor
+        from sapiens2.tasks.pose.codec_torch import decode_udp_heatmaps_torch
+
+        return decode_udp_heatmaps_torch(heatmaps, input_size)
+    return decode_udp_heatmaps(heatmaps.float().cpu().numpy(), input_size)
+
+
 def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tuple[int, int] = POSE_INPUT_SIZE,
                  batch_size: int = 8, flip_test: bool = False, fallback_whole_image: bool = True,
                  padding: float = BOX_PADDING, clock=None) -> list[PoseResult]:
@@ -205,8 +217,7 @@ def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tupl
         if flip_test:
             heatmaps = flip_test_average(heatmaps.float(), runner.forward(x.flip(-1)).float())
         with stage("post"):
-            maps = heatmaps.float().cpu().numpy()
-            kp, sc = decode_udp_heatmaps(maps, input_size)
+            kp, sc = _decode(heatmaps, input_size)
             kp = decoded_to_image(kp, np.concatenate(centers), np.concatenate(sizes), input_size)
             for n, key in enumerate(sorted(chunk)):
                 decoded[key] = (kp[n].astype(np.float32), sc[n])

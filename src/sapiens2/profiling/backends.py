@@ -1,0 +1,185 @@
+"""The ways the benchmark can run a model: a typed table of :class:`Backend` entries.
+
+A backend turns a task model (float32, eval mode, on the device) and an example input batch into a
+:class:`PreparedModel` whose ``run(batch)`` gives the outputs. Every backend receives the same input: the
+normalised NCHW float32 image batch on the device, exactly what the PyTorch model takes. FLOPs are counted once on
+the eager PyTorch model, so a backend whose work torch cannot see (ONNX Runtime, TensorRT) still gets achieved
+FLOP/s. Adding one is one entry in :data:`BACKENDS`::
+
+    def _prepare_onnxruntime(model, example, dtype, options):
+        session = ...  # export model at example's shape, open an InferenceSession (int8: quantised file)
+        def run(batch):
+            return torch.from_numpy(session.run(None, {"image": batch.cpu().numpy()})[0])
+        return PreparedModel(run, note=f"providers {session.get_providers()}")
+
+    ONNXRUNTIME = Backend("onnxruntime", "ONNX Runtime session on the exported graph",
+                          {"cpu": ("float32", "int8"), "cuda": ("float32", "float16")},
+                          _prepare_onnxruntime, missing=_onnxruntime_missing)
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sapiens2.errors import UsageError
+
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "PRECISIONS", "PreparedModel", "TORCH", "TORCH_COMPILE",
+           "backend_names", "find_backend", "quantize_dynamic_int8"]
+
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings some backends read: ``compile_mode`` (torch-compile), ``cache_dir`` (where exported files may be
+    kept), ``extra`` (backend-specific, e.g. execution providers)."""
+
+    compile_mode: str = "default"
+    cache_dir: str | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """``run(batch)``: the normalised (N, 3, H, W) float32 batch on the device -> the model's outputs (a tensor or
+    a tuple of tensors, any device; the benchmark synchronises the device after each call). ``note``: what was
+    done to prepare it, for the report (e.g. "int8: 145 Linear layers quantised")."""
+
+    run: Callable
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One way to run a model. ``precisions``: device type (cpu, cuda, mps) -> the precisions it runs there.
+    ``prepare(model, example, dtype, options) -> PreparedModel`` (example: an input batch of the benchmarked shape
+    on the device). ``missing()``: why it cannot run in this installation (an extra to install), else None."""
+
+    name: str
+    summary: str
+    precisions: Mapping[str, tuple[str, ...]]
+    prepare: Callable[..., PreparedModel]
+    missing: Callable[[], str | None] = lambda: None
+
+    def refusal(self, device_type: str, dtype: str) -> str | None:
+        """Why ``dtype`` on ``device_type`` cannot be run by this backend, else None."""
+        why = self.missing()
+        if why:
+            return why
+        allowed = self.precisions.get(device_type, ())
+        if dtype not in allowed:
+            return (f"backend {self.name} does not run {dtype} on {device_type} "
+                    f"(it runs {', '.join(allowed) or 'nothing'} there)")
+        return None
+
+
+def _autocast_run(model, device, dtype: str) -> Callable:
+    from sapiens2.runtime import autocast
+
+    amp = None if dtype == "float32" else getattr(torch, dtype)
+
+    def run(batch):
+        with torch.inference_mode(), autocast(device, amp):
+            return model(batch)
+
+    return run
+
+
+def quantize_dynamic_int8(model):
+    """A copy of ``model`` whose Linear layers are torch's dynamically quantised int8 Linear (weights int8 per
+    tensor, activations quantised per batch at run time; CPU only). torch 2.13 still runs
+    ``torch.ao.quantization.quantize_dynamic`` but deprecates it (moving to torchao): its warnings are silenced
+    here and said once in the report note."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(_with_module_ffns(copy.deepcopy(model).cpu().float()), {torch.nn.Linear},
+                                dtype=torch.qint8)
+
+
+class _ModuleSwiGLU(nn.Module):
+    """A SwiGLU FFN that calls its Linear modules. The model's own FFN reads their weights directly for speed,
+    which a quantised Linear (packed int8 weights) does not offer. Same numbers in float32."""
+
+    def __init__(self, w12: nn.Module, w3: nn.Module):
+        super().__init__()
+        self.w12, self.w3 = w12, w3
+
+    def forward(self, x):
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(a) * b)
+
+
+def _with_module_ffns(model):
+    """``model`` with every SwiGLU FFN replaced by one that calls its Linear modules (in place; returned)."""
+    from sapiens2.models.block import SwiGLUFFN
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, SwiGLUFFN):
+                setattr(module, child_name, _ModuleSwiGLU(child.w12, child.w3))
+    return model
+
+
+def _prepare_torch(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
+    if dtype == "int8":
+        quantised = quantize_dynamic_int8(model)
+        layers = sum(1 for m in quantised.modules() if type(m).__name__ == "DynamicQuantizedLinear")
+        run = _autocast_run(quantised, torch.device("cpu"), "float32")
+        return PreparedModel(run, note=f"torch.ao dynamic int8: {layers} Linear layers (deprecated API in torch "
+                                       f"{torch.__version__}; convolutions stay float32)")
+    return PreparedModel(_autocast_run(model, example.device, dtype),
+                         note="" if dtype == "float32" else f"torch.autocast {dtype}")
+
+
+def _prepare_torch_compile(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
+    from sapiens2.inference.compile import CompileSettings, compile_model
+
+    settings = CompileSettings(options.compile_mode, str(options.extra.get("compile_backend", "inductor")))
+    compiled = compile_model(model, settings)
+    run = _autocast_run(compiled, example.device, dtype)
+    if settings.cuda_graphs:  # a replayed graph overwrites its outputs at the next call
+        inner = run
+
+        def run(batch):
+            torch.compiler.cudagraph_mark_step_begin()
+            return inner(batch)
+
+    return PreparedModel(run, note=f"torch.compile mode={settings.mode} backend={settings.backend}")
+
+
+def _compile_missing() -> str | None:
+    return None if hasattr(torch, "compile") else f"torch {torch.__version__} has no torch.compile (needs >= 2.0)"
+
+
+TORCH = Backend("torch", "PyTorch eager; bfloat16/float16 by torch.autocast, int8 by torch.ao dynamic quantisation "
+                         "of Linear layers (CPU)",
+                {"cpu": ("float32", "bfloat16", "int8"), "cuda": ("float32", "bfloat16", "float16"),
+                 "mps": ("float32", "bfloat16", "float16")},
+                _prepare_torch)
+TORCH_COMPILE = Backend("torch-compile", "torch.compile (inductor), compiled once for the benchmarked shape",
+                        {"cpu": ("float32", "bfloat16"), "cuda": ("float32", "bfloat16", "float16"),
+                         "mps": ("float32", "bfloat16", "float16")},
+                        _prepare_torch_compile, missing=_compile_missing)
+
+BACKENDS: tuple[Backend, ...] = (TORCH, TORCH_COMPILE)
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(b.name for b in BACKENDS)
+
+
+def find_backend(name: str) -> Backend:
+    key = name.strip().lower()
+    for backend in BACKENDS:
+        if backend.name == key:
+            return backend
+    raise UsageError(f"unknown backend {name!r}; use one of {', '.join(backend_names())}")
