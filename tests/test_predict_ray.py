@@ -65,7 +65,7 @@ def inputs(tmp_path_factory):
         cv2.imwrite(str(root / name), cv2.resize(photo, size, interpolation=cv2.INTER_AREA))
     rng = np.random.default_rng(0)
     frame = cv2.resize(photo, (32, 40))
-    for k in range(3):  # a video as an image-sequence folder: small shifts of one picture
+    for k in range(2):  # a video as an image-sequence folder: small shifts of one picture
         noisy = np.clip(frame.astype(int) + rng.integers(-8, 9, frame.shape), 0, 255).astype(np.uint8)
         (root / "frames").mkdir(exist_ok=True)
         cv2.imwrite(str(root / "frames" / f"{k:06d}.png"), noisy)
@@ -131,7 +131,7 @@ def local_run(inputs, checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("local_out")
     job = PredictJob(Predictor(list(TASKS), **_kwargs(checkpoints)), TASKS, out, settings=SETTINGS)
     summary = job.run(discover_inputs([inputs]).items)
-    assert summary.done == 6 and len(summary.failed) == 3  # the folder named like an image is not seen locally
+    assert summary.done == 5 and len(summary.failed) == 3  # the folder named like an image is not seen locally
     return out
 
 
@@ -149,54 +149,51 @@ def test_outputs_equal_the_local_job_and_bad_inputs_have_reasons(inputs, local_r
     local = _files(local_run)
     got = _files(out)
     # per input pose.json/png, seg.png/vis, done.json; seg_classes.json per folder (., sub, frames)
-    assert set(local) <= set(got) and len(local) == 6 * 5 + 3
+    assert set(local) <= set(got) and len(local) == 5 * 5 + 3
     for name, data in local.items():
         assert got[name] == data, name  # same bytes, completion records included
     assert sorted(calls) == sorted(str(inputs / p) for p in ("astronaut_a.jpg", "astronaut_b.png",
                                                              "sub/astronaut_c.jpg", "frames/000000.png",
-                                                             "frames/000001.png", "frames/000002.png"))
+                                                             "frames/000001.png"))
     rows = {Path(r["input"]).name: r for r in _manifest(out)}
-    assert len(rows) == 10 and summary.total == 10 and summary.done == 6 and len(summary.failed) == 4
+    assert len(rows) == 9 and summary.total == 9 and summary.done == 5 and len(summary.failed) == 4
     for name, reason in BAD.items():
         assert rows[name]["status"] == "failed" and reason in rows[name]["reason"].lower(), rows[name]
         assert rows[name]["outputs"] == [] and rows[name]["people"] == -1
     a = rows["astronaut_a.jpg"]
     assert a["status"] == "ok" and a["reason"] == "" and (a["height"], a["width"]) == (48, 48)
-    assert a["people"] == 0 and a["whole_image_fallback"]  # --detector none: the whole image is the one box
+    assert a["people"] == 1 and not a["whole_image_fallback"]  # --detector none: the whole image is the box
     assert sorted(a["outputs"]) == sorted(f"astronaut_a.{s}" for s in ("pose.json", "pose.png", "seg.png",
-                                                                       "seg_vis.png", "done.json"))
+                                                                       "seg_vis.png"))
     assert summary.stage_s["decode"] > 0 and summary.stage_s["write"] > 0 and summary.workers == 1
 
 
-def test_killed_run_resumes_without_redoing_or_losing_inputs(inputs, checkpoints, ray_run, ray_local, tmp_path):
+def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inputs, checkpoints, ray_run,
+                                                                            ray_local, tmp_path):
+    """Killed after 2 of 4 shards on one worker, finished on two: the same manifest and files as the one-worker
+    run in one go, every good input given to a model exactly once."""
     reference, _, _ = ray_run
     out, counter = tmp_path / "out", tmp_path / "calls"
     factory = CountingFactory(_kwargs(checkpoints), counter)
-    engine = RayOptions(workers=1, shard_size=2)
     with pytest.raises(PredictInterrupted):
-        predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=engine, stop_after_shards=2)
+        predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=RayOptions(workers=1, shard_size=2),
+                    stop_after_shards=2)
     parts = list((out / ".ray-parts").rglob("part-*.parquet"))
     assert len(parts) == 2 and not (out / "manifest.parquet").exists()
     first = _calls(counter)
     committed = [r for p in parts for r in read_table_dict(p)["input"]]
     assert 0 < len(first) <= 4 and set(first) <= set(committed)  # only the committed shards reached the model
-    summary = predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=engine)
+    summary = predict_ray([inputs], out, TASKS, factory, settings=SETTINGS,
+                          engine=RayOptions(workers=2, shard_size=2))
     calls = _calls(counter)
-    assert len(calls) == len(set(calls)) == 6, "every good input predicted exactly once over both runs"
-    assert summary.skipped == len(first) and summary.done == 6 - len(first) and summary.predicted == 6 - len(first)
+    assert len(calls) == len(set(calls)) == 5, "every good input predicted exactly once over both runs"
+    assert summary.workers == 2 and summary.shards_run == 2
+    assert summary.skipped == len(first) and summary.done == 5 - len(first) and summary.predicted == 5 - len(first)
     assert _manifest(out) == _manifest(reference)
     assert _files(out) == _files(reference)
-    again = predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=engine)
-    assert len(_calls(counter)) == 6 and again.skipped == 6 and again.done == 0 and again.shards_run == 0
-
-
-def test_two_workers_give_the_same_results_as_one(inputs, checkpoints, ray_run, ray_local, tmp_path):
-    reference, _, _ = ray_run
-    summary = predict_ray([inputs], tmp_path / "out", TASKS, _kwargs(checkpoints), settings=SETTINGS,
-                          engine=RayOptions(workers=2, shard_size=2))
-    assert summary.workers == 2 and summary.predicted == 6
-    assert _manifest(tmp_path / "out") == _manifest(reference)
-    assert _files(tmp_path / "out") == _files(reference)
+    again = predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=RayOptions(shard_size=2))
+    assert len(_calls(counter)) == 5 and again.skipped == 5 and again.done == 0 and again.shards_run == 0
+    assert _manifest(out) == _manifest(reference)
 
 
 def test_parquet_format_round_trip_from_the_command_line(inputs, checkpoints, local_run, ray_local, tmp_path,
@@ -217,7 +214,8 @@ def test_parquet_format_round_trip_from_the_command_line(inputs, checkpoints, lo
         doc = json.loads((local_run / f"{name}.pose.json").read_text())
         assert json.loads(table["pose.json"][i])["people"] == doc["people"]
         np.testing.assert_allclose(np.asarray(table["pose_keypoints"][i]),
-                                   np.asarray([p["keypoints"] for p in doc["people"]])[..., :2], atol=1e-3)
+                                   np.asarray([p["keypoints"] for p in doc["people"]])[..., :2],
+                                   atol=0.005 + 1e-4)  # the JSON keeps 2 decimals
     rows = _manifest(out)
     assert [r["outputs"] for r in rows if r["status"] == "ok"] == [["predictions/shard-000000.parquet"]] * 2
     assert [(Path(r["input"]).name, r["status"]) for r in rows][-1] == ("text.jpg", "failed")
