@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("ray.data", reason="predict --engine ray needs ray[data] (extra: ray or curate)")
 pytest.importorskip("pyarrow")
@@ -23,6 +24,8 @@ from sapiens2.serving.ray_engine import PredictInterrupted, RayOptions, predict_
 TASKS = ("pose", "seg")
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("decode_s", "model_s", "write_s")
+# one torch thread per worker: much faster than two on a machine whose cores are busy with other work
+ONE_WORKER = RayOptions(workers=1, shard_size=2, threads_per_worker=1)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,12 @@ def local_run(inputs, checkpoints, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("local_out")
     job = PredictJob(Predictor(list(TASKS), **_kwargs(checkpoints)), TASKS, out, settings=SETTINGS)
-    summary = job.run(discover_inputs([inputs]).items)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ray workers below: one thread each (fast on a busy machine)
+    try:
+        summary = job.run(discover_inputs([inputs]).items)
+    finally:
+        torch.set_num_threads(threads)
     assert summary.done == 5 and len(summary.failed) == 3  # the folder named like an image is not seen locally
     return out
 
@@ -140,7 +148,7 @@ def ray_run(inputs, checkpoints, local_run, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("ray_out")
     counter = out.parent / "ray_run.calls"
     summary = predict_ray([inputs], out, TASKS, CountingFactory(_kwargs(checkpoints), counter), settings=SETTINGS,
-                          engine=RayOptions(workers=1, shard_size=2))
+                          engine=ONE_WORKER)
     return out, summary, _calls(counter)
 
 
@@ -176,15 +184,14 @@ def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inpu
     out, counter = tmp_path / "out", tmp_path / "calls"
     factory = CountingFactory(_kwargs(checkpoints), counter)
     with pytest.raises(PredictInterrupted):
-        predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=RayOptions(workers=1, shard_size=2),
-                    stop_after_shards=2)
+        predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=ONE_WORKER, stop_after_shards=2)
     parts = list((out / ".ray-parts").rglob("part-*.parquet"))
     assert len(parts) == 2 and not (out / "manifest.parquet").exists()
     first = _calls(counter)
     committed = [r for p in parts for r in read_table_dict(p)["input"]]
     assert 0 < len(first) <= 4 and set(first) <= set(committed)  # only the committed shards reached the model
     summary = predict_ray([inputs], out, TASKS, factory, settings=SETTINGS,
-                          engine=RayOptions(workers=2, shard_size=2))
+                          engine=RayOptions(workers=2, shard_size=2, threads_per_worker=1))
     calls = _calls(counter)
     assert len(calls) == len(set(calls)) == 5, "every good input predicted exactly once over both runs"
     assert summary.workers == 2 and summary.shards_run == 2
@@ -202,7 +209,8 @@ def test_parquet_format_round_trip_from_the_command_line(inputs, checkpoints, lo
     rc = main(["predict", str(inputs / "sub"), str(inputs / "astronaut_a.jpg"), str(inputs / "bad" / "text.jpg"),
                "-o", str(out), "--checkpoint", f"pose={checkpoints['pose']}", "--checkpoint",
                f"seg={checkpoints['seg']}", "--input-size", "64x48", "--device", "cpu", "--detector", "none",
-               "--no-progress", "--engine", "ray", "--format", "parquet", "--workers", "1", "--shard-size", "8"])
+               "--no-progress", "--engine", "ray", "--format", "parquet", "--workers", "1", "--shard-size", "8",
+               "--threads-per-worker", "1"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "inputs: 3 (2 done, 0 skipped, 1 failed)" in printed and "per-stage time" in printed

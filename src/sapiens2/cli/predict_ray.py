@@ -33,6 +33,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                             "under OUT/predictions/")
     group.add_argument("--shard-size", type=int, default=16, metavar="N",
                        help="inputs per shard: the unit of work, commit and resume (default 16)")
+    group.add_argument("--threads-per-worker", type=int, default=None, metavar="N",
+                       help="torch threads of each CPU worker (default: the CPUs divided among the workers)")
     p.epilog = (p.epilog or "") + "\n" + ENGINE_EPILOG
 
 
@@ -42,7 +44,9 @@ def check_engine_options(args: argparse.Namespace) -> None:
         given = [flag for flag, value, default in (("--address", args.address, ""), ("--workers", args.workers, None),
                                                    ("--num-gpus-per-worker", args.num_gpus_per_worker, None),
                                                    ("--format", args.format, "files"),
-                                                   ("--shard-size", args.shard_size, 16)) if value != default]
+                                                   ("--shard-size", args.shard_size, 16),
+                                                   ("--threads-per-worker", args.threads_per_worker, None))
+                 if value != default]
         if given:
             raise UsageError(f"{', '.join(given)} only apply with --engine ray")
         return
@@ -60,6 +64,7 @@ def run_ray(args: argparse.Namespace, tasks: list[str], models: dict, input_size
     models = {t: m.resolve() if isinstance(m, Path) else m for t, m in models.items()}  # workers' cwd may differ
     engine = RayOptions(address=args.address, workers=args.workers, num_gpus_per_worker=args.num_gpus_per_worker,
                         shard_size=args.shard_size, format=args.format,
+                        threads_per_worker=args.threads_per_worker,
                         progress=sys.stderr.isatty() if args.progress is None else args.progress)
     engine.check()
     factory = functools.partial(build_predictor, args, tasks, models, input_size)  # called once per worker

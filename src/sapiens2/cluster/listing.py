@@ -1,4 +1,5 @@
-"""The inputs of a Ray Data run (curation, ``predict --engine ray``), listed as one row per image, and reading an image's bytes back from its row.
+"""The inputs of a Ray Data run (curation, ``predict --engine ray``), listed as one row per image, and reading an
+image's bytes back from its row.
 
 Accepted inputs: image files, folders (walked recursively), ``.txt`` lists of paths (one per line, relative paths
 are relative to the list), tar shards (``.tar``; every image member, WebDataset or not) and URIs that

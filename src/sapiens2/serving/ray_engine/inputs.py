@@ -4,7 +4,8 @@ Files and folders are discovered exactly as the local job does (:func:`sapiens2.
 same output bases), so both engines write the same files for them. Besides: WebDataset / tar shards (every image
 member; what ``sapiens2 curate`` writes), ``.txt`` lists (one path or URI a line, ``#`` comments, relative to the
 list) and ``.parquet`` lists (a ``path`` column), and URIs that ``pyarrow.fs`` opens (``s3://``, ``gs://``,
-``file://``: files, prefixes, shards) and shard folders (with an ``index.json``), listed by :mod:`sapiens2.cluster.listing`.
+``file://``: files, prefixes, shards) and shard folders (with an ``index.json``), listed by
+:mod:`sapiens2.cluster.listing`.
 """
 from __future__ import annotations
 

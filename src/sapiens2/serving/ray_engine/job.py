@@ -57,7 +57,9 @@ class RayOptions:
     run, with ``num_cpus`` CPUs, 0 = all). ``workers``: model replicas (default: one per GPU, else 1).
     ``num_gpus_per_worker``: GPUs per replica (default 1 when the cluster has GPUs, else 0: CPU workers sharing
     the CPUs). ``shard_size``: inputs per shard, the unit of work, commit and resume. ``format``: files (the local
-    job's files), parquet or webdataset (one file per shard under ``OUT/predictions/``)."""
+    job's files), parquet or webdataset (one file per shard under ``OUT/predictions/``). ``threads_per_worker``: torch
+    threads of each CPU worker (default: the cluster's CPUs divided among the workers; 1 is much faster on a
+    machine whose cores are busy with other work)."""
 
     address: str = ""
     workers: int | None = None
@@ -66,6 +68,7 @@ class RayOptions:
     format: str = "files"
     num_cpus: int = 0
     progress: bool = False
+    threads_per_worker: int | None = None  # torch threads of a CPU worker (default: the CPUs shared out)
 
     def check(self) -> None:
         if self.format not in FORMATS:
@@ -74,6 +77,8 @@ class RayOptions:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
         if self.num_gpus_per_worker is not None and self.num_gpus_per_worker < 0:
             raise UsageError(f"--num-gpus-per-worker must be >= 0, got {self.num_gpus_per_worker}")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise UsageError(f"--threads-per-worker must be >= 1, got {self.threads_per_worker}")
         if self.shard_size < 1:
             raise UsageError(f"--shard-size must be >= 1, got {self.shard_size}")
 
@@ -175,7 +180,7 @@ def _placement(ray, options: RayOptions) -> tuple[int, float, float, int | None]
     if per_gpu:
         return workers, per_gpu, 1.0, None
     # CPU workers share the CPUs with the decode tasks: a fraction each, and torch threads to match
-    return workers, 0.0, min(1.0, cpus / (workers + 1)), max(1, int(cpus) // workers)
+    return workers, 0.0, min(1.0, cpus / (workers + 1)), options.threads_per_worker or max(1, int(cpus) // workers)
 
 
 def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequence[str], predictor, *,
