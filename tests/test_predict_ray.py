@@ -203,20 +203,38 @@ def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inpu
     assert _manifest(out) == _manifest(reference)
 
 
-def test_parquet_format_round_trip_from_the_command_line(inputs, checkpoints, local_run, ray_local, tmp_path,
-                                                         capsys):
+def _shard_and_list(inputs: Path, folder: Path) -> tuple[Path, Path]:
+    """A WebDataset shard (as ``sapiens2 curate`` writes: <key>.jpg + <key>.json) holding astronaut_a's bytes, and
+    a .txt list naming astronaut_b (relative to the list) and a bad file."""
+    import tarfile
+
+    from sapiens2.data.shards import add_member
+
+    shard = folder / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        add_member(tar, "0001.jpg", (inputs / "astronaut_a.jpg").read_bytes())
+        add_member(tar, "0001.json", b'{"key": "0001"}')
+    listing = folder / "list.txt"
+    (folder / "astronaut_b.png").write_bytes((inputs / "astronaut_b.png").read_bytes())
+    listing.write_text(f"# inputs\nastronaut_b.png\n{inputs / 'bad' / 'text.jpg'}\n")
+    return shard, listing
+
+
+def test_parquet_format_from_the_command_line_with_a_shard_and_a_list(inputs, checkpoints, local_run, ray_local,
+                                                                      tmp_path, capsys):
+    shard, listing = _shard_and_list(inputs, tmp_path)
     out = tmp_path / "out"
-    rc = main(["predict", str(inputs / "sub"), str(inputs / "astronaut_a.jpg"), str(inputs / "bad" / "text.jpg"),
+    rc = main(["predict", str(inputs / "sub"), str(shard), str(listing),
                "-o", str(out), "--checkpoint", f"pose={checkpoints['pose']}", "--checkpoint",
                f"seg={checkpoints['seg']}", "--input-size", "64x48", "--device", "cpu", "--detector", "none",
                "--no-progress", "--engine", "ray", "--format", "parquet", "--workers", "1", "--shard-size", "8",
                "--threads-per-worker", "1"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    assert "inputs: 3 (2 done, 0 skipped, 1 failed)" in printed and "per-stage time" in printed
+    assert "inputs: 4 (3 done, 0 skipped, 1 failed)" in printed and "per-stage time" in printed
     table = read_table_dict(out / "predictions" / "shard-000000.parquet")
-    assert [Path(p).name for p in table["input"]] == ["astronaut_c.jpg", "astronaut_a.jpg"]
-    for i, name in enumerate(("sub/astronaut_c", "astronaut_a")):
+    assert [Path(p).name for p in table["input"]] == ["astronaut_c.jpg", "shard.tar#0001.jpg", "astronaut_b.png"]
+    for i, name in enumerate(("sub/astronaut_c", "astronaut_a", "astronaut_b")):
         for suffix in ("pose.png", "seg.png", "seg_vis.png"):
             assert table[suffix][i] == (local_run / f"{name}.{suffix}").read_bytes(), (name, suffix)
         doc = json.loads((local_run / f"{name}.pose.json").read_text())
@@ -225,6 +243,37 @@ def test_parquet_format_round_trip_from_the_command_line(inputs, checkpoints, lo
                                    np.asarray([p["keypoints"] for p in doc["people"]])[..., :2],
                                    atol=0.005 + 1e-4)  # the JSON keeps 2 decimals
     rows = _manifest(out)
-    assert [r["outputs"] for r in rows if r["status"] == "ok"] == [["predictions/shard-000000.parquet"]] * 2
+    assert [r["outputs"] for r in rows if r["status"] == "ok"] == [["predictions/shard-000000.parquet"]] * 3
     assert [(Path(r["input"]).name, r["status"]) for r in rows][-1] == ("text.jpg", "failed")
-    assert not list(out.glob("*.png"))  # nothing per input outside the shard
+    assert "not an image" in rows[-1]["reason"]
+    assert not list(out.rglob("*.png"))  # nothing per input outside the shard
+
+
+def test_webdataset_shard_holds_the_local_files(inputs, checkpoints, local_run, tmp_path):
+    """The webdataset writer without Ray: one shard file, <uid>.<suffix> members with the local job's bytes."""
+    from sapiens2.data.shards import iter_tar_samples
+    from sapiens2.inference.predictor import Predictor
+    from sapiens2.io import load_image
+    from sapiens2.serving.bookkeeping import JobPlan
+    from sapiens2.serving.ray_engine import RayInput
+    from sapiens2.serving.ray_engine.formats import make_sink
+
+    predictor = Predictor(list(TASKS), **_kwargs(checkpoints))
+    plan = JobPlan.make(TASKS, tmp_path, settings=SETTINGS).with_pose_settings(predictor)
+    path = inputs / "astronaut_b.png"
+    rgb = load_image(path).rgb
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the local reference run
+    try:
+        prediction = predictor.predict(rgb)
+    finally:
+        torch.set_num_threads(threads)
+    sink = make_sink("webdataset", plan, tmp_path, 3)
+    item = RayInput(str(path), str(path), relative_name="astronaut_b.png", base="astronaut_b")
+    assert sink.add(item, "u1", prediction, rgb, path.read_bytes()) == ["predictions/shard-000003.tar"]
+    assert sink.close() == "predictions/shard-000003.tar"
+    (key, members), = list(iter_tar_samples(tmp_path / "predictions" / "shard-000003.tar"))
+    assert key == "u1" and set(members) == {"png", "json", "pose.json", "pose.png", "seg.png", "seg_vis.png"}
+    assert members["png"] == path.read_bytes()
+    for suffix in ("pose.png", "seg.png", "seg_vis.png"):
+        assert members[suffix] == (local_run / f"astronaut_b.{suffix}").read_bytes(), suffix
