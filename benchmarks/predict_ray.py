@@ -1,7 +1,7 @@
 """``sapiens2 predict --engine ray`` against the local job, in the same run, on the same images (tiny arch, random
 weights: nothing is downloaded): images/s of the local job, of Ray with 1 worker and with 2 workers, as ratios.
 
-    python benchmarks/predict_ray.py [--images 48] [--size 96x72] [--input-size 128x96] [--repeats 2]
+    python benchmarks/predict_ray.py [--images 48] [--size 96x72] [--input-size 128x96] [--repeats 2] [--threads 1]
 
 Each figure is the best of ``--repeats`` runs (outputs removed between runs); Ray's start-up and the workers' model
 loading are inside the Ray figures (they are part of a real run), Ray's own start (``ray.init``) is not. Goals of
@@ -32,6 +32,9 @@ def main(argv=None) -> None:
     ap.add_argument("--input-size", default="128x96", help="model input HxW")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of the local job and of each Ray worker (default: all CPUs for the local "
+                         "job, the CPUs divided among the Ray workers)")
     args = ap.parse_args(argv)
     import ray
     import torch
@@ -57,7 +60,7 @@ def main(argv=None) -> None:
         items = discover_inputs([root / "in"]).items
 
         def local() -> float:
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(args.threads or os.cpu_count() or 1)
             start = time.perf_counter()
             summary = PredictJob(Predictor(list(TASKS), **kwargs), TASKS, root / "out").run(items)
             assert summary.done == args.images, summary.lines()
@@ -66,7 +69,8 @@ def main(argv=None) -> None:
         def on_ray(workers: int) -> float:
             start = time.perf_counter()
             summary = predict_ray([root / "in"], root / "out", TASKS, kwargs,
-                                  engine=RayOptions(workers=workers, shard_size=args.shard_size))
+                                  engine=RayOptions(workers=workers, shard_size=args.shard_size,
+                                                    threads_per_worker=args.threads))
             assert summary.done == args.images, summary.lines()
             return time.perf_counter() - start
 
@@ -81,7 +85,8 @@ def main(argv=None) -> None:
         ray.shutdown()
         rates = {name: args.images / seconds for name, seconds in best.items()}
         print(f"{args.images} images {h}x{w}, model input {ih}x{iw}, tasks {','.join(TASKS)}, sapiens2_tiny, "
-              f"{os.cpu_count()} CPU(s), best of {args.repeats}; load average {os.getloadavg()}")
+              f"{os.cpu_count()} CPU(s), torch threads {args.threads or 'default'}, best of {args.repeats}; "
+              f"load average {os.getloadavg()}")
         for name, rate in rates.items():
             print(f"  {name:15s} {rate:7.2f} images/s  ({best[name]:.1f} s)")
         print(f"  ray 1 worker / local:    {rates['ray, 1 worker'] / rates['local']:.2f}  (goal >= 0.90)")
