@@ -94,6 +94,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+    from sapiens2.cli.predict_ray import add_engine_options
+
+    add_engine_options(p)  # --engine ray and its options
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -335,6 +338,9 @@ def _run(args: argparse.Namespace) -> int:
 
     tasks = parse_tasks(args.task)
     sources = parse_sources(args.source)
+    from sapiens2.cli.predict_ray import check_engine_options
+
+    check_engine_options(args)
     if not args.inputs and not sources:
         raise UsageError("give at least one INPUT (image, folder, video) or --source")
     if args.max_frames is not None and args.max_frames < 1:
@@ -366,6 +372,13 @@ def _run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {args.output!r} is a file; give a folder for the outputs")
+    if args.engine == "ray":  # the workers load the models and resolve --device where they run
+        from sapiens2.cli.predict_ray import run_ray
+
+        options = OutputOptions(seg_probabilities=args.seg_probs,
+                                model_names={t: _model_name(m, t) for t, m in models.items()})
+        return run_ray(args, tasks, models, input_size, build_predictor, options,
+                       output_settings(args, models, input_size))
     from sapiens2.runtime import resolve_device
     resolve_device(args.device)  # an unavailable --device fails here, before any input is read or model loaded
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sapiens2.io.writers import atomic_path
+from sapiens2.cluster.tables import write_table_atomic
 
 from .columns import STAGE_ORDER
 from .runtime import require
@@ -19,15 +19,6 @@ _REASON_STAGE = {reason: stage for stage, reasons in STAGE_ORDER for reason in r
 
 def stage_of_reason(reason: str) -> str:
     return _REASON_STAGE.get(reason, "") if reason else ""
-
-
-def write_table_atomic(table, path: str | Path) -> Path:
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    with atomic_path(path) as temp:
-        pq.write_table(table, temp)
-    return path
 
 
 def read_manifest(path: str | Path) -> dict[str, list[Any]]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from sapiens2.cluster.commits import claim_commit, reset_commit_budget
 from sapiens2.io.writers import atomic_path
 
 from .columns import LISTING_COLUMNS, SCORE_DEFAULTS
@@ -43,34 +43,6 @@ def batch_to_table(batch: dict[str, np.ndarray]):
     flat = np.concatenate(embs) if embs else np.zeros(0, np.float32)
     columns["embedding"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
     return pa.table(columns)
-
-
-COMMIT_BUDGET_DIR = ".commit-budget"
-
-
-def reset_commit_budget(parts_dir: str | Path) -> None:
-    """Forget the slots claimed by an earlier interrupted run (driver, before and after a run)."""
-    import shutil
-
-    shutil.rmtree(Path(parts_dir) / COMMIT_BUDGET_DIR, ignore_errors=True)
-
-
-def claim_commit(parts_dir: str | Path, budget: int) -> bool:
-    """Claim one of ``budget`` commit slots; False once all are taken.
-
-    A simulated crash "after k committed batches" must not depend on how far Ray Data's streaming executor has
-    run ahead of the driver (it often finishes every batch before the driver sees the first), so the writers
-    themselves count: each slot is a file created with O_EXCL, atomic across processes and nodes sharing the
-    output folder, so exactly ``budget`` parts are ever committed however the tasks are scheduled."""
-    folder = Path(parts_dir) / COMMIT_BUDGET_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for slot in range(budget):
-        try:
-            os.close(os.open(folder / f"slot-{slot}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return True
-        except FileExistsError:
-            continue
-    return False
 
 
 def _result(batch: dict[str, np.ndarray], committed: bool) -> dict[str, np.ndarray]:

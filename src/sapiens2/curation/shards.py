@@ -16,7 +16,6 @@ run when its fingerprint (the hash of its members' keys and metadata) is unchang
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sapiens2.data.shards import iter_tar_samples
+from sapiens2.data.shards import add_member, iter_tar_samples
 from sapiens2.io.images import decode_image
 from sapiens2.io.writers import atomic_path, encode_image, write_json
 
@@ -57,14 +56,6 @@ def _jpeg_bytes(row: dict[str, Any], quality: int) -> bytes:
     return encode_image(loaded.rgb, ".jpg", jpeg_quality=quality)
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0  # reproducible bytes
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
 def write_shard(path: str | Path, samples: list[dict[str, Any]], jpeg_quality: int = 95) -> int:
     """Write one shard atomically. ``samples``: dicts with ``row`` (listing columns, to read the image) and
     ``meta`` (the JSON). Returns the number of samples written (a source that vanished is skipped, logged)."""
@@ -79,8 +70,8 @@ def write_shard(path: str | Path, samples: list[dict[str, Any]], jpeg_quality: i
                 except (OSError, ValueError) as exc:
                     log.warning("skipping %s in %s: its source cannot be read any more (%s)", key, path.name, exc)
                     continue
-                _add(tar, f"{key}.jpg", image)
-                _add(tar, f"{key}.json", json.dumps(sample["meta"], sort_keys=True).encode())
+                add_member(tar, f"{key}.jpg", image)
+                add_member(tar, f"{key}.json", json.dumps(sample["meta"], sort_keys=True).encode())
                 written += 1
     return written
 

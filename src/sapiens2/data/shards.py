@@ -7,6 +7,7 @@ extracted, so pipes and object-store streams work and a collection larger than t
 """
 from __future__ import annotations
 
+import io
 import tarfile
 from typing import Iterator
 
@@ -18,6 +19,15 @@ def sample_key(member_name: str) -> tuple[str, str]:
     directory, _, base = member_name.rpartition("/")
     stem, _, ext = base.partition(".")
     return (f"{directory}/{stem}" if directory else stem), ext.lower()
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Append one member with reproducible metadata (mtime 0, mode 644): the same samples give the same bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
 
 
 def iter_tar_samples(path) -> Iterator[tuple[str, dict[str, bytes]]]:

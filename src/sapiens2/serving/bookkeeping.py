@@ -4,7 +4,7 @@ job summary). No model, no threads: the CLI plans with these before any model is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -222,6 +222,14 @@ class JobPlan:
             raise ValueError(f"every must be >= 1, got {every}")
         return cls(tuple(order_tasks(tasks)), Path(output_dir), options or OutputOptions(), overwrite, every,
                    video or VideoOptions(), dict(settings or {}))
+
+    def with_pose_settings(self, predictor: Any) -> JobPlan:
+        """The plan whose pose files say how they were made (crop size, flip test, detector: the predictor's
+        ``pose_settings``), unless the options already say it or there is no pose."""
+        described = getattr(predictor, "pose_settings", None)
+        if "pose" not in self.tasks or not isinstance(described, Mapping) or self.options.pose_settings:
+            return self
+        return replace(self, options=replace(self.options, pose_settings=dict(described)))
 
     def item_settings(self, item) -> dict[str, Any]:
         """Everything that decides an input's outputs, as its completion record keeps it."""

@@ -16,7 +16,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -113,11 +112,7 @@ class PredictJob:
         start = time.perf_counter()
         summary = JobSummary()
         summary.failed.extend(failures)
-        described = getattr(self.predictor, "pose_settings", None)
-        if "pose" in self.tasks and isinstance(described, Mapping) and not self.options.pose_settings:
-            # the pose files say how they were made: crop size, flip test, detector
-            options = dataclasses.replace(self.options, pose_settings=dict(described))
-            self.planner = dataclasses.replace(self.planner, options=options)
+        self.planner = self.planner.with_pose_settings(self.predictor)  # pose files say how they were made
         plan = self.plan(items)
         summary.total = len(plan) + len(summary.failed)
         todo = [(item, base) for item, base, done in plan if not done]
