@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sapiens2.cli.common import add_dtype, error, parse_hw
 from sapiens2.cli.live import add_live_options, check_live_options, run_live_command
+from sapiens2.cli.predict_ray import add_engine_options, check_engine_options, run_ray
 from sapiens2.errors import UsageError  # a bad command line: reported under the usage line, exit status 2
 from sapiens2.models.heads.task_table import resolve_task, resolve_tasks, task_names
 
@@ -94,8 +95,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
-    from sapiens2.cli.predict_ray import add_engine_options
-
     add_engine_options(p)  # --engine ray and its options
 
 
@@ -338,8 +337,6 @@ def _run(args: argparse.Namespace) -> int:
 
     tasks = parse_tasks(args.task)
     sources = parse_sources(args.source)
-    from sapiens2.cli.predict_ray import check_engine_options
-
     check_engine_options(args)
     if not args.inputs and not sources:
         raise UsageError("give at least one INPUT (image, folder, video) or --source")
@@ -373,8 +370,6 @@ def _run(args: argparse.Namespace) -> int:
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {args.output!r} is a file; give a folder for the outputs")
     if args.engine == "ray":  # the workers load the models and resolve --device where they run
-        from sapiens2.cli.predict_ray import run_ray
-
         options = OutputOptions(seg_probabilities=args.seg_probs,
                                 model_names={t: _model_name(m, t) for t, m in models.items()})
         return run_ray(args, tasks, models, input_size, build_predictor, options,
