@@ -211,6 +211,59 @@ def test_result_ids_cannot_reach_other_paths(client, service, tmp_path):
     assert client.get(f"/v1/results/{rid}/image.seg.png").status_code == 200
 
 
+def test_pictures_are_drawn_only_when_their_url_is_fetched(client, service):
+    store = service[1].state.store
+    answer = client.post("/v1/predict", params={"tasks": "pose,seg"}, content=ASTRONAUT.read_bytes()).json()
+    rid, folder = answer["id"], store.root / answer["id"]
+    pictures = {"pose.png", "seg_vis.png"}
+    assert pictures <= set(answer["files"]) and all("bytes" not in answer["files"][k] for k in pictures)
+    assert all("bytes" in v for k, v in answer["files"].items() if k not in pictures)
+    assert not any((folder / f"image.{k}").exists() for k in pictures)  # nothing drawn yet
+    listing = client.get(f"/v1/results/{rid}/").json()["files"]
+    assert {"image.pose.png", "image.seg_vis.png"} <= set(listing)  # offered all the same
+
+    served = client.get(answer["files"]["pose.png"]["url"])
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    # (the picture equals the one `sapiens2 predict` writes: test_predict_matches_the_files_predict_writes)
+    assert (folder / "image.pose.png").is_file() and not (folder / "image.seg_vis.png").exists()
+    assert cv2.imdecode(np.frombuffer(served.content, np.uint8), cv2.IMREAD_COLOR).shape == (512, 512, 3)
+    assert client.get(answer["files"]["pose.png"]["url"]).content == served.content  # from the folder now
+    assert store.pending(rid) == ["image.seg_vis.png"]
+    assert client.get(answer["files"]["seg_vis.png"]["url"]).status_code == 200
+    assert store.pending(rid) == [] and rid not in store._pending  # all drawn: the prediction is released
+
+    other = client.post("/v1/predict", params={"tasks": "pose"}, content=jpeg()).json()["id"]
+    for path in [f"/v1/results/{'0' * 32}/image.pose.png", f"/v1/results/{other}/image.seg_vis.png",
+                 f"/v1/results/{other}/image.normal.png", f"/v1/results/{other}/..%2Fimage.pose.png",
+                 f"/v1/results/{other.upper()}/image.pose.png"]:
+        assert client.get(path).status_code == 404, path  # bad ids and pictures of tasks not asked for
+    assert not (store.root / other / "image.seg_vis.png").exists()
+    assert client.get(f"/v1/results/{other}/image.pose.png").status_code == 200
+
+
+def test_pending_pictures_are_bounded_in_memory(tmp_path):
+    from sapiens2.serving.http.results import ResultStore
+    from sapiens2.tasks.results import SegResult
+
+    store = ResultStore(tmp_path, keep=3, lazy_bytes=2500)
+    rgb = np.zeros((20, 20, 3), np.uint8)  # 1200 bytes, + 400 for the class ids
+    ids = []
+    for _ in range(3):
+        rid, _ = store.new()
+        pred = Prediction(image_size=(20, 20), seg=SegResult(mask=np.zeros((20, 20), np.uint8)))
+        assert store.defer(rid, pred, rgb, ["seg"], OutputOptions()) == ["image.seg_vis.png"]
+        ids.append(rid)
+    assert list(store._pending) == ids[2:] and store._pending_bytes == 1600  # the oldest dropped past 2500 bytes
+    with pytest.raises(LookupError):
+        store.render(ids[0], "image.seg_vis.png")
+    assert store.render(ids[2], "image.seg_vis.png").is_file()
+    rid, _ = store.new()  # pruning a folder (keep=3) drops its pending pictures too
+    assert store.defer(rid, pred, rgb, ["seg"], OutputOptions()) and store.pending(rid)
+    for _ in range(3):
+        store.new()
+    assert store.pending(rid) == [] and store._pending_bytes == 0
+
+
 # ------------------------------------------------------------------------------------------------ failures
 class Flaky:
     """The real predictor, except that images 13 pixels wide fail inside the model (and ``explode`` fails the

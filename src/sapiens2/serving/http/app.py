@@ -267,7 +267,12 @@ def create_app(predictor, config: ServeConfig | None = None):
         try:
             path = store.path(rid, name)
         except ResultNotFound:
-            return _error(404, "no such result file")
+            try:  # a picture drawn on first request (results.py)
+                path = await run_in_threadpool(store.render, rid, name)
+            except ResultNotFound:
+                return _error(404, "no such result file")
+            except Exception as exc:
+                return failure(exc)
         return FileResponse(path, media_type=media_type(name))
 
     return app
