@@ -241,6 +241,27 @@ def test_pictures_are_drawn_only_when_their_url_is_fetched(client, service):
     assert client.get(f"/v1/results/{other}/image.pose.png").status_code == 200
 
 
+def test_docs_use_no_cdn_when_fastapi_offline_ships_the_assets(predictor, tmp_path, monkeypatch):
+    # default: FastAPI's pages, whose scripts come from a CDN (README: /docs needs internet, /openapi.json not)
+    from sapiens2.serving.http import app as app_module
+
+    assert app_module.offline_docs_assets() is None or (app_module.offline_docs_assets() / "swagger-ui.css").is_file()
+    static = tmp_path / "fastapi_offline" / "static"  # the layout of the fastapi-offline wheel
+    static.mkdir(parents=True)
+    (tmp_path / "fastapi_offline" / "__init__.py").write_text("")
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        (static / name).write_text(f"/* {name} */")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "fastapi_offline", raising=False)
+    assert app_module.offline_docs_assets() == static
+    with TestClient(create_app(predictor, ServeConfig(max_batch=1))) as local:
+        for page in ("/docs", "/redoc"):
+            html = local.get(page).text
+            assert "/docs-assets/" in html and "cdn" not in html.lower(), page
+        assert local.get("/docs-assets/swagger-ui.css").text == "/* swagger-ui.css */"
+        assert local.get("/openapi.json").status_code == 200
+
+
 def test_pending_pictures_are_bounded_in_memory(tmp_path):
     from sapiens2.serving.http.results import ResultStore
     from sapiens2.tasks.results import SegResult

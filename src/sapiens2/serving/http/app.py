@@ -149,9 +149,13 @@ def create_app(predictor, config: ServeConfig | None = None):
             shutil.rmtree(results_root, ignore_errors=True)
         logger.info("stopped")
 
+    docs_assets = offline_docs_assets()
     app = FastAPI(title="Sapiens2", version=_version(), lifespan=lifespan,
+                  docs_url=None if docs_assets else "/docs", redoc_url=None if docs_assets else "/redoc",
                   description="Sapiens2 human-centric vision models over HTTP: pose (308 keypoints), body-part "
                               "segmentation, normals, pointmap/depth, albedo, matting. Interactive page at `/`.")
+    if docs_assets:
+        _serve_docs_offline(app, docs_assets)
     app.state.batcher, app.state.store, app.state.config = batcher, store, config
 
     @app.middleware("http")
@@ -278,6 +282,39 @@ def create_app(predictor, config: ServeConfig | None = None):
     return app
 
 
+def offline_docs_assets() -> Path | None:
+    """The folder of Swagger UI / ReDoc scripts shipped by the ``fastapi-offline`` package, when it is installed.
+    FastAPI's own ``/docs`` and ``/redoc`` pages load those scripts from a CDN (no page without internet); with
+    the package they are served from here. ``/openapi.json`` never needs internet."""
+    try:
+        folder = Path(str(resources.files("fastapi_offline") / "static"))
+    except (ModuleNotFoundError, TypeError):
+        return None
+    needed = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
+    return folder if all((folder / name).is_file() for name in needed) else None
+
+
+def _serve_docs_offline(app, folder: Path) -> None:
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=folder), name="docs-assets")
+    favicon = "/docs-assets/favicon.png" if (folder / "favicon.png").is_file() else None
+    extra = {"swagger_favicon_url": favicon} if favicon else {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css", **extra)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc():
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                              redoc_js_url="/docs-assets/redoc.standalone.js",
+                              **({"redoc_favicon_url": favicon} if favicon else {}))
+
+
 def _answer_bytes(prediction, rgb, tasks, options, store, encoding: str) -> bytes:
     """The encoded answer, made on a worker thread: the pose views are thousands of numbers, and FastAPI's
     generic encoder would walk them one by one on the event loop."""
@@ -320,4 +357,4 @@ def _version() -> str:
         return "unknown"
 
 
-__all__ = ["ServeConfig", "create_app", "models_info", "require_fastapi", "static_dir"]
+__all__ = ["ServeConfig", "create_app", "models_info", "offline_docs_assets", "require_fastapi", "static_dir"]
