@@ -388,6 +388,20 @@ def test_batcher_gathers_concurrent_requests_and_off_means_one_each():
         assert fake.calls == expected
 
 
+def test_batcher_waits_only_for_announced_requests():
+    fake = Counting()
+    batcher = Batcher(fake, max_batch=8, wait_ms=60_000, wait_for_announced=True)  # a wait no test could sit out
+    assert batcher.submit(0).result(10) == "p0" and fake.calls == [1]  # nothing announced: run at once
+    tickets = [batcher.announce() for _ in range(3)]
+    futures = [batcher.submit(1, tickets[0])]
+    futures.append(batcher.submit(2, tickets[1]))
+    tickets[2].close()  # the third failed before submitting (e.g. a bad upload): nothing is waited for any more
+    tickets[2].close()  # closing twice counts once
+    assert [f.result(10) for f in futures] == ["p1", "p2"]
+    batcher.close()
+    assert fake.calls == [1, 2] and batcher._announced == 0
+
+
 def test_batcher_bounded_queue_and_graceful_close():
     release = threading.Event()
     fake = Counting(hold=release)

@@ -135,7 +135,7 @@ def create_app(predictor, config: ServeConfig | None = None):
     results_root = Path(tempfile.mkdtemp(prefix="sapiens2-serve-")) if own_results else Path(config.results_dir)
     store = ResultStore(results_root, keep=config.keep_results)
     batcher = Batcher(predictor, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
-                      max_queue=config.max_queue)
+                      max_queue=config.max_queue, wait_for_announced=True)
     info = models_info(predictor, config)
     started = time.time()
 
@@ -216,6 +216,7 @@ def create_app(predictor, config: ServeConfig | None = None):
                       boxes: str | None = Query(None, description="person boxes for pose, JSON "
                                                                    "[[x1, y1, x2, y2(, score)], ...]"),
                       encoding: Literal["url", "base64"] = Query("url", description="files as URLs or base64")):
+        announced = batcher.announce()  # the batcher waits for announced requests only (batching.py)
         try:
             upload = await read_upload(request)
             wanted = parse_task_list(tasks or upload.fields.get("tasks"), served)
@@ -223,11 +224,13 @@ def create_app(predictor, config: ServeConfig | None = None):
             image = await run_in_threadpool(decode_upload, upload, max_pixels=config.max_pixels)
             from sapiens2.serving.bookkeeping import predict_input
 
-            future = batcher.submit(predict_input(image.rgb, boxes=person_boxes))
+            future = batcher.submit(predict_input(image.rgb, boxes=person_boxes), announced)
             prediction = await asyncio.wrap_future(future)
             body = await run_in_threadpool(_answer_bytes, prediction, image.rgb, wanted, options, store, encoding)
         except Exception as exc:
             return failure(exc)
+        finally:
+            announced.close()
         return Response(body, media_type="application/json")
 
     @app.post("/v1/predict/video", summary="a short clip -> tracked JSON Lines (header line, one line per frame)",
