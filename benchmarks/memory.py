@@ -7,8 +7,9 @@ Every case is one child process running the real CLI in-process (``sapiens2.cli.
 post-processing, writing every output file) on one JPEG, with a random-weight ``sapiens2_tiny`` checkpoint at
 ``--input-size 256x192`` (so the model itself costs almost nothing), under an address-space limit
 (``--as-limit``, default 6 GB) so that a regression cannot take the machine down. The child reports its own peak
-resident memory (``getrusage(RUSAGE_SELF).ru_maxrss``) and the wall time of ``main()`` (model loading included,
-interpreter start-up excluded).
+resident memory (``getrusage(RUSAGE_SELF).ru_maxrss``), the wall time of ``main()`` (model loading included,
+interpreter start-up excluded) and its CPU time (user + system, all threads, interpreter start-up included: on a
+machine shared with other jobs the wall time mostly measures the others, the CPU time much less so).
 
 Baseline, measured in the same run: the same task on a 64x48 image (interpreter, torch, the model). The figure
 that must stay small is the growth over it per output pixel: ``(peak - baseline) / (H * W)`` bytes per pixel,
@@ -48,8 +49,9 @@ start = time.perf_counter()
 from sapiens2.cli.main import main
 rc = main(sys.argv[1:])
 wall = time.perf_counter() - start
-print("@@" + json.dumps({"rc": rc, "wall_s": wall,
-                          "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+use = resource.getrusage(resource.RUSAGE_SELF)
+print("@@" + json.dumps({"rc": rc, "wall_s": wall, "cpu_s": use.ru_utime + use.ru_stime,
+                          "peak_bytes": use.ru_maxrss * 1024}))
 """
 
 
@@ -146,13 +148,14 @@ def main() -> None:
         images[name] = photo(work / f"{name}.jpg", SIZES[name], seed=1)
     as_limit = int(args.as_limit)
     print(f"source: {src}   threads: {THREADS or 'default'}")
-    print(f"{'task':<9} {'image':<6} {'MP':>6} {'peak GB':>8} {'wall s':>7} {'B/px over base':>15}")
+    print(f"{'task':<9} {'image':<6} {'MP':>6} {'peak GB':>8} {'wall s':>7} {'cpu s':>6} {'B/px over base':>15}")
     for task in tasks:
         base = run_case(src, task, ckpts[task], images["base"], work / "out", as_limit)
         if "error" in base:
             print(f"{task:<9} base   failed: {base['error']}")
             continue
-        print(f"{task:<9} {'base':<6} {0:>6.1f} {base['peak_bytes'] / 1e9:>8.2f} {base['wall_s']:>7.2f} {'':>15}")
+        print(f"{task:<9} {'base':<6} {0:>6.1f} {base['peak_bytes'] / 1e9:>8.2f} {base['wall_s']:>7.2f} "
+              f"{base['cpu_s']:>6.2f} {'':>15}")
         for name in sizes:
             r = run_case(src, task, ckpts[task], images[name], work / "out", as_limit)
             pixels = SIZES[name][0] * SIZES[name][1]
@@ -161,7 +164,7 @@ def main() -> None:
                 continue
             per_px = (r["peak_bytes"] - base["peak_bytes"]) / pixels
             print(f"{task:<9} {name:<6} {pixels / 1e6:>6.1f} {r['peak_bytes'] / 1e9:>8.2f} {r['wall_s']:>7.2f} "
-                  f"{per_px:>15.1f}", flush=True)
+                  f"{r['cpu_s']:>6.2f} {per_px:>15.1f}", flush=True)
     if args.huge:
         huge = flat_png(work / "huge.png", 20000)
         print(f"\n20000x20000 PNG ({huge.stat().st_size / 1e6:.1f} MB file)")
@@ -179,7 +182,7 @@ def main() -> None:
             else:
                 per_px = (r["peak_bytes"] - base_peak(src, ckpts, images, work, as_limit)) / 4e8
                 print(f"seg, --max-pixels 0: exit {r['rc']}, peak {r['peak_bytes'] / 1e9:.2f} GB, wall "
-                      f"{r['wall_s']:.1f} s, {per_px:.1f} B/px over base")
+                      f"{r['wall_s']:.1f} s, cpu {r['cpu_s']:.1f} s, {per_px:.1f} B/px over base")
 
 
 def base_peak(src, ckpts, images, work, as_limit) -> int:

@@ -12,7 +12,9 @@ Writes random-weight official-format checkpoints of ``--arch`` for ``--tasks`` t
    with one HTTP connection each) each send ``--requests`` uploads of examples/astronaut.jpg and wait for the
    answers.
 
-Reports requests/s and p50/p95 latency per setting. "service overhead at 1 client" compares the service's
+Reports requests/s, p50/p95 latency and CPU time per request per setting (the server process's user + system
+time from /proc, all threads; direct: this process's): on a machine shared with other jobs the latencies mostly
+measure the others, the CPU time much less so. "service overhead at 1 client" compares the service's
 1-client latency with the direct ``predict()`` latency (the service also decodes the upload and writes the
 same files ``sapiens2 predict`` writes); "batching gain" compares 16 clients with batching against direct
 one-at-a-time throughput. Every loop is bounded; only 127.0.0.1 is used.
@@ -68,12 +70,13 @@ def direct(paths: dict[str, Path], args, input_size, total: int) -> list[dict]:
     for _ in range(3):  # warm-up
         predictor.predict(rgb)
     latencies = []
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for _ in range(total):
         start = time.perf_counter()
         predictor.predict(rgb)
         latencies.append(time.perf_counter() - start)
-    rows = [summary("direct predict() one at a time", latencies, time.perf_counter() - began)]
+    cpu_ms = 1000 * (time.process_time() - cpu) / total
+    rows = [summary("direct predict() one at a time", latencies, time.perf_counter() - began) | {"cpu_ms": cpu_ms}]
     began = time.perf_counter()
     batches = []
     for _ in range(max(1, total // args.max_batch)):
@@ -118,6 +121,12 @@ def start_server(paths: dict[str, Path], args, max_batch: int):
         time.sleep(0.2)
     process.kill()
     raise SystemExit("the server did not answer /health within 120 s")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(url: str, clients: int, requests: int, data: bytes) -> tuple[list[float], float, int]:
@@ -178,9 +187,11 @@ def main() -> int:
             try:
                 load(url, 1, 3, data)  # warm-up
                 for n in clients:
+                    cpu = process_cpu_s(process.pid)
                     latencies, wall, failed = load(url, n, args.requests, data)
+                    cpu_ms = 1000 * (process_cpu_s(process.pid) - cpu) / max(1, len(latencies))
                     name = f"serve {'batching' if max_batch > 1 else 'no batching'}, {n} client(s)"
-                    rows.append(summary(name, latencies, wall) | {"failed": failed})
+                    rows.append(summary(name, latencies, wall) | {"failed": failed, "cpu_ms": cpu_ms})
                 health = httpx.get(url + "/health").json()
                 rows[-1]["note"] = f"largest batch {health['largest_batch']}"
             finally:
@@ -189,16 +200,18 @@ def main() -> int:
 
     print(f"{args.arch}, tasks {args.tasks}, input {args.input_size}, {args.device}, {args.threads} torch "
           f"thread(s), {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, image {IMAGE.name}")
-    print(f"{'setting':44s} {'req':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s}")
+    print(f"{'setting':44s} {'req':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'cpu ms/req':>10s}")
     for r in rows:
         extra = (f"  failed {r['failed']}" if r.get("failed") else "") + (f"  ({r['note']})" if r.get("note") else "")
-        print(f"{r['setting']:44s} {r['requests']:5d} {r['rps']:8.2f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f}{extra}")
+        cpu = f"{r['cpu_ms']:10.1f}" if "cpu_ms" in r else f"{'':10s}"
+        print(f"{r['setting']:44s} {r['requests']:5d} {r['rps']:8.2f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {cpu}{extra}")
     one = next(r for r in rows if r["setting"].startswith("direct predict()"))
     batched = next(r for r in rows if r["setting"].startswith("direct predict_many"))
     for mode in ("batching", "no batching"):
         served = next(r for r in rows if r["setting"] == f"serve {mode}, 1 client(s)")
         print(f"service overhead at 1 client, {mode} (p50 latency vs direct predict()): "
-              f"{100 * (served['p50_ms'] / one['p50_ms'] - 1):+.1f}%")
+              f"{100 * (served['p50_ms'] / one['p50_ms'] - 1):+.1f}%; CPU per request (the server process, HTTP "
+              f"included, vs predict() on a decoded image): {100 * (served['cpu_ms'] / one['cpu_ms'] - 1):+.1f}%")
     busy = next((r for r in rows if r["setting"] == f"serve batching, {max(clients)} client(s)"), None)
     if busy is not None:
         print(f"throughput at {max(clients)} clients with batching vs direct one-at-a-time: "

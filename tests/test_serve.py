@@ -212,6 +212,80 @@ def test_result_ids_cannot_reach_other_paths(client, service, tmp_path):
     assert client.get(f"/v1/results/{rid}/image.seg.png").status_code == 200
 
 
+def test_pictures_are_drawn_only_when_their_url_is_fetched(client, service):
+    store = service[1].state.store
+    answer = client.post("/v1/predict", params={"tasks": "pose,seg"}, content=ASTRONAUT.read_bytes()).json()
+    rid, folder = answer["id"], store.root / answer["id"]
+    pictures = {"pose.png", "seg_vis.png"}
+    assert pictures <= set(answer["files"]) and all("bytes" not in answer["files"][k] for k in pictures)
+    assert all("bytes" in v for k, v in answer["files"].items() if k not in pictures)
+    assert not any((folder / f"image.{k}").exists() for k in pictures)  # nothing drawn yet
+    listing = client.get(f"/v1/results/{rid}/").json()["files"]
+    assert {"image.pose.png", "image.seg_vis.png"} <= set(listing)  # offered all the same
+
+    served = client.get(answer["files"]["pose.png"]["url"])
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    # (the picture equals the one `sapiens2 predict` writes: test_predict_matches_the_files_predict_writes)
+    assert (folder / "image.pose.png").is_file() and not (folder / "image.seg_vis.png").exists()
+    assert cv2.imdecode(np.frombuffer(served.content, np.uint8), cv2.IMREAD_COLOR).shape == (512, 512, 3)
+    assert client.get(answer["files"]["pose.png"]["url"]).content == served.content  # from the folder now
+    assert store.pending(rid) == ["image.seg_vis.png"]
+    assert client.get(answer["files"]["seg_vis.png"]["url"]).status_code == 200
+    assert store.pending(rid) == [] and rid not in store._pending  # all drawn: the prediction is released
+
+    other = client.post("/v1/predict", params={"tasks": "pose"}, content=jpeg()).json()["id"]
+    for path in [f"/v1/results/{'0' * 32}/image.pose.png", f"/v1/results/{other}/image.seg_vis.png",
+                 f"/v1/results/{other}/image.normal.png", f"/v1/results/{other}/..%2Fimage.pose.png",
+                 f"/v1/results/{other.upper()}/image.pose.png"]:
+        assert client.get(path).status_code == 404, path  # bad ids and pictures of tasks not asked for
+    assert not (store.root / other / "image.seg_vis.png").exists()
+    assert client.get(f"/v1/results/{other}/image.pose.png").status_code == 200
+
+
+def test_docs_use_no_cdn_when_fastapi_offline_ships_the_assets(predictor, tmp_path, monkeypatch):
+    # default: FastAPI's pages, whose scripts come from a CDN (README: /docs needs internet, /openapi.json not)
+    from sapiens2.serving.http import app as app_module
+
+    assert app_module.offline_docs_assets() is None or (app_module.offline_docs_assets() / "swagger-ui.css").is_file()
+    static = tmp_path / "fastapi_offline" / "static"  # the layout of the fastapi-offline wheel
+    static.mkdir(parents=True)
+    (tmp_path / "fastapi_offline" / "__init__.py").write_text("")
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        (static / name).write_text(f"/* {name} */")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "fastapi_offline", raising=False)
+    assert app_module.offline_docs_assets() == static
+    with TestClient(create_app(predictor, ServeConfig(max_batch=1))) as local:
+        for page in ("/docs", "/redoc"):
+            html = local.get(page).text
+            assert "/docs-assets/" in html and "cdn" not in html.lower(), page
+        assert local.get("/docs-assets/swagger-ui.css").text == "/* swagger-ui.css */"
+        assert local.get("/openapi.json").status_code == 200
+
+
+def test_pending_pictures_are_bounded_in_memory(tmp_path):
+    from sapiens2.serving.http.results import ResultStore
+    from sapiens2.tasks.results import SegResult
+
+    store = ResultStore(tmp_path, keep=3, lazy_bytes=2500)
+    rgb = np.zeros((20, 20, 3), np.uint8)  # 1200 bytes, + 400 for the class ids
+    ids = []
+    for _ in range(3):
+        rid, _ = store.new()
+        pred = Prediction(image_size=(20, 20), seg=SegResult(mask=np.zeros((20, 20), np.uint8)))
+        assert store.defer(rid, pred, rgb, ["seg"], OutputOptions()) == ["image.seg_vis.png"]
+        ids.append(rid)
+    assert list(store._pending) == ids[2:] and store._pending_bytes == 1600  # the oldest dropped past 2500 bytes
+    with pytest.raises(LookupError):
+        store.render(ids[0], "image.seg_vis.png")
+    assert store.render(ids[2], "image.seg_vis.png").is_file()
+    rid, _ = store.new()  # pruning a folder (keep=3) drops its pending pictures too
+    assert store.defer(rid, pred, rgb, ["seg"], OutputOptions()) and store.pending(rid)
+    for _ in range(3):
+        store.new()
+    assert store.pending(rid) == [] and store._pending_bytes == 0
+
+
 # ------------------------------------------------------------------------------------------------ failures
 class Flaky:
     """The real predictor, except that images 13 pixels wide fail inside the model (and ``explode`` fails the
@@ -313,6 +387,20 @@ def test_batcher_gathers_concurrent_requests_and_off_means_one_each():
         assert [f.result(10) for f in futures] == [f"p{i}" for i in range(8)]
         batcher.close()
         assert fake.calls == expected
+
+
+def test_batcher_waits_only_for_announced_requests():
+    fake = Counting()
+    batcher = Batcher(fake, max_batch=8, wait_ms=60_000, wait_for_announced=True)  # a wait no test could sit out
+    assert batcher.submit(0).result(10) == "p0" and fake.calls == [1]  # nothing announced: run at once
+    tickets = [batcher.announce() for _ in range(3)]
+    futures = [batcher.submit(1, tickets[0])]
+    futures.append(batcher.submit(2, tickets[1]))
+    tickets[2].close()  # the third failed before submitting (e.g. a bad upload): nothing is waited for any more
+    tickets[2].close()  # closing twice counts once
+    assert [f.result(10) for f in futures] == ["p1", "p2"]
+    batcher.close()
+    assert fake.calls == [1, 2] and batcher._announced == 0
 
 
 def test_batcher_bounded_queue_and_graceful_close():

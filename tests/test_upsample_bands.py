@@ -79,6 +79,30 @@ def test_seg_banded_equals_whole(monkeypatch):
     np.testing.assert_array_equal(banded, upsampled_softmax(logits, hw))
 
 
+def test_seg_bands_on_several_threads_equal_one(monkeypatch):
+    import sapiens2.tasks.seg as seg
+
+    logits, hw = _odd_case(1)
+    logits[:, :6] -= torch.arange(29.0)[:, None, None] * 3  # top rows: class 0 alone (bands filled directly)
+    ref = F.interpolate(logits[None], size=hw, mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+    monkeypatch.setattr(banding, "BAND_ELEMENTS", 3 * 29 * hw[1])  # 3-row bands: 51 of them
+    monkeypatch.setattr(seg, "band_workers", lambda device: 1)
+    banded = 29 * hw[0] * hw[1] - 1  # a budget the whole map passes: bands
+    one = upsampled_argmax(logits, hw, budget=banded).numpy()
+    original, calls = seg._argmax_bands, []
+
+    def spy(up, *args):
+        calls.append(up)
+        return original(up, *args)
+
+    monkeypatch.setattr(seg, "_argmax_bands", spy)
+    monkeypatch.setattr(seg, "band_workers", lambda device: 3)
+    monkeypatch.setattr(seg, "MIN_BANDS_PER_WORKER", 1)
+    np.testing.assert_array_equal(upsampled_argmax(logits, hw, budget=banded).numpy(), ref)
+    np.testing.assert_array_equal(one, ref)
+    assert len(calls) == 3 and len({id(up) for up in calls}) == 3  # three threads, each its own cache
+
+
 def _dense_results():
     gen = torch.Generator().manual_seed(3)
     out = torch.randn(3, 16, 12, generator=gen)

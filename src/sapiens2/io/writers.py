@@ -128,12 +128,20 @@ def _to_bgr_order(image: np.ndarray, in_place: bool = False) -> np.ndarray:
     raise ValueError(f"image must be (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA; got {image.shape}")
 
 
+# PNG of a map of a few distinct values (class ids): zlib's run-length strategy and no row filters. On a 24 MP
+# class-id map, against the default (adaptive filters) at level 1: 3.5x less CPU time (0.07 s against 0.25 s) and a
+# smaller file (1.9 MB against 3.3 MB); on a map of large flat regions 5x less time and a quarter of the size.
+LABEL_MAP_PNG = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER,
+                 cv2.IMWRITE_PNG_FILTER_NONE)
+
+
 def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: int = 95,
-                 png_compression: int = 3, consume: bool = False) -> bytes:
+                 png_compression: int = 3, consume: bool = False, label_map: bool = False) -> bytes:
     """Encode an RGB/RGBA/gray array (channel order RGB) with OpenCV; ``extension`` picks the format.
 
     PNG takes uint8 or uint16; bool is stored as 0/255. JPEG drops alpha (it cannot store it). ``consume``: the
     caller gives the array up, so its channels may be reordered in place (its content is undefined afterwards).
+    ``label_map``: a PNG of a few distinct values (class ids), encoded with :data:`LABEL_MAP_PNG` (same pixels).
     """
     image = np.asarray(image)
     if image.dtype == np.bool_:
@@ -147,7 +155,7 @@ def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: in
     if extension in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     elif extension == ".png":
-        params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
+        params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)] + (list(LABEL_MAP_PNG) if label_map else [])
     ok, encoded = cv2.imencode(extension, np.ascontiguousarray(_to_bgr_order(image, consume)), params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.dtype} {image.shape} image as {extension}")
@@ -163,10 +171,12 @@ def write_image(path: PathLike, image: np.ndarray, *, jpeg_quality: int = 95, pn
                                           png_compression=png_compression))
 
 
-def write_png(path: PathLike, image: np.ndarray, *, compression: int = 3, consume: bool = False) -> Path:
-    """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA. ``consume``: see
-    :func:`encode_image`."""
-    return write_bytes(path, encode_image(image, ".png", png_compression=compression, consume=consume))
+def write_png(path: PathLike, image: np.ndarray, *, compression: int = 3, consume: bool = False,
+              label_map: bool = False) -> Path:
+    """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA. ``consume`` and
+    ``label_map``: see :func:`encode_image`."""
+    return write_bytes(path, encode_image(image, ".png", png_compression=compression, consume=consume,
+                                          label_map=label_map))
 
 
 def write_npy(path: PathLike, array: np.ndarray) -> Path:

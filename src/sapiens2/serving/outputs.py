@@ -23,7 +23,7 @@ Every file is written atomically by the :mod:`sapiens2.io` writers.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from sapiens2.data.specs import seg_classes
-from sapiens2.io import DEFAULT_MAX_PIXELS, write_json, write_npy, write_ply
+from sapiens2.io import write_json, write_npy, write_ply
 from sapiens2.io import write_png as _write_png
 from sapiens2.models.heads.task_table import resolve_task, task_names
 from sapiens2.tasks.results import Prediction
@@ -47,7 +47,9 @@ TASK_ORDER = task_names()
 # large share of the pipeline's time outside the model on fast devices).
 PNG_COMPRESSION = 1
 DEFAULT_PLY_MAX_POINTS = 200_000
-PREVIEW_MAX_PIXELS = DEFAULT_MAX_PIXELS  # seg overlays of larger images are previews of this size (seg_preview)
+# The seg overlay (``*.seg_vis.png``) of a larger image is a preview of at most this many pixels (seg_preview): a 4K
+# screen (3840x2160), what a person looks at. The data files (class ids, probabilities) stay at full resolution.
+PREVIEW_MAX_PIXELS = 3840 * 2160
 MAX_DEPTH_MM = 65535  # uint16 ceiling: 65.535 m
 
 # suffix -> whether it is a visualisation (skipped for video frames, where the task's mp4 shows it)
@@ -68,9 +70,10 @@ class OutputOptions:
     pose_settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def write_png(path: Path, image: np.ndarray, *, consume: bool = False) -> Path:
-    """``consume``: a picture made for this file only, reordered to BGR in place (no full-size copy)."""
-    return _write_png(path, image, compression=PNG_COMPRESSION, consume=consume)
+def write_png(path: Path, image: np.ndarray, *, consume: bool = False, label_map: bool = False) -> Path:
+    """``consume``: a picture made for this file only, reordered to BGR in place (no full-size copy).
+    ``label_map``: class ids (:data:`sapiens2.io.writers.LABEL_MAP_PNG`: faster, smaller, same pixels)."""
+    return _write_png(path, image, compression=PNG_COMPRESSION, consume=consume, label_map=label_map)
 
 
 def order_tasks(tasks: Iterable[str]) -> list[str]:
@@ -195,15 +198,27 @@ def subsample_mask(valid: np.ndarray, cap: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def preview_size(hw: tuple[int, int], max_pixels: int | None = None) -> tuple[int, int]:
+    """(H, W) of the preview of an image of size ``hw``: itself up to ``max_pixels`` (default
+    :data:`PREVIEW_MAX_PIXELS`), else shrunk to at most that many pixels, aspect kept (sides rounded down, >= 1)."""
+    max_pixels = PREVIEW_MAX_PIXELS if max_pixels is None else max_pixels
+    h, w = int(hw[0]), int(hw[1])
+    if h * w <= max_pixels:
+        return h, w
+    scale = (max_pixels / (h * w)) ** 0.5
+    return max(1, int(h * scale)), max(1, int(w * scale))
+
+
 def seg_preview(image_rgb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The image and class ids to draw the seg overlay from: themselves up to :data:`PREVIEW_MAX_PIXELS`, above it
-    (only reachable with the input limit raised) both shrunk to that many pixels (image: INTER_AREA, ids: nearest),
-    because PNG encoders hold another full copy of what they encode and a person looks at a preview anyway."""
+    """The image and class ids to draw the seg overlay from: themselves up to :data:`PREVIEW_MAX_PIXELS` (a 4K
+    screen), above it both shrunk to that many pixels (image: INTER_AREA, ids: nearest). A person looks at a
+    preview anyway, and drawing and encoding a 24 MP overlay took longer than the class ids themselves; the class
+    ids file keeps the full resolution."""
     h, w = labels.shape[:2]
-    if h * w <= PREVIEW_MAX_PIXELS:
+    ph, pw = preview_size((h, w))
+    if (ph, pw) == (h, w):
         return image_rgb, labels
-    scale = (PREVIEW_MAX_PIXELS / (h * w)) ** 0.5
-    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    size = (pw, ph)
     return (cv2.resize(np.ascontiguousarray(image_rgb), size, interpolation=cv2.INTER_AREA),
             cv2.resize(np.ascontiguousarray(labels), size, interpolation=cv2.INTER_NEAREST))
 
@@ -263,7 +278,9 @@ def write_seg_classes(folder: Path) -> Path:
     path = Path(folder) / SEG_CLASSES_FILE
     classes = seg_classes()
     doc = {"format": "sapiens2.seg_classes", "classes": [
-        {"id": i, "name": name, "color": [int(v) for v in classes.palette[i]]} for i, name in enumerate(classes.names)]}
+        {"id": i, "name": name, "color": [int(v) for v in classes.palette[i]]} for i, name in enumerate(classes.names)],
+        # the overlays are previews above this size; the class ids (*.seg.png) are always at the image size
+        "overlay_max_pixels": PREVIEW_MAX_PIXELS}
     try:
         if json.loads(path.read_text(encoding="utf-8")) == doc:
             return path
@@ -281,10 +298,16 @@ def _write_pointcloud(path: Path, prediction: Prediction, image_rgb: np.ndarray,
 
 
 def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, task: str,
-                     options: OutputOptions, *, video_frame: bool = False) -> list[Path]:
-    """Write one task's files for one image (or one video frame: data files only); returns the paths."""
+                     options: OutputOptions, *, video_frame: bool = False, visualisations: bool = True,
+                     only: Collection[str] | None = None) -> list[Path]:
+    """Write one task's files for one image (or one video frame: data files only); returns the paths.
+    ``visualisations`` False: not the pictures (:func:`visualisation_suffixes`); ``only``: just these suffixes."""
     result = _result(prediction, task)
     wanted = set(task_suffixes(task, options, video_frame=video_frame))
+    if not visualisations:
+        wanted -= set(visualisation_suffixes(task))
+    if only is not None:
+        wanted &= set(only)
     written: list[Path] = []
 
     def out(suffix: str) -> Path | None:
@@ -296,6 +319,12 @@ def write_task_files(prediction: Prediction, image_rgb: np.ndarray, base: Path, 
 
     TASK_OUTPUTS[task].write(out, prediction, image_rgb, result, options)
     return written
+
+
+def visualisation_suffixes(task: str) -> list[str]:
+    """The suffixes of ``task``'s pictures made for a person to look at (``*.pose.png``, ``*.seg_vis.png``, ...),
+    as opposed to its data files."""
+    return [suffix for suffix, is_vis in TASK_OUTPUTS[task].files if is_vis]
 
 
 # Each writer gets ``out(suffix)``: the path to write that file to, or None when it is not wanted.
@@ -311,7 +340,7 @@ def _write_pose(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, res
 
 def _write_seg(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, result, options: OutputOptions) -> None:
     if path := out(".seg.png"):
-        write_png(path, np.asarray(result.mask, dtype=np.uint8))
+        write_png(path, np.asarray(result.mask, dtype=np.uint8), label_map=True)
         write_seg_classes(path.parent)
     if path := out(".seg_vis.png"):
         write_png(path, render_task(prediction, image_rgb, "seg"), consume=True)
@@ -357,11 +386,13 @@ def _write_matting(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, 
 
 
 def write_prediction(prediction: Prediction, image_rgb: np.ndarray, base: Path, tasks: Sequence[str],
-                     options: OutputOptions, *, video_frame: bool = False) -> list[Path]:
-    """Write every task's files for one image or video frame; returns the paths written."""
+                     options: OutputOptions, *, video_frame: bool = False, visualisations: bool = True) -> list[Path]:
+    """Write every task's files for one image or video frame; returns the paths written. ``visualisations``
+    False: the data files only (the service renders the pictures when they are asked for)."""
     written: list[Path] = []
     for task in tasks:
-        written += write_task_files(prediction, image_rgb, base, task, options, video_frame=video_frame)
+        written += write_task_files(prediction, image_rgb, base, task, options, video_frame=video_frame,
+                                    visualisations=visualisations)
     return written
 
 

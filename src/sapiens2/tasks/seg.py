@@ -9,6 +9,8 @@ and reduced into a running max/argmax. Probabilities are made only on request.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import torch
@@ -17,7 +19,8 @@ import torch.nn.functional as F
 from sapiens2.tasks.preprocess import stretch_resize
 from sapiens2.tasks.results import SegResult
 from sapiens2.tasks import upsample as banding
-from sapiens2.tasks.upsample import BandUpsampler, band_threads, class_candidates, first_argmax, rows_per_band
+from sapiens2.tasks.upsample import (BandUpsampler, band_threads, band_workers, class_candidates, first_argmax,
+                                    rows_per_band)
 
 __all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks", "seg_result",
            "UPSAMPLE_BUDGET"]
@@ -26,6 +29,8 @@ __all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks
 UPSAMPLE_BUDGET = 64 * 1024 * 1024
 # Output pixels per source pixel from which class pruning (class_candidates) is worth its full pass over the logits.
 PRUNE_AT_UPSAMPLING = 4
+# Bands per thread below which one thread does them all (a thread's start costs more than a few bands).
+MIN_BANDS_PER_WORKER = 16
 
 
 def seg_input(rgb: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -57,8 +62,9 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
     # banded argmax beats argmax(0) across the channel stride); otherwise one F.interpolate, the fastest path for
     # an ordinary photo (the W pass of a band is a gather, several times slower than the kernel's).
     if up.exact and (not resized or channels * image_hw[0] * image_hw[1] > budget):
+        workers = band_workers(logits.device)
         with band_threads(logits.device):
-            return _banded_argmax(up, min(budget, banding.BAND_ELEMENTS))
+            return _banded_argmax(up, min(budget, banding.BAND_ELEMENTS), workers)
     step = _channel_chunks(channels, image_hw, budget)
     if step >= channels:
         return first_argmax(_upsample(logits, image_hw))  # = argmax(0), 3x faster across the class stride
@@ -78,19 +84,36 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
     return best_idx
 
 
-def _banded_argmax(up: BandUpsampler, max_elements: int) -> torch.Tensor:
+def _banded_argmax(up: BandUpsampler, max_elements: int, workers: int = 1) -> torch.Tensor:
     """Bands of rows; in each only the classes that can be the maximum somewhere in it are upsampled
     (:func:`~sapiens2.tasks.upsample.class_candidates`; in increasing class order, so the first maximum still
-    wins). A band where one class is left is filled without upsampling anything."""
+    wins). A band where one class is left is filled without upsampling anything. ``workers``: threads, each
+    taking a contiguous share of the bands (torch releases the GIL inside each op)."""
     height, width = up.out_hw
     # Pruning pays only where each source cell spreads over several output pixels; the seg head's logits are at
     # the model's input size (1024x768), so an ordinary photo is barely upsampled and every class is a candidate.
     source_pixels = up.maps.shape[1] * up.maps.shape[2]
     candidates = class_candidates(up.maps) if height * width >= PRUNE_AT_UPSAMPLING * source_pixels else None
     out = torch.empty((height, width), dtype=torch.uint8, device=up.maps.device)
-    cells = up.rows_weights[0]  # the source row above each output row
     step = rows_per_band(up.channels, width, max_elements)
-    for top in range(0, height, step):
+    tops = list(range(0, height, step))
+    workers = max(1, min(workers, len(tops) // MIN_BANDS_PER_WORKER))
+    if workers == 1:
+        _argmax_bands(up, candidates, out, tops, step)
+        return out
+    share = -(-len(tops) // workers)
+    with ThreadPoolExecutor(workers, thread_name_prefix="s2-bands") as pool:
+        for done in [pool.submit(_argmax_bands, up.fork(), candidates, out, tops[i:i + share], step)
+                     for i in range(0, len(tops), share)]:
+            done.result()
+    return out
+
+
+def _argmax_bands(up: BandUpsampler, candidates: torch.Tensor | None, out: torch.Tensor, tops: list[int],
+                  step: int) -> None:
+    height = up.out_hw[0]
+    cells = up.rows_weights[0]  # the source row above each output row
+    for top in tops:
         bottom = min(height, top + step)
         if candidates is None:
             out[top:bottom] = first_argmax(up.rows(top, bottom))
@@ -101,7 +124,6 @@ def _banded_argmax(up: BandUpsampler, max_elements: int) -> torch.Tensor:
             out[top:bottom] = int(classes[0])
             continue
         out[top:bottom] = classes.to(torch.uint8)[first_argmax(up.rows(top, bottom, classes)).long()]
-    return out
 
 
 def upsampled_softmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: int = UPSAMPLE_BUDGET) -> np.ndarray:

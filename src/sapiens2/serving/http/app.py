@@ -135,7 +135,7 @@ def create_app(predictor, config: ServeConfig | None = None):
     results_root = Path(tempfile.mkdtemp(prefix="sapiens2-serve-")) if own_results else Path(config.results_dir)
     store = ResultStore(results_root, keep=config.keep_results)
     batcher = Batcher(predictor, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
-                      max_queue=config.max_queue)
+                      max_queue=config.max_queue, wait_for_announced=True)
     info = models_info(predictor, config)
     started = time.time()
 
@@ -149,9 +149,13 @@ def create_app(predictor, config: ServeConfig | None = None):
             shutil.rmtree(results_root, ignore_errors=True)
         logger.info("stopped")
 
+    docs_assets = offline_docs_assets()
     app = FastAPI(title="Sapiens2", version=_version(), lifespan=lifespan,
+                  docs_url=None if docs_assets else "/docs", redoc_url=None if docs_assets else "/redoc",
                   description="Sapiens2 human-centric vision models over HTTP: pose (308 keypoints), body-part "
                               "segmentation, normals, pointmap/depth, albedo, matting. Interactive page at `/`.")
+    if docs_assets:
+        _serve_docs_offline(app, docs_assets)
     app.state.batcher, app.state.store, app.state.config = batcher, store, config
 
     @app.middleware("http")
@@ -212,6 +216,7 @@ def create_app(predictor, config: ServeConfig | None = None):
                       boxes: str | None = Query(None, description="person boxes for pose, JSON "
                                                                    "[[x1, y1, x2, y2(, score)], ...]"),
                       encoding: Literal["url", "base64"] = Query("url", description="files as URLs or base64")):
+        announced = batcher.announce()  # the batcher waits for announced requests only (batching.py)
         try:
             upload = await read_upload(request)
             wanted = parse_task_list(tasks or upload.fields.get("tasks"), served)
@@ -219,11 +224,13 @@ def create_app(predictor, config: ServeConfig | None = None):
             image = await run_in_threadpool(decode_upload, upload, max_pixels=config.max_pixels)
             from sapiens2.serving.bookkeeping import predict_input
 
-            future = batcher.submit(predict_input(image.rgb, boxes=person_boxes))
+            future = batcher.submit(predict_input(image.rgb, boxes=person_boxes), announced)
             prediction = await asyncio.wrap_future(future)
             body = await run_in_threadpool(_answer_bytes, prediction, image.rgb, wanted, options, store, encoding)
         except Exception as exc:
             return failure(exc)
+        finally:
+            announced.close()
         return Response(body, media_type="application/json")
 
     @app.post("/v1/predict/video", summary="a short clip -> tracked JSON Lines (header line, one line per frame)",
@@ -267,10 +274,48 @@ def create_app(predictor, config: ServeConfig | None = None):
         try:
             path = store.path(rid, name)
         except ResultNotFound:
-            return _error(404, "no such result file")
+            try:  # a picture drawn on first request (results.py)
+                path = await run_in_threadpool(store.render, rid, name)
+            except ResultNotFound:
+                return _error(404, "no such result file")
+            except Exception as exc:
+                return failure(exc)
         return FileResponse(path, media_type=media_type(name))
 
     return app
+
+
+def offline_docs_assets() -> Path | None:
+    """The folder of Swagger UI / ReDoc scripts shipped by the ``fastapi-offline`` package, when it is installed.
+    FastAPI's own ``/docs`` and ``/redoc`` pages load those scripts from a CDN (no page without internet); with
+    the package they are served from here. ``/openapi.json`` never needs internet."""
+    try:
+        folder = Path(str(resources.files("fastapi_offline") / "static"))
+    except (ModuleNotFoundError, TypeError):
+        return None
+    needed = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
+    return folder if all((folder / name).is_file() for name in needed) else None
+
+
+def _serve_docs_offline(app, folder: Path) -> None:
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=folder), name="docs-assets")
+    favicon = "/docs-assets/favicon.png" if (folder / "favicon.png").is_file() else None
+    extra = {"swagger_favicon_url": favicon} if favicon else {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css", **extra)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc():
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                              redoc_js_url="/docs-assets/redoc.standalone.js",
+                              **({"redoc_favicon_url": favicon} if favicon else {}))
 
 
 def _answer_bytes(prediction, rgb, tasks, options, store, encoding: str) -> bytes:
@@ -315,4 +360,4 @@ def _version() -> str:
         return "unknown"
 
 
-__all__ = ["ServeConfig", "create_app", "models_info", "require_fastapi", "static_dir"]
+__all__ = ["ServeConfig", "create_app", "models_info", "offline_docs_assets", "require_fastapi", "static_dir"]
