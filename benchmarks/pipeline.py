@@ -119,8 +119,9 @@ def main() -> None:
                 stages = summary.stage_s
                 forward = stages.get("forward", 0.0)
                 share = 1.0 - forward / wall if wall > 0 else float("nan")
-                print(f"{task}: {summary.images} images in {wall:.2f} s, forward {forward:.2f} s, outside {share:.1%}",
-                      file=sys.stderr)
+                print(f"{task}: {summary.images} images in {wall:.2f} s, forward {forward:.2f} s, outside {share:.1%}; "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+                      + f"; load {' '.join(f'{v:.1f}' for v in os.getloadavg())}", file=sys.stderr)
                 if best is None or share < best[-1]:
                     best = (task, summary.images, wall, forward, dict(stages), share)
             rows.append(best)
