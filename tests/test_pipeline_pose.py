@@ -187,3 +187,31 @@ def test_boxes_seg_per_call_and_clear_error_without_seg(pose_model):
     alone = Predictor("pose", model=pose_model, device="cpu", input_size=INPUT_HW, detector=NobodyDetector())
     with pytest.raises(Sapiens2Error, match="needs the seg model"):
         alone.predict(_image(60, 40), boxes="seg")
+
+
+class _Runner:
+    def __init__(self, model):
+        self.model = model
+
+    def to_input(self, images):
+        return to_model_batch(images, torch.device("cpu"))
+
+    def forward(self, batch):
+        with torch.inference_mode():
+            return self.model(batch)
+
+
+def test_top_down_decodes_only_the_requested_keypoints():
+    from sapiens2.tasks.pose.pipeline import PoseImage, run_top_down
+
+    runner = _Runner(OnePeakPose(5, 10, 7))
+    items = [PoseImage(_image(150, 120), Detections(np.array([[10, 20, 90, 140]], np.float32), np.ones(1, np.float32)),
+                       "given"), PoseImage(_image(60, 80, seed=2), empty_detections(), "detector:hog")]
+    full = run_top_down(runner, items, input_size=CROP_WH)
+    some = run_top_down(runner, items, input_size=CROP_WH, keypoints=[5, 0])
+    assert some[0].keypoints.shape == (1, 2, 2) and some[0].scores.shape == (1, 2)
+    np.testing.assert_array_equal(some[0].scores, full[0].scores[:, [5, 0]])
+    np.testing.assert_allclose(some[0].keypoints, full[0].keypoints[:, [5, 0]], rtol=0, atol=1e-4)
+    assert some[0].scores[0, 0] == 1.0 and some[0].scores[0, 1] == 0.0
+    nobody = run_top_down(runner, items[1:], input_size=CROP_WH, keypoints=[5, 0], fallback_whole_image=False)
+    assert nobody[0].keypoints.shape == (0, 2, 2) and nobody[0].scores.shape == (0, 2)

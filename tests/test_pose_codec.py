@@ -138,3 +138,73 @@ def test_windowed_dark_step_equals_blurring_whole_maps(codec_case, shape):
         loc, _ = heatmap_maxima(noisy)
         np.testing.assert_allclose(refine_dark_udp(loc, noisy), _dark_step_on_whole_maps(loc, noisy), rtol=0,
                                    atol=1e-5)
+
+
+def _decode_on_whole_maps(heatmaps, input_size):
+    """Reference decode: flat argmax (first occurrence) then the DARK step with every map blurred whole."""
+    h, w = heatmaps.shape[-2:]
+    flat = np.asarray(heatmaps, np.float32).reshape(-1, h, w)
+    index = flat.reshape(len(flat), -1).argmax(axis=1)
+    scores = flat.reshape(len(flat), -1).max(axis=1)
+    locations = np.stack([index % w, index // w], axis=-1).astype(np.float32)
+    locations[scores <= 0] = -1
+    refined = _dark_step_on_whole_maps(locations, flat)
+    return refined.reshape(heatmaps.shape[:-2] + (2,)), scores.reshape(heatmaps.shape[:-2])
+
+
+def _test_maps(rng, h, w, people=2):
+    """(people, K, h, w): peaks anywhere (corners and edges), twin peaks, pure noise, an empty and a negative map."""
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1], [w // 2, 0], [0, h // 2], [w - 1, h // 2],
+                        [w // 2, h - 1]], np.float32)
+    out = []
+    for _ in range(people):
+        points = np.concatenate([corners, rng.uniform(0, [w - 1, h - 1], (30, 2))]).astype(np.float32)
+        maps, _ = encode_udp_heatmaps(points * [(768 - 1) / (w - 1), (1024 - 1) / (h - 1)], (768, 1024), (w, h),
+                                      sigma=rng.uniform(1.0, 6.0))
+        maps = maps + rng.normal(0, 0.02, maps.shape).astype(np.float32)
+        maps[-4:] = rng.normal(0, 1, (4, h, w))
+        maps[-8:-4] += np.roll(maps[-8:-4], (h // 3, w // 3), axis=(1, 2)) * np.float32(0.99)
+        maps[-9] = 0
+        maps[-10] = -1
+        out.append(maps)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("shape", [(256, 192), (64, 48), (23, 17)])
+def test_decode_equals_whole_map_decode_in_chunks(monkeypatch, shape):
+    """The one-pass decode (a chunk of maps at a time, windows blurred together) against the whole-map decode,
+    with chunks that split the people and leave a short last chunk."""
+    from sapiens2.tasks.pose import codec
+
+    h, w = shape
+    monkeypatch.setattr(codec, "_CHUNK_BYTES", 4 * h * w * 7)  # 7 maps a chunk: 76 maps -> 11 chunks
+    maps = _test_maps(np.random.default_rng(h), h, w)
+    kp, sc = decode_udp_heatmaps(maps, INPUT)
+    ref_locs, ref_sc = _decode_on_whole_maps(maps, INPUT)
+    np.testing.assert_array_equal(sc, ref_sc)
+    to_heatmap = np.float32([(w - 1) / INPUT[0], (h - 1) / INPUT[1]])
+    # in heatmap pixels: rounding (~3e-8 in the blur) is amplified only by a near-singular Hessian (noise maps)
+    np.testing.assert_allclose(kp * to_heatmap, ref_locs, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(kp[:, -10:-8], np.broadcast_to(-1 / to_heatmap, (2, 2, 2)), rtol=1e-6)  # no peak
+
+
+def test_decode_only_the_requested_keypoints():
+    """``keypoints=``: indices (any order, repeats) or a boolean mask give exactly those channels of the full decode."""
+    maps = _test_maps(np.random.default_rng(5), 64, 48)
+    kp, sc = decode_udp_heatmaps(maps, INPUT)
+    index = np.array([37, 0, 5, 5, 30])
+    sub_kp, sub_sc = decode_udp_heatmaps(maps, INPUT, keypoints=index)
+    assert sub_kp.shape == (2, 5, 2) and sub_sc.shape == (2, 5)
+    np.testing.assert_allclose(sub_kp, kp[:, index], rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(sub_sc, sc[:, index])
+    mask = np.zeros(maps.shape[1], bool)
+    mask[[3, 9]] = True
+    mask_kp, mask_sc = decode_udp_heatmaps(maps[0], INPUT, keypoints=mask)
+    np.testing.assert_allclose(mask_kp, kp[0, [3, 9]], rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(mask_sc, sc[0, [3, 9]])
+    empty_kp, empty_sc = decode_udp_heatmaps(maps, INPUT, keypoints=[])
+    assert empty_kp.shape == (2, 0, 2) and empty_sc.shape == (2, 0)
+    with pytest.raises(ValueError, match=r"0\.\.37"):
+        decode_udp_heatmaps(maps, INPUT, keypoints=[38])
+    with pytest.raises(ValueError, match="one entry per heatmap channel"):
+        decode_udp_heatmaps(maps, INPUT, keypoints=np.ones(3, bool))

@@ -65,7 +65,7 @@ def test_requested_keypoints_only_and_non_positive_maps():
     np.testing.assert_allclose(sub[1], [-INPUT[0] / 23, -INPUT[1] / 31], rtol=1e-6)
     empty, _ = decode_udp_heatmaps_torch(torch.from_numpy(maps), INPUT, keypoints=[])
     assert empty.shape == (0, 2)
-    with pytest.raises(ValueError, match="keypoints indices"):
+    with pytest.raises(ValueError, match="keypoint indices"):
         decode_udp_heatmaps_torch(torch.from_numpy(maps), INPUT, keypoints=[6])
     with pytest.raises(TypeError, match="torch.Tensor"):
         decode_udp_heatmaps_torch(maps, INPUT)

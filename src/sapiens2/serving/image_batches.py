@@ -4,6 +4,7 @@ pool while the model runs on the next batch. Memory stays bounded: at most a few
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,22 @@ from .outputs import write_prediction
 logger = logging.getLogger("sapiens2.serving.runner")  # the job's log, wherever its parts live
 
 
+def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    """(fn's result, its seconds): how a worker thread reports its own time (exceptions pass through)."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def _waited(summary: JobSummary, stage: str, future: Future):
+    """``future.result()``, the time the job's thread waited for it added to ``summary.stage_s[stage]``."""
+    start = time.perf_counter()
+    try:
+        return future.result()
+    finally:
+        summary.add_timings({stage: time.perf_counter() - start})
+
+
 def prefetch_images(predict_job: RunningJob, jobs, summary: JobSummary, bar) -> Iterator[tuple[InputItem, Path, Any]]:
     """Yield (item, base, loaded image) in order, reading a few images ahead on worker threads."""
     lookahead = predict_job.max_pending + predict_job.read_workers
@@ -32,7 +49,7 @@ def prefetch_images(predict_job: RunningJob, jobs, summary: JobSummary, bar) -> 
                 job = next(pending, None)
                 if job is None:
                     return
-                window.append((job[0], job[1], reader.submit(load_image, job[0].path,
+                window.append((job[0], job[1], reader.submit(_timed, load_image, job[0].path,
                                                              max_pixels=predict_job.max_pixels)))
 
         top_up()
@@ -40,11 +57,12 @@ def prefetch_images(predict_job: RunningJob, jobs, summary: JobSummary, bar) -> 
             item, base, future = window.popleft()
             top_up()
             try:
-                loaded = future.result()
+                loaded, seconds = _waited(summary, "wait_read", future)
             except Exception as exc:  # ImageReadError and anything else a broken file triggers
                 predict_job.record_failure(summary, item.path, exc)
                 bar.update(1)
                 continue
+            summary.add_timings({"read": seconds})
             yield item, base, loaded
 
 
@@ -75,10 +93,13 @@ def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer
 
     def finish(item: InputItem, future: Future) -> None:
         try:
-            summary.files_written += len(future.result())
-            summary.done += 1
-        except Exception as exc:  # a failed write fails this input only
+            written, seconds = _waited(summary, "wait_write", future)
+        except Exception as exc:  # a failed write fails this input only (no completion record: redone next run)
             predict_job.record_failure(summary, item.path, exc)
+            return
+        summary.add_timings({"write": seconds})
+        summary.files_written += len(written)
+        summary.done += 1
 
     def accept(job, prediction: Prediction) -> None:
         item, base, loaded = job
@@ -89,7 +110,9 @@ def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer
             prediction.pose.box_source = "file"  # the only boxes this job gives are from --boxes files
         predict_job.count_prediction(summary, prediction)
         summary.images += 1
-        writes.append((item, writer.submit(write_image_outputs, predict_job, prediction, loaded.rgb, item, base)))
+        writes.append((item, writer.submit(_timed, write_image_outputs, predict_job, prediction, loaded.rgb, item,
+                                           base)))
+        # bounded: at most max_pending outputs queued behind the model; the job waits only when writers fall behind
         while len(writes) > predict_job.max_pending or (writes and writes[0][1].done()):
             finish(*writes.popleft())
         bar.update(1)

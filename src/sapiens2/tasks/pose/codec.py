@@ -7,10 +7,15 @@ image coordinates exactly. All work is vectorised over instances and keypoints.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 __all__ = ["encode_udp_heatmaps", "heatmap_maxima", "refine_dark_udp", "decode_udp_heatmaps"]
+
+_BOX_HALF = 3  # raw values within this many pixels of the peak cannot reach a blurred pixel outside the window
+_CHUNK_BYTES = 8 << 20  # maps per chunk of the one pass: a chunk stays in the L2/L3 cache while it is read
 
 
 def _check_size(name: str, size) -> tuple[int, int]:
@@ -131,28 +136,38 @@ def _blurred_maxima(maps: np.ndarray, which: np.ndarray, kernel: int) -> np.ndar
     return out
 
 
-def _blurred_windows(hm: np.ndarray, x: np.ndarray, y: np.ndarray, kernel: int, half: int) -> np.ndarray:
-    """The zero-border blur of each map, evaluated only on the (2*half+1)^2 window centred on (x, y).
-
-    Each window is cut with a margin of kernel//2 pixels (zeros outside the map, which is what a constant-0 border
-    means), and all windows are blurred in one OpenCV call stacked on top of each other: the margins keep every
-    window's values independent of its neighbours in the stack. Window pixels outside the map are meaningless.
-    """
+def _raw_windows(hm: np.ndarray, x: np.ndarray, y: np.ndarray, reach: int) -> np.ndarray:
+    """(M, S, S) raw values of each map on the square of half-size ``reach`` around (x, y), zero outside the map
+    (what a constant-0 border means), S = 2*reach+1: one flat gather."""
     m = len(hm)
     h, w = hm.shape[-2:]
-    reach = half + kernel // 2
     offsets = np.arange(-reach, reach + 1)
     ys = y[:, None] + offsets  # (M, S)
     xs = x[:, None] + offsets
-    inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
     flat_index = (np.arange(m)[:, None, None] * (h * w) + np.clip(ys, 0, h - 1)[:, :, None] * w
                   + np.clip(xs, 0, w - 1)[:, None, :])
     crops = np.take(hm.reshape(-1), flat_index)  # one flat gather: faster than three broadcast index arrays
-    crops[~inside] = 0
-    size = len(offsets)
+    if x.min(initial=reach) < reach or y.min(initial=reach) < reach or x.max(initial=0) >= w - reach \
+            or y.max(initial=0) >= h - reach:  # some window crosses the map's edge
+        inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+        crops[~inside] = 0
+    return crops
+
+
+def _blur_windows(crops: np.ndarray, kernel: int) -> np.ndarray:
+    """Blur of (M, S, S) zero-bordered raw windows, kept on the inner (S - kernel + 1)^2 pixels (those whose blur
+    only sees the window): all windows in one OpenCV call, stacked on top of each other (the margins keep every
+    window's values independent of its neighbours in the stack)."""
+    m, size = crops.shape[:2]
     stacked = cv2.GaussianBlur(crops.reshape(m * size, size), (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
     margin = kernel // 2
     return stacked.reshape(m, size, size)[:, margin:size - margin, margin:size - margin]
+
+
+def _blurred_windows(hm: np.ndarray, x: np.ndarray, y: np.ndarray, kernel: int, half: int) -> np.ndarray:
+    """The zero-border blur of each map, evaluated only on the (2*half+1)^2 window centred on (x, y). Window pixels
+    outside the map are meaningless."""
+    return _blur_windows(_raw_windows(hm, x, y, half + kernel // 2), kernel)
 
 
 def _max_outside_box(hm: np.ndarray, row_max: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
@@ -171,65 +186,75 @@ def _max_outside_box(hm: np.ndarray, row_max: np.ndarray, x: np.ndarray, y: np.n
     return np.maximum(outside_rows, band_max)
 
 
-def refine_dark_udp(locations: np.ndarray, heatmaps: np.ndarray, blur_kernel_size: int = 11, *,
-                    whole_maps: bool = False, row_max: np.ndarray | None = None) -> np.ndarray:
-    """One DARK-UDP Taylor step around integer heatmap maxima (heatmap pixels in, heatmap pixels out).
+@dataclass
+class _Windows:
+    """What the DARK step needs from each map, gathered while the map is in cache: the raw window around the
+    integer peak (x, y) and the largest raw value that can reach a blurred pixel outside the blurred window."""
 
-    locations: (M, 2) integer argmax positions (-1 = no peak, left unchanged); heatmaps: (M, H, W) raw maps.
-    Steps: blur each map (zero padding), rescale it to its original max, clip to [1e-3, 50], log; take the gradient
-    and Hessian from the 3x3 neighbourhood (edge-replicated at the border) and move by -(H + eps*I)^-1 g in float64.
+    x: np.ndarray  # (M,) int64
+    y: np.ndarray  # (M,) int64
+    peak: np.ndarray  # (M,) float32 raw maximum
+    crops: np.ndarray  # (M, S, S) float32 raw windows, zero outside the map
+    reach_out: np.ndarray  # (M,) float32, >= 0
 
-    Only a window around each maximum is blurred (the step needs the 3x3 neighbourhood, and the rescaling the
-    blurred map's maximum). The maximum is proven to lie in the window when the window's blurred maximum is at
-    least every raw value that can reach a pixel outside it (a blur with non-negative weights summing to at most
-    1 never exceeds the largest positive value under its kernel); maps where that fails are blurred whole. The
-    result equals blurring whole maps up to float32 rounding (OpenCV's vector and scalar loops round differently);
-    ``whole_maps=True`` blurs every map whole (the reference the benchmark and tests compare against).
-    ``row_max``: the maps' row maxima (M, H) when the caller has them already (saves the one pass over the maps).
-    """
-    if blur_kernel_size % 2 != 1 or blur_kernel_size < 3:
-        raise ValueError(f"blur_kernel_size must be odd and >= 3, got {blur_kernel_size}")
-    hm = np.asarray(heatmaps, np.float32)
+
+def _window_pass(hm: np.ndarray, x: np.ndarray, y: np.ndarray, row_max: np.ndarray, kernel: int) -> _Windows:
+    margin = kernel // 2
+    half = margin + _BOX_HALF
+    crops = _raw_windows(hm, x, y, half + margin)
+    reach_out = np.maximum(_max_outside_box(hm, row_max, x, y, _BOX_HALF), 0).astype(np.float32)
+    return _Windows(x, y, row_max.max(axis=1), crops, reach_out)
+
+
+def _gather_windows(hm: np.ndarray, kernel: int) -> _Windows:
+    """The decode's one pass over the maps, a chunk of maps at a time (a chunk stays in the CPU cache while its
+    row maxima, argmax, windows and bounds are taken: the windows are not read back from memory)."""
+    import torch
+
+    from sapiens2.tasks.upsample import band_threads
+
     m, h, w = hm.shape
-    locs = np.asarray(locations, np.float32).reshape(m, 2)
-    valid = (locs[:, 0] >= 0) & (locs[:, 1] >= 0)
-    out = locs.copy()
-    if not valid.any():
-        return out
-    rows = np.flatnonzero(valid)
-    row_max = _row_maxima(hm) if row_max is None else row_max
-    if len(rows) < m:  # avoid copying all maps in the usual case where every channel has a peak
-        hm, row_max = hm[rows], row_max[rows]
-    x = locs[valid, 0].astype(np.int64)
-    y = locs[valid, 1].astype(np.int64)
-    original_max = row_max.max(axis=1)
+    step = max(1, _CHUNK_BYTES // (4 * h * w))
+    parts = []
+    with band_threads(torch.device("cpu")):
+        tensor = torch.from_numpy(hm)
+        for start in range(0, m, step):
+            chunk = hm[start:start + step]
+            row_max = tensor[start:start + step].amax(dim=-1).numpy()
+            y = row_max.argmax(axis=1)
+            x = chunk[np.arange(len(chunk)), y].argmax(axis=1)
+            parts.append(_window_pass(chunk, x, y, row_max, kernel))
+    if len(parts) == 1:
+        return parts[0]
+    return _Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "peak", "crops",
+                                                                                "reach_out")))
 
-    if whole_maps:
-        blurred = _blur_zero_border(hm, blur_kernel_size)
-        blurred_max = blurred.reshape(len(rows), -1).max(axis=1)
-        window = blurred
-    else:
-        margin = blur_kernel_size // 2
-        half = margin + 3  # window half-size; raw values within half - margin of the peak cannot leak out
-        window = _blurred_windows(hm, x, y, blur_kernel_size, half)  # (V, 2*half+1, 2*half+1)
-        offsets = np.arange(-half, half + 1)
-        on_map = (((y[:, None] + offsets) >= 0) & ((y[:, None] + offsets) < h))[:, :, None] \
-            & (((x[:, None] + offsets) >= 0) & ((x[:, None] + offsets) < w))[:, None, :]
-        blurred_max = np.where(on_map, window, -np.inf).max(axis=(1, 2)).astype(np.float32)
-        reach_out = np.maximum(_max_outside_box(hm, row_max, x, y, half - margin), 0)
-        # The kernel's float32 weights may sum to a hair over 1: keep a margin far above that rounding.
-        unproven = np.flatnonzero(blurred_max < reach_out * np.float32(1.0001))
-        if len(unproven):  # rare for trained heatmaps (a second strong peak), usual for noise: blur those whole
-            blurred_max[unproven] = _blurred_maxima(hm, unproven, blur_kernel_size)
+
+def _dark_step(win: _Windows, hm: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
+    """(step_x, step_y) float64 of the DARK-UDP Taylor step for each window (see ``refine_dark_udp``)."""
+    m, h, w = hm.shape
+    x, y = win.x, win.y
+    margin = kernel // 2
+    half = margin + _BOX_HALF
+    window = _blur_windows(win.crops, kernel)  # (M, 2*half+1, 2*half+1)
+    offsets = np.arange(-half, half + 1)
+    on_map = (((y[:, None] + offsets) >= 0) & ((y[:, None] + offsets) < h))[:, :, None] \
+        & (((x[:, None] + offsets) >= 0) & ((x[:, None] + offsets) < w))[:, None, :]
+    blurred_max = np.where(on_map, window, -np.inf).max(axis=(1, 2)).astype(np.float32)
+    # The kernel's float32 weights may sum to a hair over 1: keep a margin far above that rounding.
+    unproven = np.flatnonzero(blurred_max < win.reach_out * np.float32(1.0001))
+    if len(unproven):  # rare for trained heatmaps (a second strong peak), usual for noise: blur those whole
+        blurred_max[unproven] = _blurred_maxima(hm, unproven, kernel)
+    return _taylor_step(window, blurred_max, win.peak, x - half, y - half, x, y, h, w)
+
+
+def _taylor_step(window, blurred_max, original_max, ox, oy, x, y, h, w) -> tuple[np.ndarray, np.ndarray]:
     # Guard the (official-unguarded) case of a map whose blur has no positive value: leave it unscaled.
     gain = np.where(blurred_max > 0, original_max / np.where(blurred_max > 0, blurred_max, 1), 1).astype(np.float32)
-
     # Edge padding by one pixel == clamping the neighbour indices; only the 3x3 neighbourhood is needed.
-    # Window coordinates: relative to the peak (+ half); whole maps: absolute (origin 0).
-    ox, oy = (x[:, None] - half, y[:, None] - half) if not whole_maps else (0, 0)
-    dxs = np.clip(np.stack([x - 1, x, x + 1], axis=1), 0, w - 1) - ox  # (V, 3)
-    dys = np.clip(np.stack([y - 1, y, y + 1], axis=1), 0, h - 1) - oy
-    patch = window[np.arange(len(rows))[:, None, None], dys[:, :, None], dxs[:, None, :]]  # (V, 3, 3) [dy, dx]
+    dxs = np.clip(np.stack([x - 1, x, x + 1], axis=1), 0, w - 1) - np.reshape(ox, (-1, 1))  # (V, 3)
+    dys = np.clip(np.stack([y - 1, y, y + 1], axis=1), 0, h - 1) - np.reshape(oy, (-1, 1))
+    patch = window[np.arange(len(x))[:, None, None], dys[:, :, None], dxs[:, None, :]]  # (V, 3, 3) [dy, dx]
     patch = np.log(np.clip(patch * gain[:, None, None], np.float32(1e-3), np.float32(50.0)))
 
     c = patch[:, 1, 1]
@@ -248,36 +273,109 @@ def refine_dark_udp(locations: np.ndarray, heatmaps: np.ndarray, blur_kernel_siz
     safe = np.where(ok, det, 1.0)
     step_x = np.where(ok, (d * dx - b * dy) / safe, 0.0)
     step_y = np.where(ok, (a * dy - b * dx) / safe, 0.0)
+    return step_x, step_y
+
+
+def refine_dark_udp(locations: np.ndarray, heatmaps: np.ndarray, blur_kernel_size: int = 11, *,
+                    whole_maps: bool = False, row_max: np.ndarray | None = None) -> np.ndarray:
+    """One DARK-UDP Taylor step around integer heatmap maxima (heatmap pixels in, heatmap pixels out).
+
+    locations: (M, 2) integer argmax positions (-1 = no peak, left unchanged); heatmaps: (M, H, W) raw maps.
+    Steps: blur each map (zero padding), rescale it to its original max, clip to [1e-3, 50], log; take the gradient
+    and Hessian from the 3x3 neighbourhood (edge-replicated at the border) and move by -(H + eps*I)^-1 g in float64.
+
+    Only a window around each maximum is blurred (the step needs the 3x3 neighbourhood, and the rescaling the
+    blurred map's maximum). The maximum is proven to lie in the window when the window's blurred maximum is at
+    least every raw value that can reach a pixel outside it (a blur with non-negative weights summing to at most
+    1 never exceeds the largest positive value under its kernel); maps where that fails are blurred whole. The
+    result equals blurring whole maps up to float32 rounding (OpenCV's vector and scalar loops round differently);
+    ``whole_maps=True`` blurs every map whole (the reference the benchmark and tests compare against).
+    ``row_max``: the maps' row maxima (M, H) when the caller has them already (saves the one pass over the maps).
+    """
+    _check_kernel(blur_kernel_size)
+    hm = np.asarray(heatmaps, np.float32)
+    m, h, w = hm.shape
+    locs = np.asarray(locations, np.float32).reshape(m, 2)
+    valid = (locs[:, 0] >= 0) & (locs[:, 1] >= 0)
+    out = locs.copy()
+    if not valid.any():
+        return out
+    rows = np.flatnonzero(valid)
+    row_max = _row_maxima(hm) if row_max is None else row_max
+    if len(rows) < m:  # avoid copying all maps in the usual case where every channel has a peak
+        hm, row_max = hm[rows], row_max[rows]
+    x = locs[valid, 0].astype(np.int64)
+    y = locs[valid, 1].astype(np.int64)
+    if whole_maps:
+        blurred = _blur_zero_border(hm, blur_kernel_size)
+        blurred_max = blurred.reshape(len(rows), -1).max(axis=1)
+        step_x, step_y = _taylor_step(blurred, blurred_max, row_max.max(axis=1), 0, 0, x, y, h, w)
+    else:
+        step_x, step_y = _dark_step(_window_pass(hm, x, y, row_max, blur_kernel_size), hm, blur_kernel_size)
     out[rows, 0] = (locs[valid, 0] - step_x).astype(np.float32)
     out[rows, 1] = (locs[valid, 1] - step_y).astype(np.float32)
     return out
+
+
+def _check_kernel(blur_kernel_size: int) -> None:
+    if blur_kernel_size % 2 != 1 or blur_kernel_size < 3:
+        raise ValueError(f"blur_kernel_size must be odd and >= 3, got {blur_kernel_size}")
+
+
+def keypoint_index(keypoints, k: int) -> np.ndarray:
+    """Channel indices from a ``keypoints=`` argument (indices or a boolean mask of length ``k``), checked."""
+    index = np.asarray(keypoints)
+    if index.dtype == bool:
+        if index.shape != (k,):
+            raise ValueError(f"a keypoints mask must have one entry per heatmap channel ({k}), got {index.shape}")
+        return np.flatnonzero(index)
+    if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+        raise ValueError(f"keypoints must be a 1-D list of channel indices (or a boolean mask), got {keypoints!r}")
+    index = index.astype(np.int64)
+    if index.size and (index.min() < 0 or index.max() >= k):
+        raise ValueError(f"keypoint indices must lie in 0..{k - 1} (the heatmap channels), got {index.min()}.."
+                         f"{index.max()}")
+    return index
 
 
 def decode_udp_heatmaps(
     heatmaps: np.ndarray,
     input_size: tuple[int, int] = (768, 1024),
     blur_kernel_size: int = 11,
+    *,
+    keypoints=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints and scores from heatmaps (K, H, W) or (B, K, H, W), official UDP + DARK-UDP decode.
 
     Returns keypoints (..., K, 2) float32 as ``xy / (heatmap_size - 1) * input_size`` (map them to the image with
     ``crop.decoded_to_image``) and scores (..., K) float32 = the max of the raw heatmap. A channel whose max is <= 0
     keeps location -1 before scaling (the official code would still apply a meaningless Taylor step there).
+
+    ``keypoints``: decode only these channels (indices into K, or a boolean mask of length K); the outputs then
+    have that many keypoints, in the order given, and the other maps are never read.
+
+    One pass over the maps (a chunk at a time, in cache) finds each maximum, cuts the raw window around it and
+    bounds what lies outside; the windows are then blurred together (see ``refine_dark_udp``).
     """
     hm = np.asarray(heatmaps)
     if hm.ndim not in (3, 4):
         raise ValueError(f"heatmaps must be (K, H, W) or (B, K, H, W), got shape {hm.shape}")
-    if hm.dtype != np.float32:
-        hm = hm.astype(np.float32)
+    _check_kernel(blur_kernel_size)
     in_w, in_h = _check_size("input_size", input_size)
     h, w = hm.shape[-2:]
     if h < 2 or w < 2:
         raise ValueError(f"heatmaps must be at least 2x2, got {h}x{w}")
+    if keypoints is not None:
+        hm = hm[..., keypoint_index(keypoints, hm.shape[-3]), :, :]  # copies only the maps asked for
+    hm = np.ascontiguousarray(hm, np.float32)
     lead = hm.shape[:-2]
     flat = hm.reshape(-1, h, w)
-    row_max = _row_maxima(flat)
-    locs, scores = _maxima_from_rows(flat, row_max)
+    if len(flat) == 0:
+        return np.zeros(lead + (2,), np.float32), np.zeros(lead, np.float32)
+    win = _gather_windows(flat, blur_kernel_size)
+    scores = win.peak
+    step_x, step_y = _dark_step(win, flat, blur_kernel_size)
+    locs = np.stack([(win.x - step_x).astype(np.float32), (win.y - step_y).astype(np.float32)], axis=-1)
     locs[scores <= 0] = -1
-    locs = refine_dark_udp(locs, flat, blur_kernel_size, row_max=row_max)
-    keypoints = locs.astype(np.float64) / [w - 1, h - 1] * [in_w, in_h]
-    return keypoints.astype(np.float32).reshape(lead + (2,)), scores.astype(np.float32).reshape(lead)
+    keypoints_out = locs.astype(np.float64) / [w - 1, h - 1] * [in_w, in_h]
+    return keypoints_out.astype(np.float32).reshape(lead + (2,)), scores.astype(np.float32).reshape(lead)

@@ -11,11 +11,11 @@ solve runs in float64 on the host, as the NumPy decode does (MPS has no float64)
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sapiens2.tasks.pose.codec import keypoint_index
 
 __all__ = ["decode_udp_heatmaps_torch", "gaussian_kernel_1d"]
 
@@ -47,11 +47,11 @@ def _blur(maps: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 
 
 def decode_udp_heatmaps_torch(heatmaps: torch.Tensor, input_size: tuple[int, int] = (768, 1024),
-                              blur_kernel_size: int = 11, keypoints: Sequence[int] | None = None
+                              blur_kernel_size: int = 11, keypoints=None
                               ) -> tuple[np.ndarray, np.ndarray]:
     """Keypoints and scores from heatmaps (K, H, W) or (B, K, H, W) on any device; the NumPy decode's results.
 
-    ``keypoints``: indices of the channels to decode (default all); the results then hold those channels only, in
+    ``keypoints``: indices (or a boolean mask) of the channels to decode (default all); the results then hold those channels only, in
     the given order. Returns NumPy arrays on the host: keypoints (..., K', 2) float32 as
     ``xy / (heatmap_size - 1) * input_size`` (see :func:`sapiens2.tasks.pose.codec.decode_udp_heatmaps`) and
     scores (..., K') float32; a channel whose maximum is <= 0 keeps location -1 before scaling.
@@ -70,10 +70,7 @@ def decode_udp_heatmaps_torch(heatmaps: torch.Tensor, input_size: tuple[int, int
     kernel = gaussian_kernel_1d(blur_kernel_size)
     hm = heatmaps
     if keypoints is not None:
-        index = torch.as_tensor(list(keypoints), dtype=torch.long)
-        channels = hm.shape[-3]
-        if index.numel() and (int(index.min()) < -channels or int(index.max()) >= channels):
-            raise ValueError(f"keypoints indices must be in 0..{channels - 1}, got {list(keypoints)}")
+        index = torch.from_numpy(keypoint_index(keypoints, hm.shape[-3]))
         hm = hm.index_select(-3, index.to(hm.device))
     lead = tuple(hm.shape[:-2])
     with torch.inference_mode():

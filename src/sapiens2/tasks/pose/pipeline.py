@@ -177,30 +177,35 @@ def _final_boxes(item: PoseImage, fallback_whole_image: bool) -> tuple[np.ndarra
     return whole_image_box(h, w), np.ones(1, np.float32), "whole_image", item.box_source != "whole_image"
 
 
-def _decode(heatmaps, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _decode(heatmaps, input_size: tuple[int, int], keypoints=None) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps on a GPU (CUDA, MPS) are decoded there and only the keypoints come back (one transfer per batch);
-    CPU tensors and arrays take the NumPy decode (faster on the CPU)."""
+    CPU tensors and arrays take the NumPy decode (faster on the CPU). ``keypoints``: decode only these channels."""
     if isinstance(heatmaps, np.ndarray):
-        return decode_udp_heatmaps(heatmaps, input_size)
+        return decode_udp_heatmaps(heatmaps, input_size, keypoints=keypoints)
     if heatmaps.device.type in ("cuda", "mps"):  # a torch tensor
         from sapiens2.tasks.pose.codec_torch import decode_udp_heatmaps_torch
 
-        return decode_udp_heatmaps_torch(heatmaps, input_size)
-    return decode_udp_heatmaps(heatmaps.float().cpu().numpy(), input_size)
+        return decode_udp_heatmaps_torch(heatmaps, input_size, keypoints=keypoints)
+    return decode_udp_heatmaps(heatmaps.float().cpu().numpy(), input_size, keypoints=keypoints)
 
 
 def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tuple[int, int] = POSE_INPUT_SIZE,
                  batch_size: int = 8, flip_test: bool = False, fallback_whole_image: bool = True,
-                 padding: float = BOX_PADDING, clock=None) -> list[PoseResult]:
+                 padding: float = BOX_PADDING, clock=None, keypoints=None) -> list[PoseResult]:
     """Pose for several images; crops of all their people go through the model ``batch_size`` at a time.
 
     ``input_size`` is the crop (w, h); ``clock`` (optional) has ``stage(name)`` context managers for timing
-    "pre" (cropping) and "post" (decoding); the runner times its own transfer and forward."""
+    "pre" (cropping) and "post" (decoding); the runner times its own transfer and forward. ``keypoints``: decode
+    only these heatmap channels (indices or a boolean mask, see ``decode_udp_heatmaps``); the results then hold
+    those keypoints, in that order."""
     stage = clock.stage if clock is not None else (lambda name: contextlib.nullcontext())
     per_image = [_final_boxes(item, fallback_whole_image) for item in items]
     jobs = [(i, j) for i, (boxes, *_) in enumerate(per_image) for j in range(len(boxes))]
-    keypoints = [np.zeros((0, _NUM_KEYPOINTS, 2), np.float32) for _ in per_image]
-    scores = [np.zeros((0, _NUM_KEYPOINTS), np.float32) for _ in per_image]
+    subset = keypoints
+    count = _NUM_KEYPOINTS if subset is None else int(np.count_nonzero(subset) if np.asarray(subset).dtype == bool
+                                                      else np.asarray(subset).size)
+    keypoints = [np.zeros((0, count, 2), np.float32) for _ in per_image]
+    scores = [np.zeros((0, count), np.float32) for _ in per_image]
     decoded: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     for start in range(0, len(jobs), max(1, int(batch_size))):
         chunk = jobs[start:start + batch_size]
@@ -217,7 +222,7 @@ def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tupl
         if flip_test:
             heatmaps = flip_test_average(heatmaps.float(), runner.forward(x.flip(-1)).float())
         with stage("post"):
-            kp, sc = _decode(heatmaps, input_size)
+            kp, sc = _decode(heatmaps, input_size, keypoints=subset)
             kp = decoded_to_image(kp, np.concatenate(centers), np.concatenate(sizes), input_size)
             for n, key in enumerate(sorted(chunk)):
                 decoded[key] = (kp[n].astype(np.float32), sc[n])
