@@ -32,7 +32,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlabelled", action="store_true",
                    help="ignore --data's labels (pose crops still come from its person boxes)")
     p.add_argument("--val", default=None, help="held-out annotated dataset evaluated periodically")
-    p.add_argument("-o", "--output", required=True, help="run folder; one sub-folder per task")
+    p.add_argument("-o", "--output", default=None, help="run folder; one sub-folder per task (required unless "
+                                                        "--write-targets)")
     p.add_argument("--config", default=None, help="YAML file of config values (as sapiens2 train)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set distill.kd_weight=2 --set optim.lr=1e-3; repeatable")
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             if not teachers:
                 raise ValueError("--write-targets needs --teacher TASK=NAME|PATH")
             return _write_targets(args, teachers)
+        if not args.output:
+            raise ValueError("-o RUN is required: the run folder (one sub-folder per task)")
         targets = _per_task(args.targets, "--targets", TASKS)
         tasks = [t for t in TASKS if t in teachers or t in targets]
         if not tasks:
