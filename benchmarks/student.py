@@ -63,11 +63,11 @@ def speed(repeats: int) -> None:
         unit = "crops/s" if task == "pose" else "images/s"
         rows.append((task, arch, f"{hw[0]}x{hw[1]}", batch, params, rate, unit))
         print(f"  {task:4s} {arch:22s} {hw[0]}x{hw[1]:<5d} batch {batch}  {params:7.2f} M params  "
-              f"{rate:8.2f} {unit}", flush=True)
+              f"{rate:8.3g} {unit}", flush=True)
     for task in ("pose", "seg"):
         s = next(r for r in rows if r[0] == task and "student" in r[1])
         t = next(r for r in rows if r[0] == task and "0.1b" in r[1])
-        print(f"  {task}: student {s[5]:.2f} {s[6]} vs 0.1b teacher {t[5]:.2f} {t[6]} ({s[5] / t[5]:.0f}x)")
+        print(f"  {task}: student {s[5]:.3g} {s[6]} vs 0.1b teacher {t[5]:.3g} {t[6]} ({s[5] / t[5]:.0f}x)")
 
 
 QUALITY = {  # task: (input size (H, W), metric, teacher / student overrides)
