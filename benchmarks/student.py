@@ -14,7 +14,9 @@ Quality, on synthetic humans (``sapiens2.data.synth``, one person per 128x96 ima
 4. all three are evaluated on held-out images (a third seed): PCK@0.1 (pose) and mIoU (seg), and the ratio of each
    student's figure to the teacher's is printed.
 
-Speed (``torch.inference_mode``, float32, best of ``--repeats``): pose crops/s at 256x192 (batch 8) and seg
+Speed (``torch.inference_mode``, float32, best of ``--repeats``; rates per wall second and per CPU second of the
+process, the latter being what one idle core gives; use ``--threads 1`` on a loaded machine, where two threads spin
+against other processes): pose crops/s at 256x192 (batch 8) and seg
 images/s at 512x384 (batch 4) of the students, beside the 0.1b teacher with the official heads at 1024x768 (random
 weights; batch 1), in the same run. The load average is printed before and after: on a shared machine the speeds
 are noisy.
@@ -37,16 +39,18 @@ def load_average() -> str:
         return "n/a"
 
 
-def throughput(model, x, repeats: int) -> float:
+def throughput(model, x, repeats: int) -> tuple[float, float]:
+    """(items per wall second, items per CPU second of this process), best of ``repeats``. The second is what an
+    idle machine gives per core: on a shared machine wall rates fall with the load, CPU rates much less."""
     model.eval()
     with torch.inference_mode():
         model(x)  # warm-up
-        best = float("inf")
+        best, best_cpu = float("inf"), float("inf")
         for _ in range(repeats):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             model(x)
-            best = min(best, time.perf_counter() - t)
-    return x.shape[0] / best
+            best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+    return x.shape[0] / best, x.shape[0] / best_cpu
 
 
 def speed(repeats: int) -> None:
@@ -59,11 +63,11 @@ def speed(repeats: int) -> None:
                                   ("seg", "sapiens2_0.1b", (1024, 768), 1)):
         m = build_model(task, arch, img_size=hw)
         params = sum(p.numel() for p in m.parameters()) / 1e6
-        rate = throughput(m, torch.randn(batch, 3, *hw), repeats if "student" in arch else max(1, repeats // 2))
+        rate, per_cpu = throughput(m, torch.randn(batch, 3, *hw), repeats if "student" in arch else max(1, repeats // 2))
         unit = "crops/s" if task == "pose" else "images/s"
         rows.append((task, arch, f"{hw[0]}x{hw[1]}", batch, params, rate, unit))
         print(f"  {task:4s} {arch:22s} {hw[0]}x{hw[1]:<5d} batch {batch}  {params:7.2f} M params  "
-              f"{rate:8.3g} {unit}", flush=True)
+              f"{rate:8.3g} {unit}  ({per_cpu:.3g} per CPU second)", flush=True)
     for task in ("pose", "seg"):
         s = next(r for r in rows if r[0] == task and "student" in r[1])
         t = next(r for r in rows if r[0] == task and "0.1b" in r[1])
