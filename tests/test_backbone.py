@@ -60,7 +60,7 @@ def test_state_dict_equals_official_listing(listing, arch, tok):
     assert ours == spec_state_dict(listing)
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "sapiens2_tiny"])
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "sapiens2_tiny" and ARCHS[a].input_size is None])
 def test_every_arch_builds_on_meta_with_official_pattern(arch):
     a = ARCHS[arch]
     m = sapiens2.build_backbone(arch, device="meta")

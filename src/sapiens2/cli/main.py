@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "serve": ("serve", "serve the models over HTTP: an API and a web page (needs sapiens2[serve])"),
     "synth": ("synth", "generate synthetic humans with exact ground truth"),
     "train": ("train", "fine-tune a task model (one process, or many with torchrun)"),
+    "distill": ("distill", "distil a teacher into a small real-time student (pose, seg)"),
     "eval": ("eval", "evaluate a task model on a dataset with the published metrics"),
     "pretrain": ("pretrain", "pretrain a backbone: masked reconstruction + self-distillation"),
     "curate": ("curate", "curate an image collection into pretraining shards (Ray Data)"),

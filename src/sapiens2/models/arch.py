@@ -25,6 +25,9 @@ class BackboneArch:
     num_heads: int
     ffn_dim: int
     tokenizer_depth: int
+    # The input size a model of this arch is built at when none is given (None: the official 1024x768); the
+    # distillation students are made for small inputs (pose crops 256x192, seg images 512x384).
+    input_size: tuple[int, int] | None = None
 
     @property
     def head_dim(self) -> int:
@@ -53,6 +56,10 @@ ARCHS: dict[str, BackboneArch] = {
         BackboneArch("sapiens2_0.8b", 1280, 32, 16, 5120, 3),
         BackboneArch("sapiens2_1b", 1536, 40, 24, 6144, 4),
         BackboneArch("sapiens2_5b", 2432, 56, 32, 9728, 6),
+        # Distillation students (sapiens2 distill): the backbone's block at width 128, head dim 64; their heads are
+        # in the task table. Not official: no weights are published (see README "Real time").
+        BackboneArch("sapiens2_student_pose", 128, 6, 2, 512, 2, input_size=(256, 192)),
+        BackboneArch("sapiens2_student_seg", 128, 4, 2, 512, 2, input_size=(512, 384)),
     )
 }
 

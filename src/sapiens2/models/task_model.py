@@ -48,7 +48,7 @@ class Sapiens2TaskModel(nn.Module):
         return f"task={self.task}"
 
 
-def build_model(task: str, arch: str | BackboneArch, img_size: tuple[int, int] = DEFAULT_IMG_SIZE,
+def build_model(task: str, arch: str | BackboneArch, img_size: tuple[int, int] | None = None,
                 head_config: HeadConfig | Mapping[str, Any] | None = None, use_tokenizer: bool = False,
                 rope_dtype: str | torch.dtype = "bf16", device=None, dtype=None) -> Sapiens2TaskModel:
     """Build a task model (random weights; ``device="meta"`` allocates nothing).
@@ -59,6 +59,8 @@ def build_model(task: str, arch: str | BackboneArch, img_size: tuple[int, int] =
     """
     task = check_task(task)
     a = get_arch(arch)
+    if img_size is None:  # the arch's own size (the distillation students), else the official 1024x768
+        img_size = a.input_size or DEFAULT_IMG_SIZE
     config = as_head_config(task, head_config, a)
     if config.in_channels != a.embed_dim:
         raise ArchMismatchError(
@@ -85,7 +87,8 @@ def build_model_for_state_dict(state_dict: Mapping[str, Any], arch: str | Backbo
         raise CheckpointError(f"the checkpoint holds a {found} head, not a {check_task(task)} head")
     config = infer_head_config(found, state_dict)
     if img_size is None:
-        img_size = infer_img_size(found, config, use_tokenizer=use_tokenizer)
+        img_size = infer_img_size(found, config, default=get_arch(arch).input_size or DEFAULT_IMG_SIZE,
+                                  use_tokenizer=use_tokenizer)
     return build_model(found, arch, img_size=img_size, head_config=config, use_tokenizer=use_tokenizer,
                        rope_dtype=rope_dtype, device=device, dtype=dtype)
 

@@ -22,6 +22,7 @@ import torch
 from ..errors import TrainingConfigError
 from ..models.heads.task_table import TASK_TABLE, task_spec
 from ..runtime import parse_precision
+from .distill.config import DistillConfig
 
 __all__ = ["OptimConfig", "DataConfig", "TrainConfig", "TRAIN_TASKS", "default_config", "load_config",
            "apply_overrides", "config_to_dict", "arch_size_of"]
@@ -87,6 +88,7 @@ class TrainConfig:
     head: dict[str, Any] = field(default_factory=dict)  # head_config overrides (official keys)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # sapiens2 distill: soft targets from a teacher
 
 
 def trainable_task(task: str) -> str:

@@ -114,11 +114,15 @@ class Trainer:
         barrier()
 
     # -- setup -----------------------------------------------------------------------------------------------
-    def _datasets(self):
+    def _datasets(self, distiller=None):
         c = self.config
         train_ids, val_root, val_ids = split_datasets(c)
-        train = build_dataset(c.task, c.data.train, train=True, input_hw=c.data.input_size, image_ids=train_ids,
-                              seed=c.seed, augment=c.data.augment, sigma=c.data.sigma, image_root=c.data.image_root)
+        if distiller is not None:  # items at the teacher's size too, labels optional (training/distill/data.py)
+            train = distiller.train_dataset(image_ids=train_ids)
+        else:
+            train = build_dataset(c.task, c.data.train, train=True, input_hw=c.data.input_size, image_ids=train_ids,
+                                  seed=c.seed, augment=c.data.augment, sigma=c.data.sigma,
+                                  image_root=c.data.image_root)
         val = None
         if val_root is not None:
             val = build_dataset(c.task, val_root, train=False, input_hw=c.data.input_size, image_ids=val_ids,
@@ -155,12 +159,17 @@ class Trainer:
         from .losses import build_task_loss
         loss_fn = build_task_loss(c.task, c.loss)
         cfl = c.data.canonical_focal_length or float(c.data.input_size[1])
+        distiller = None
+        if c.distill.active:  # sapiens2 distill: soft targets + the task loss where labelled, same loop
+            from .distill.session import Distiller
+            distiller = Distiller(c, dev, amp)
+            loss_fn = distiller.loss(loss_fn)
 
         start_step = 0
         ckpt = self._resume_checkpoint()
         if ckpt is not None:
             start_step = self._restore(ckpt, wrapped, optimizer, scheduler, scaler)
-        train_set, val_set = self._datasets()
+        train_set, val_set = self._datasets(distiller)
         if main:
             logger.info("training %s on %d items (%d held out) for %d steps, global batch %d, %d process(es)",
                         c.task, len(train_set), len(val_set) if val_set is not None else 0, c.num_iters,
@@ -182,7 +191,10 @@ class Trainer:
         try:
             for batch in self._loader(train_set, start_step):
                 batch = _to_device(batch, dev)
-                targets = make_targets(c.task, batch, cfl)
+                if distiller is not None:
+                    targets = distiller.targets(batch, lambda b: make_targets(c.task, b, cfl))
+                else:
+                    targets = make_targets(c.task, batch, cfl)
                 with autocast(dev, amp):
                     outputs = wrapped(batch["image"])
                 outputs = _to_float(outputs)
@@ -291,6 +303,8 @@ class Trainer:
             model = unwrap_model(wrapped)
             meta = {"task": c.task, "arch": model.backbone.arch.name,
                     "img_size": "x".join(str(v) for v in c.data.input_size)}
+            if c.distill.active:
+                meta["distilled_from"] = str(c.distill.teacher or c.distill.targets)
             training_state = {"step": step, "task": c.task, "optimizer": optim_state,
                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                               "rng": rng_state(), "seed": c.seed, "global_batch": c.data.batch_size *

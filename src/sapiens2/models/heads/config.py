@@ -16,6 +16,8 @@ Where the defaults come from (official ``configs/`` of facebookresearch/sapiens2
 - matting 1b (the only official size): the normal 1b layout with 4 outputs.
 Derived, not official (no task config published): 0.1b uses the 0.4b layouts; matting at other sizes uses
 that size's normal layout; ``sapiens2_tiny`` uses the official numerics fixture's head configs.
+Not official at all: the distillation students (``sapiens2_student_pose`` / ``_seg``) have light pose and seg heads
+(task table); their other tasks fall back to the ``"*"`` layouts.
 """
 from __future__ import annotations
 

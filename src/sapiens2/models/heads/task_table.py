@@ -74,14 +74,19 @@ _TINY_DECONV_POSE = dict(deconv_out_channels=(32, 32), conv_out_channels=(32, 32
 _TINY_DECONV_SEG = dict(deconv_out_channels=(32, 16, 16, 16), conv_out_channels=(16, 16))
 _TINY_DENSE = dict(upsample_channels=(32, 16, 16, 16), conv_out_channels=(16, 8, 8))
 _TINY_SCALE = dict(scale_conv_out_channels=(32, 16, 8), scale_hidden_features=(16, 8))
+# Distillation students (models/arch.py): light heads, no extra convs beyond one (measured, benchmarks/student.py).
+_STUDENT_POSE = dict(deconv_out_channels=(64, 64), conv_out_channels=(64,))
+_STUDENT_SEG = dict(deconv_out_channels=(64, 32, 16, 16), conv_out_channels=(16,))
+_STUDENTS_POSE = {"sapiens2_student_pose": _STUDENT_POSE, "sapiens2_student_seg": _STUDENT_POSE}
+_STUDENTS_SEG = {"sapiens2_student_pose": _STUDENT_SEG, "sapiens2_student_seg": _STUDENT_SEG}
 
 # The canonical order (output files, listings). Predictor runs seg first (its masks feed pose boxes).
 TASK_TABLE: tuple[TaskSpec, ...] = (
     TaskSpec("pose", DeconvHeadConfig, PoseHeatmapHead, NUM_KEYPOINTS,
-             {"sapiens2_tiny": _TINY_DECONV_POSE, "sapiens2_1b": _POSE_1B, "*": _POSE_SMALL},
+             {"sapiens2_tiny": _TINY_DECONV_POSE, "sapiens2_1b": _POSE_1B, **_STUDENTS_POSE, "*": _POSE_SMALL},
              aliases=("keypoints",)),
     TaskSpec("seg", DeconvHeadConfig, SegHead, NUM_SEG_CLASSES,
-             {"sapiens2_tiny": _TINY_DECONV_SEG, "*": _SEG}, aliases=("segmentation", "bodyseg")),
+             {"sapiens2_tiny": _TINY_DECONV_SEG, **_STUDENTS_SEG, "*": _SEG}, aliases=("segmentation", "bodyseg")),
     TaskSpec("normal", DenseHeadConfig, NormalHead, 3,
              {"sapiens2_tiny": _TINY_DENSE, "sapiens2_5b": _NORMAL_5B, "*": _DENSE_1K}, aliases=("normals",)),
     TaskSpec("pointmap", PointmapHeadConfig, PointmapHead, 3,

@@ -1,0 +1,153 @@
+"""Distillation students: quality against their teacher and against label-only training, and speed beside 0.1b.
+
+    .venv/bin/python benchmarks/student.py [--train 320] [--unlabelled 640] [--held-out 40] [--teacher-steps 400]
+                                           [--student-steps 400] [--threads 2] [--skip-quality] [--skip-speed]
+
+Quality, on synthetic humans (``sapiens2.data.synth``, one person per 128x96 image; ground truth exists here):
+
+1. a ``sapiens2_tiny`` teacher per task is trained on the labelled training set (``Trainer``, as
+   tests/test_train_learning.py does: pose at 128x96 input, seg at 64x48);
+2. the student arch (``sapiens2_student_pose`` / ``_seg``, at the teacher's input size so both see the same pixels)
+   is distilled from it (``sapiens2 distill``'s path: ``TrainConfig.distill``) on *unlabelled* images from another
+   generator seed (``distill.use_labels=false``: pose crops come from the person boxes, as a detector would give);
+3. the same student is trained on the labels alone (``sapiens2 train``'s path) with the same steps and batch;
+4. all three are evaluated on held-out images (a third seed): PCK@0.1 (pose) and mIoU (seg), and the ratio of each
+   student's figure to the teacher's is printed.
+
+Speed (``torch.inference_mode``, float32, best of ``--repeats``; rates per wall second and per CPU second of the
+process, the latter being what one idle core gives; use ``--threads 1`` on a loaded machine, where two threads spin
+against other processes): pose crops/s at 256x192 (batch 8) and seg
+images/s at 512x384 (batch 4) of the students, beside the 0.1b teacher with the official heads at 1024x768 (random
+weights; batch 1), in the same run. The load average is printed before and after: on a shared machine the speeds
+are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def throughput(model, x, repeats: int) -> tuple[float, float]:
+    """(items per wall second, items per CPU second of this process), best of ``repeats``. The second is what an
+    idle machine gives per core: on a shared machine wall rates fall with the load, CPU rates much less."""
+    model.eval()
+    with torch.inference_mode():
+        model(x)  # warm-up
+        best, best_cpu = float("inf"), float("inf")
+        for _ in range(repeats):
+            t, c = time.perf_counter(), time.process_time()
+            model(x)
+            best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+    return x.shape[0] / best, x.shape[0] / best_cpu
+
+
+def speed(repeats: int) -> None:
+    from sapiens2 import build_model
+    torch.manual_seed(0)
+    rows = []
+    for task, arch, hw, batch in (("pose", "sapiens2_student_pose", (256, 192), 8),
+                                  ("seg", "sapiens2_student_seg", (512, 384), 4),
+                                  ("pose", "sapiens2_0.1b", (1024, 768), 1),
+                                  ("seg", "sapiens2_0.1b", (1024, 768), 1)):
+        m = build_model(task, arch, img_size=hw)
+        params = sum(p.numel() for p in m.parameters()) / 1e6
+        rate, per_cpu = throughput(m, torch.randn(batch, 3, *hw), repeats if "student" in arch else max(1, repeats // 2))
+        unit = "crops/s" if task == "pose" else "images/s"
+        rows.append((task, arch, f"{hw[0]}x{hw[1]}", batch, params, rate, unit))
+        print(f"  {task:4s} {arch:22s} {hw[0]}x{hw[1]:<5d} batch {batch}  {params:7.2f} M params  "
+              f"{rate:8.3g} {unit}  ({per_cpu:.3g} per CPU second)", flush=True)
+    for task in ("pose", "seg"):
+        s = next(r for r in rows if r[0] == task and "student" in r[1])
+        t = next(r for r in rows if r[0] == task and "0.1b" in r[1])
+        print(f"  {task}: student {s[5]:.3g} {s[6]} vs 0.1b teacher {t[5]:.3g} {t[6]} ({s[5] / t[5]:.0f}x)")
+
+
+QUALITY = {  # task: (input size (H, W), metric, teacher / student overrides)
+    "pose": ((128, 96), "PCK@0.1", {"data.sigma": 2.0, "optim.lr": 5e-3}),
+    "seg": ((64, 48), "mIoU", {"loss.class_weight": "null", "optim.lr": 2e-2}),
+}
+
+
+def quality(args, root: Path) -> None:
+    from sapiens2.data.synth import write_dataset
+    from sapiens2.evaluation.runner import evaluate
+    from sapiens2.checkpoints import load_model
+    from sapiens2.training.config import load_config
+    from sapiens2.training.datasets import build_dataset
+    from sapiens2.training.trainer import Trainer
+
+    t0 = time.perf_counter()
+    common = dict(height=128, width=96, max_people=1, progress=False)
+    train = write_dataset(root / "train", num=args.train, seed=0, **common)
+    unlabelled = write_dataset(root / "unlabelled", num=args.unlabelled, seed=2, **common)
+    held_out = write_dataset(root / "held_out", num=args.held_out, seed=1, **common)
+    print(f"  data: {args.train} labelled, {args.unlabelled} unlabelled, {args.held_out} held-out images "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    def fit(task, model, name, data, steps, extra):
+        hw, _, over = QUALITY[task]
+        sets = {"data.train": str(data), "data.input_size": f"[{hw[0]},{hw[1]}]", "data.batch_size": 8,
+                "data.num_workers": 0, "data.augment": "false", "optim.warmup_iters": 5,
+                "optim.layer_decay_rate": 1.0, "progress": "false", "output_dir": str(root / name), "save_every": 0,
+                "eval_every": 0, "log_every": 1000, "device": "cpu", "num_iters": steps, **over, **extra}
+        t = time.perf_counter()
+        result = Trainer(load_config(task, model, overrides=[f"{k}={v}" for k, v in sets.items()])).fit()
+        return root / name / "model.safetensors", result, time.perf_counter() - t
+
+    for task, (hw, key, _) in QUALITY.items():
+        held = build_dataset(task, held_out, train=False, input_hw=hw, sigma=QUALITY[task][2].get("data.sigma"))
+        teacher, tr, tt = fit(task, "sapiens2_tiny", f"teacher_{task}", train, args.teacher_steps, {})
+        student = f"sapiens2_student_{task}"
+        distilled, dr, dt = fit(task, student, f"distilled_{task}", unlabelled, args.student_steps,
+                                {"distill.teacher": str(teacher), "distill.use_labels": "false"})
+        labels, lr_, lt = fit(task, student, f"labels_{task}", train, args.student_steps, {})
+        scores = {name: evaluate(load_model(path), held)[key]
+                  for name, path in (("teacher", teacher), ("distilled", distilled), ("labels only", labels))}
+        print(f"  {task}: held-out {key} (teacher sapiens2_tiny, {args.teacher_steps} steps, {tt:.0f} s; students "
+              f"{args.student_steps} steps, batch 8, distilled {dt:.0f} s / labels {lt:.0f} s)")
+        for name, value in scores.items():
+            ratio = value / scores["teacher"] if scores["teacher"] else float("nan")
+            print(f"    {name:12s} {value:8.3f}   {100 * ratio:5.1f}% of the teacher", flush=True)
+        print(f"    distilled vs labels only: {scores['distilled'] - scores['labels only']:+.3f}; step time "
+              f"distilled {1000 * dt / args.student_steps:.0f} ms, labels {1000 * lt / args.student_steps:.0f} ms",
+              flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--train", type=int, default=320)
+    p.add_argument("--unlabelled", type=int, default=640)
+    p.add_argument("--held-out", type=int, default=40)
+    p.add_argument("--teacher-steps", type=int, default=400)
+    p.add_argument("--student-steps", type=int, default=400)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"load average before: {load_average()}; torch threads {torch.get_num_threads()}", flush=True)
+    if not args.skip_speed:
+        print("speed (inference, float32, CPU):")
+        speed(args.repeats)
+    if not args.skip_quality:
+        print("quality (synthetic humans, held-out images):")
+        with tempfile.TemporaryDirectory(prefix="sapiens2_student_") as tmp:
+            quality(args, Path(tmp))
+    print(f"load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
