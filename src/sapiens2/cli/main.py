@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "eval": ("eval", "evaluate a task model on a dataset with the published metrics"),
     "pretrain": ("pretrain", "pretrain a backbone: masked reconstruction + self-distillation"),
     "curate": ("curate", "curate an image collection into pretraining shards (Ray Data)"),
+    "export": ("export", "export a model to ONNX (int8 too), torch.export .pt2 or TensorRT"),
 }
 
 

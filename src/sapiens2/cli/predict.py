@@ -84,6 +84,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+    deploy = p.add_argument_group("deployment")
+    deploy.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
+                        help="runtime: torch (default), onnxruntime (a --checkpoint TASK=model.onnx from `sapiens2 "
+                             "export`, or the model exported once into ~/.cache/sapiens2/exports; needs "
+                             "sapiens2[onnx])")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -175,7 +180,12 @@ def check_position(text: str | None, option: str) -> None:
 
 
 def _checkpoint_task(path: Path) -> str:
-    """The task of a checkpoint file, from its head's keys (memory-mapped: nothing is loaded)."""
+    """The task of a checkpoint file, from its head's keys (memory-mapped: nothing is loaded); of an exported file
+    (.onnx/.pt2/.engine), from its metadata."""
+    if path.suffix.lower() in (".onnx", ".pt2", ".engine"):
+        from sapiens2.export import read_export_metadata
+
+        return read_export_metadata(path).task
     from sapiens2.checkpoints import read_official_state_dict
     from sapiens2.models.heads import infer_task
 
@@ -266,6 +276,8 @@ def output_settings(args: argparse.Namespace, models: dict, input_size) -> dict:
     """The options besides the job's own (tasks, video options) that change what an input's outputs hold."""
     settings = {"models": {t: _model_identity(m, t) for t, m in sorted(models.items())},
                 "input_size": list(input_size) if input_size else None, "dtype": args.dtype}
+    if getattr(args, "backend", "torch") != "torch":  # another runtime: outputs differ by rounding
+        settings["backend"] = args.backend
     if "pose" in models:  # these change poses only: other tasks' outputs stay valid when they change
         settings.update(flip_test=bool(args.flip_test), detector=args.detector,
                         boxes=None if args.boxes is None else str(Path(args.boxes).resolve()))
@@ -284,6 +296,8 @@ def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, in
         kwargs["detector"] = args.detector
     if getattr(args, "max_pixels", None) is not None:
         kwargs["max_pixels"] = args.max_pixels
+    if getattr(args, "backend", "torch") != "torch":
+        kwargs["backend"] = args.backend
     return Predictor(tasks, **kwargs)
 
 

@@ -182,6 +182,8 @@ class Predictor:
         (``ImageTooLargeError``), arrays before any processing; default 100 megapixels, 0 for no limit.
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
+    backend: "torch" (default), "onnxruntime" (an exported .onnx given as the model, or the torch model exported
+        once into ``export_cache``; see ``inference.backends``) or "tensorrt". Pre/post-processing is shared.
     """
 
     def __init__(self, tasks: str | Sequence[str], model: str | os.PathLike | nn.Module | Mapping = "0.4b", *,
@@ -189,8 +191,15 @@ class Predictor:
                  flip_test: bool = False, detector="auto", input_size: tuple[int, int] | None = None,
                  return_probabilities: bool = False, mask_with_seg: bool | None = None,
                  fallback_whole_image: bool = True, rope_dtype: str = "bf16",
-                 cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 backend: str = "torch", export_cache: str | os.PathLike | None = None):
         self.tasks = _parse_tasks(tasks)
+        # -- deployment backends (issue 15): checked before anything is loaded
+        from sapiens2.inference.backends import check_backend
+
+        self.backend = check_backend(backend, dtype)
+        self._export_cache = export_cache
+        self._input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         if max_pixels is not None and int(max_pixels) < 0:
             raise Sapiens2Error(f"max_pixels must be >= 0 (0 = no limit), got {max_pixels}")
         self.max_pixels = int(max_pixels or 0)
@@ -253,6 +262,14 @@ class Predictor:
                             f"{type(model).__name__}")
 
     def _load(self, task: str, spec, rope_dtype: str, cache_dir) -> nn.Module:
+        from sapiens2.inference.backends import is_exported_file, load_backend_model
+
+        if self.backend != "torch":
+            return load_backend_model(self.backend, task, spec, input_size=self._input_size, device=self.device,
+                                      rope_dtype=rope_dtype, cache_dir=cache_dir, export_cache=self._export_cache)
+        if is_exported_file(spec):
+            raise Sapiens2Error(f"{spec} is an exported model: run it with backend='onnxruntime' (--backend "
+                                "onnxruntime), or give the checkpoint for the torch backend")
         if isinstance(spec, nn.Module):
             found = getattr(spec, "task", None)
             if found is not None and found != task:
@@ -465,6 +482,7 @@ class Predictor:
         return preds
 
     def __repr__(self) -> str:
-        return (f"Predictor(tasks={list(self.tasks)}, device={self.device}, dtype={self.amp_dtype or torch.float32}, "
+        return (f"Predictor(tasks={list(self.tasks)}, backend={self.backend}, device={self.device}, "
+                f"dtype={self.amp_dtype or torch.float32}, "
                 f"batch_size={self.batch_size}, input_sizes={self.input_sizes})")
 
