@@ -34,6 +34,7 @@ FORMAT_DTYPES = {"onnx": ("float32", "float16", "int8"), "torch-export": ("float
                  "tensorrt": ("float32", "float16")}
 ONNX_EXTRA = "pip install 'sapiens2[onnx]'"
 TENSORRT_EXTRA = "pip install 'sapiens2[tensorrt]'"
+MAX_BATCH = 4096  # the dynamic batch dimension's upper bound
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit: larger weights go to a side-car FILE.data
 
 
@@ -130,8 +131,12 @@ def export_program(model: nn.Module, input_size: tuple[int, int], batch: str | i
     wrapper = ExportWrapper(model, dtype).eval()
     n = 2 if batch == "dynamic" else int(batch)  # 2, not 1: a batch of 1 would be specialised
     example = torch.zeros(n, 3, *input_size, device=next(model.parameters()).device)
-    shapes = ({0: torch.export.Dim("batch")},) if batch == "dynamic" else None
+    shapes = ({0: torch.export.Dim("batch", max=MAX_BATCH)},) if batch == "dynamic" else None
+    tokenizer = getattr(_backbone(model), "tokenizer", None)
+    chunk = getattr(tokenizer, "chunk_size", None)
     try:
+        if tokenizer is not None:  # one chunk of windows: a chunked split would fix the batch size in the graph
+            tokenizer.chunk_size = 2**62
         return torch.export.export(wrapper, (example,), dynamic_shapes=shapes, strict=False)
     except Exception as exc:
         if batch == "dynamic":
