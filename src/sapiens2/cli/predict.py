@@ -346,6 +346,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output!r} is a file; give a folder for the outputs")
     from sapiens2.runtime import resolve_device
     resolve_device(args.device)  # an unavailable --device fails here, before any input is read or model loaded
+    if getattr(args, "backend", "torch") != "torch":  # a --dtype the backend cannot run: before any work
+        from sapiens2.inference.backends import check_backend
+        check_backend(args.backend, args.dtype)
     try:
         _check_output_dir(output)
     except OutputWriteError as exc:
