@@ -142,7 +142,10 @@ def test_int8_dynamic_and_static_stay_within_bound(exports, tmp_path):
         got = load_exported(path, task="seg")(x)
         assert rel_err(got, ref) <= 0.10, (name, rel_err(got, ref))
         assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
-        assert path.stat().st_size < exports("seg")[1].stat().st_size
+        import onnx
+
+        ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+        assert ({"MatMulInteger", "DynamicQuantizeLinear"} if name == "dynamic" else {"QuantizeLinear"}) <= ops
 
 
 def _checkpoint(folder: Path, task: str, seed: int) -> Path:
@@ -251,7 +254,8 @@ def test_bad_export_requests_are_clear_errors(tmp_path, capsys, monkeypatch):
     # TensorRT is not installed here (and there is no GPU): the message names the extra or the GPU
     assert main(["export", "--task", "seg", "--checkpoint", str(ckpt), "--format", "tensorrt", "-o",
                  str(tmp_path / "x.engine")]) == 1
-    assert "sapiens2[tensorrt]" in capsys.readouterr().err or "CUDA" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sapiens2[tensorrt]" in err or "needs a CUDA" in err or "has none" in err
     assert not out.exists() and not (tmp_path / "x.engine").exists()
     # a missing extra names it
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
