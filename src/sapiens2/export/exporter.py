@@ -285,8 +285,13 @@ def quantize(proto, meta: ExportMetadata, model, calibrate, max_images: int):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="sapiens2-quant-") as folder:
-        source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
-        onnx.save(proto, str(source))
+        raw, source, target = Path(folder) / "raw.onnx", Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+        onnx.save(proto, str(raw))
+        # ONNX Runtime's own pre-processing: folds the exporter's Transpose(weight) into constant weights (the
+        # quantiser only quantises MatMuls whose weight is an initializer) and adds shapes
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(raw), str(source), skip_symbolic_shape=True)
         if meta.quantization == "dynamic":
             quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                              per_channel=True)
