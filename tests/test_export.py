@@ -36,11 +36,8 @@ class _TwoBlockArch(BackboneArch):
 
 TWO_BLOCKS = _TwoBlockArch("sapiens2_tiny2", 64, 2, 4, 256, 1)
 SMALL = (64, 48)
-# case -> (task, input size, 4K tokenizer)
-CASES = {"backbone": ("backbone", SMALL, False), "backbone_4k": ("backbone", (128, 64), True),
-         "pose": ("pose", SMALL, False), "seg": ("seg", SMALL, False), "normal": ("normal", SMALL, False),
-         "pointmap": ("pointmap", (256, 192), False), "albedo": ("albedo", SMALL, False),
-         "matting": ("matting", SMALL, False)}
+HEADS_HW = (256, 192)  # the smallest input the pointmap scale branch takes
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,102 +47,120 @@ def two_block_arch():
         yield TWO_BLOCKS
 
 
-def make_model(case: str):
-    task, hw, tokenizer = CASES[case]
-    torch.manual_seed(len(case))
-    if task == "backbone":
-        return build_backbone(TWO_BLOCKS, img_size=hw, use_tokenizer=tokenizer).eval()
-    return build_model(task, TWO_BLOCKS, img_size=hw).eval()
+class AllHeads(torch.nn.Module):
+    """One backbone feeding the six task heads, each built as its task model builds it: one export covers every
+    head's ops (the exporter's cost is per traced op, and each task model would repeat the backbone)."""
 
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = build_backbone(TWO_BLOCKS, img_size=HEADS_HW)
+        self.heads = torch.nn.ModuleDict({t: build_model(t, TWO_BLOCKS, img_size=HEADS_HW).decode_head
+                                          for t in TASKS})
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory, two_block_arch):
-    """case -> (model, onnx path, pt2 path), exported on first use."""
-    folder = tmp_path_factory.mktemp("exports")
-    made = {}
-
-    def get(case):
-        if case not in made:
-            model = make_model(case)
-            onnx_path, pt2_path = folder / f"{case}.onnx", folder / f"{case}.pt2"
-            export_model(model, onnx_path, format="onnx")
-            export_model(model, pt2_path, format="torch-export")
-            made[case] = (model, onnx_path, pt2_path)
-        return made[case]
-
-    return get
+    def forward(self, x):
+        features = self.backbone(x)
+        outs = [features]
+        for task in TASKS:
+            out = self.heads[task](features)
+            outs.extend(out if isinstance(out, tuple) else (out,))
+        return tuple(outs)
 
 
 def _outputs(out):
     return out if isinstance(out, tuple) else (out,)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_onnx_and_pt2_outputs_equal_torch(case, exports):
-    model, onnx_path, pt2_path = exports(case)
-    task, hw, _ = CASES[case]
+def test_every_head_exports_to_onnx_and_pt2_equal_to_torch(tmp_path):
+    """Backbone + the six heads (RMSNorm, QK-norm, bfloat16 RoPE, GQA, SwiGLU, deconv/conv heads, InstanceNorm,
+    pointmap's scale MLP) through the same steps as export_model: ONNX Runtime and the loaded .pt2 give the torch
+    outputs within 1e-4 relative, on a batch of 3 (the batch dimension is dynamic, traced at 2)."""
+    from dataclasses import replace
+
+    from sapiens2.export.exporter import export_program, save_onnx, to_onnx_proto
+    from sapiens2.export.metadata import OUTPUTS, ExportMetadata
+
+    model = AllHeads().eval()
+    outputs = OUTPUTS["backbone"] + tuple(replace(o, name=f"{t}_{o.name}") for t in TASKS for o in OUTPUTS[t])
+    meta = ExportMetadata(task="all_heads", arch=TWO_BLOCKS.name, input_size=HEADS_HW, batch="dynamic",
+                          format="onnx", dtype="float32", outputs=outputs, mean=(0.0,) * 3, std=(1.0,) * 3, opset=18)
+    program = export_program(model, HEADS_HW, "dynamic", torch.float32)
+    save_onnx(to_onnx_proto(program, meta), tmp_path / "heads.onnx", meta)
+    torch.export.save(program, str(tmp_path / "heads.pt2"), extra_files={"sapiens2.json": meta.to_json()})
     torch.manual_seed(1)
-    x = torch.randn(3, 3, *hw)  # a batch of 3: the exported batch dimension is dynamic (traced at 2)
+    x = torch.randn(3, 3, *HEADS_HW)
     with torch.no_grad():
-        expected = _outputs(model(x))
-    for path in (onnx_path, pt2_path):
-        got = _outputs(load_exported(path, task=task, input_size=hw)(x))
+        expected = model(x)
+    assert len(expected) == 8  # features, 5 single-output heads, pointmap + scale
+    for path in (tmp_path / "heads.onnx", tmp_path / "heads.pt2"):
+        got = _outputs(load_exported(path)(x))
         assert len(got) == len(expected)
-        for g, e in zip(got, expected):
+        for g, e, spec in zip(got, expected, outputs):
             assert g.shape == e.shape and g.dtype == torch.float32
-            assert rel_err(g, e) <= 1e-4, (path.name, rel_err(g, e))
+            assert rel_err(g, e) <= 1e-4, (path.name, spec.name, rel_err(g, e))
 
 
-def test_metadata_round_trip(exports):
-    from sapiens2.data.specs import keypoint_info, seg_classes
-    from sapiens2.runtime import PIXEL_MEAN, PIXEL_STD
+@pytest.fixture(scope="module")
+def backbone_4k(tmp_path_factory, two_block_arch):
+    """The 4K tokenizer backbone (inputs in multiples of 64) exported by export_model as .onnx and .pt2."""
+    folder = tmp_path_factory.mktemp("exports")
+    torch.manual_seed(4)
+    model = build_backbone(TWO_BLOCKS, img_size=(128, 64), use_tokenizer=True).eval()
+    export_model(model, folder / "bb4k.onnx", format="onnx")
+    export_model(model, folder / "bb4k.pt2", format="torch-export")
+    return model, folder / "bb4k.onnx", folder / "bb4k.pt2"
 
-    for case, names in (("pose", keypoint_info().names), ("seg", seg_classes().names), ("pointmap", ())):
-        _, onnx_path, pt2_path = exports(case)
-        onnx_meta, pt2_meta = read_export_metadata(onnx_path), read_export_metadata(pt2_path)
-        assert (onnx_meta.task, onnx_meta.arch, onnx_meta.input_size) == (case, "sapiens2_tiny2", CASES[case][1])
-        assert onnx_meta.names == names and onnx_meta.mean == PIXEL_MEAN and onnx_meta.std == PIXEL_STD
-        assert onnx_meta.format == "onnx" and onnx_meta.opset == 18 and onnx_meta.dtype == "float32"
-        assert pt2_meta.format == "torch-export" and pt2_meta.opset is None
-        assert onnx_meta.output_names == pt2_meta.output_names == (
-            ("pointmap", "scale") if case == "pointmap" else ("heatmaps",) if case == "pose" else ("logits",))
+
+def test_4k_backbone_onnx_and_pt2_equal_torch_and_keep_metadata(backbone_4k):
     import onnx
 
-    proto = onnx.load(str(exports("seg")[1]))
+    from sapiens2.runtime import PIXEL_MEAN, PIXEL_STD
+
+    model, onnx_path, pt2_path = backbone_4k
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 128, 64)
+    with torch.no_grad():
+        expected = model(x)
+    for path in (onnx_path, pt2_path):
+        got = load_exported(path, task="backbone", input_size=(128, 64))(x)
+        assert got.shape == expected.shape == (3, 64, 2, 1) and rel_err(got, expected) <= 1e-4
+    onnx_meta, pt2_meta = read_export_metadata(onnx_path), read_export_metadata(pt2_path)
+    for meta in (onnx_meta, pt2_meta):
+        assert (meta.task, meta.arch, meta.input_size, meta.use_tokenizer) == ("backbone", "sapiens2_tiny2",
+                                                                               (128, 64), True)
+        assert meta.mean == PIXEL_MEAN and meta.std == PIXEL_STD and meta.output_names == ("features",)
+        assert meta.rope_dtype == "bfloat16" and meta.batch == "dynamic" and meta.dtype == "float32"
+    assert (onnx_meta.format, onnx_meta.opset, pt2_meta.format, pt2_meta.opset) == ("onnx", 18, "torch-export", None)
+    proto = onnx.load(str(onnx_path))
     onnx.checker.check_model(proto)
     props = {p.key: p.value for p in proto.metadata_props}
-    assert props["task"] == "seg" and props["input_size"] == "64x48" and json.loads(props["sapiens2"])["batch"] == \
-        "dynamic"
+    assert props["task"] == "backbone" and props["input_size"] == "128x64"
+    assert json.loads(props["sapiens2"])["use_tokenizer"] is True
 
 
-def test_int8_dynamic_and_static_stay_within_bound(exports, tmp_path):
-    """int8 (dynamic: weights per channel, activations per tensor at run time; static: QDQ from calibration images)
-    against the float32 export of the same seg model. Bound: each quantised MatMul adds a relative error of about
-    one int8 step (1/127 of the weight channel range, 1/255 of the activation range, ~0.5 % rms); the 2 blocks x 6
-    MatMuls and the head compound to a few percent, so 10 % relative L2 on the logits and 95 % of argmax labels kept
-    (a failure means the quantisation broke the model, not rounding)."""
-    from sapiens2.io import write_png
+def test_int8_dynamic_stays_within_bound(tmp_path):
+    """int8 dynamic (MatMul weights int8 per output channel, activations uint8 per tensor at run time) against torch
+    float32 on the same seg model. Bound: each quantised MatMul adds about one int8 step of relative error (1/127 of
+    a weight channel's range, 1/255 of the activation range: ~0.5 % rms); the 2 blocks x 6 MatMuls compound to a few
+    percent, so 10 % relative L2 on the logits and 95 % of argmax labels kept. (Random-init LayerScale is 1e-4, so
+    blocks barely move the tokens here: this checks that quantisation ran and did not break the graph; the metric
+    drop of a trained model is the benchmark's job.)"""
+    import onnx
 
-    model, _, _ = exports("seg")
-    rng = np.random.default_rng(0)
-    calib = tmp_path / "calib"
-    for i in range(3):
-        write_png(calib / f"{i}.png", rng.integers(0, 256, (80, 60, 3), dtype=np.uint8))
+    torch.manual_seed(5)
+    model = build_model("seg", TWO_BLOCKS, img_size=SMALL).eval()
+    path = tmp_path / "seg_int8.onnx"
+    result = export_model(model, path, format="onnx", dtype="int8")
+    assert result.metadata.quantization == "dynamic" and read_export_metadata(path).dtype == "int8"
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops  # the weights really are int8
     torch.manual_seed(2)
     x = torch.randn(2, 3, *SMALL)
     with torch.no_grad():
         ref = model(x)
-    for name, options in (("dynamic", {}), ("static", {"calibrate": calib})):
-        path = tmp_path / f"seg_int8_{name}.onnx"
-        result = export_model(model, path, format="onnx", dtype="int8", **options)
-        assert result.metadata.quantization == name and read_export_metadata(path).dtype == "int8"
-        got = load_exported(path, task="seg")(x)
-        assert rel_err(got, ref) <= 0.10, (name, rel_err(got, ref))
-        assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
-        import onnx
-
-        ops = {node.op_type for node in onnx.load(str(path)).graph.node}
-        assert ({"MatMulInteger", "DynamicQuantizeLinear"} if name == "dynamic" else {"QuantizeLinear"}) <= ops
+    got = load_exported(path, task="seg")(x)
+    assert 0 < rel_err(got, ref) <= 0.10
+    assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
 
 
 def _checkpoint(folder: Path, task: str, seed: int) -> Path:
@@ -168,13 +183,15 @@ def test_predict_onnxruntime_writes_what_torch_writes(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     write_png(image, rng.integers(0, 256, (96, 72, 3), dtype=np.uint8))
     pose_onnx = tmp_path / "pose.onnx"
-    assert main(["export", "--task", "pose", "--checkpoint", str(pose_ckpt), "-o", str(pose_onnx)]) == 0
+    assert main(["export", "--task", "pose", "--checkpoint", str(pose_ckpt), "--input-size", "64x48", "-o",
+                 str(pose_onnx)]) == 0
     monkeypatch.setenv("SAPIENS2_EXPORT_CACHE", str(tmp_path / "cache"))
     common = ["predict", "--detector", "none", "--input-size", "64x48", "--device", "cpu", str(image)]
     assert main(common + ["--checkpoint", f"pose={pose_ckpt}", "--checkpoint", f"seg={seg_ckpt}",
                           "-o", str(tmp_path / "torch")]) == 0
     assert main(common + ["--backend", "onnxruntime", "--checkpoint", f"pose={pose_onnx}", "--checkpoint",
                           f"seg={seg_ckpt}", "-o", str(tmp_path / "ort")]) == 0
+    assert len(read_export_metadata(pose_onnx).names) == 308
     cached = list((tmp_path / "cache").glob("seg-64x48-float32-*.onnx"))
     assert len(cached) == 1 and read_export_metadata(cached[0]).source["file"] == str(seg_ckpt.resolve())
 
@@ -190,13 +207,13 @@ def test_predict_onnxruntime_writes_what_torch_writes(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-def test_exported_file_mismatches_are_clear_errors(exports, tmp_path):
+def test_exported_file_mismatches_are_clear_errors(backbone_4k, tmp_path):
     import onnx
 
-    _, pose_onnx, pose_pt2 = exports("pose")
-    with pytest.raises(ExportedModelError, match="exported pose model, not seg"):
+    _, pose_onnx, pose_pt2 = backbone_4k
+    with pytest.raises(ExportedModelError, match="exported backbone model, not seg"):
         load_exported(pose_onnx, task="seg")
-    with pytest.raises(ExportedModelError, match="exported for input size 64x48, not 128x96.*--input-size 64x48"):
+    with pytest.raises(ExportedModelError, match="exported for input size 128x64, not 128x96.*--input-size 128x64"):
         load_exported(pose_pt2, input_size=(128, 96))
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not an onnx file\xff" * 10)
@@ -260,7 +277,7 @@ def test_bad_export_requests_are_clear_errors(tmp_path, capsys, monkeypatch):
     # a missing extra names it
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingExtraError, match=r"sapiens2\[onnx\]"):
-        export_model(make_model("seg"), out)
+        export_model(build_backbone(TWO_BLOCKS, img_size=SMALL), out)
     assert not out.exists()
 
 
