@@ -65,3 +65,16 @@ def one_line_reason(exc: BaseException) -> str:
     quoted inside our own one-line errors and reports."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class ExportError(Sapiens2Error, ValueError):
+    """A model that cannot be exported as asked (a format, dtype or backend combination that does not work)."""
+
+
+class ExportedModelError(ExportError):
+    """An exported file that cannot be used: not an ONNX/.pt2 file, no sapiens2 metadata, or another task, input
+    size or opset than the one asked for. The message names the fix (re-export with ``sapiens2 export``)."""
+
+
+class MissingExtraError(Sapiens2Error, ImportError):
+    """An optional dependency that is not installed; the message names the extra (``pip install 'sapiens2[onnx]'``)."""

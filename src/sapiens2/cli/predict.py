@@ -96,6 +96,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     add_engine_options(p)  # --engine ray and its options
+    deploy = p.add_argument_group("deployment")
+    deploy.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
+                        help="runtime: torch (default), onnxruntime (a --checkpoint TASK=model.onnx from `sapiens2 "
+                             "export`, or the model exported once into ~/.cache/sapiens2/exports; needs "
+                             "sapiens2[onnx])")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -206,7 +211,12 @@ def check_position(text: str | None, option: str) -> None:
 
 
 def _checkpoint_task(path: Path) -> str:
-    """The task of a checkpoint file, from its head's keys (memory-mapped: nothing is loaded)."""
+    """The task of a checkpoint file, from its head's keys (memory-mapped: nothing is loaded); of an exported file
+    (.onnx/.pt2/.engine), from its metadata."""
+    if path.suffix.lower() in (".onnx", ".pt2", ".engine"):
+        from sapiens2.export import read_export_metadata
+
+        return read_export_metadata(path).task
     from sapiens2.checkpoints import read_official_state_dict
     from sapiens2.models.heads import infer_task
 
@@ -297,6 +307,8 @@ def output_settings(args: argparse.Namespace, models: dict, input_size) -> dict:
     """The options besides the job's own (tasks, video options) that change what an input's outputs hold."""
     settings = {"models": {t: _model_identity(m, t) for t, m in sorted(models.items())},
                 "input_size": list(input_size) if input_size else None, "dtype": args.dtype}
+    if getattr(args, "backend", "torch") != "torch":  # another runtime: outputs differ by rounding
+        settings["backend"] = args.backend
     if "pose" in models:  # these change poses only: other tasks' outputs stay valid when they change
         from sapiens2.inference.detectors import detector_setting  # the default spelled out: RT-DETR, not HOG
 
@@ -319,6 +331,8 @@ def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, in
         kwargs["max_pixels"] = args.max_pixels
     if getattr(args, "compile", False):
         kwargs["compile"] = args.compile_mode or True
+    if getattr(args, "backend", "torch") != "torch":
+        kwargs["backend"] = args.backend
     return Predictor(tasks, **kwargs)
 
 
@@ -376,6 +390,9 @@ def _run(args: argparse.Namespace) -> int:
                        output_settings(args, models, input_size))
     from sapiens2.runtime import resolve_device
     resolve_device(args.device)  # an unavailable --device fails here, before any input is read or model loaded
+    if getattr(args, "backend", "torch") != "torch":  # a --dtype the backend cannot run: before any work
+        from sapiens2.inference.backends import check_backend
+        check_backend(args.backend, args.dtype)
     try:
         _check_output_dir(output)
     except OutputWriteError as exc:

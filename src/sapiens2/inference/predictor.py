@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error
+from sapiens2.errors import InputSizeError, ModelNotAvailableError, Sapiens2Error, UsageError
 from sapiens2.inference.detectors import is_loaded_detector, resolve_detector
 from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS
 from sapiens2.models.heads.task_table import resolve_task, task_names
@@ -216,6 +216,8 @@ class Predictor:
         are padded to powers of two up to ``batch_size`` so each shape compiles once (see ``inference.compile``).
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
+    backend: "torch" (default), "onnxruntime" (an exported .onnx given as the model, or the torch model exported
+        once into ``export_cache``; see ``inference.backends``) or "tensorrt". Pre/post-processing is shared.
     """
 
     def __init__(self, tasks: str | Sequence[str], model: str | os.PathLike | nn.Module | Mapping = "0.4b", *,
@@ -224,8 +226,15 @@ class Predictor:
                  return_probabilities: bool = False, mask_with_seg: bool | None = None,
                  fallback_whole_image: bool = True, rope_dtype: str = "bf16",
                  cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 compile: bool | str | object = False):
+                 compile: bool | str | object = False,
+                 backend: str = "torch", export_cache: str | os.PathLike | None = None):
         self.tasks = _parse_tasks(tasks)
+        # -- deployment backends (issue 15): checked before anything is loaded
+        from sapiens2.inference.backends import check_backend
+
+        self.backend = check_backend(backend, dtype)
+        self._export_cache = export_cache
+        self._input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         if max_pixels is not None and int(max_pixels) < 0:
             raise Sapiens2Error(f"max_pixels must be >= 0 (0 = no limit), got {max_pixels}")
         self.max_pixels = int(max_pixels or 0)
@@ -237,6 +246,9 @@ class Predictor:
         from sapiens2.inference.compile import parse_compile
 
         self.compile_settings = parse_compile(compile, self.device)  # None: eager
+        if self.compile_settings is not None and self.backend != "torch":
+            raise UsageError(f"compile applies to the torch backend only, not {self.backend!r} (an exported model "
+                             "is already compiled by its runtime)")
         self.flip_test = bool(flip_test)
         self.return_probabilities = bool(return_probabilities)
         self.fallback_whole_image = bool(fallback_whole_image)
@@ -296,6 +308,14 @@ class Predictor:
                             f"{type(model).__name__}")
 
     def _load(self, task: str, spec, rope_dtype: str, cache_dir) -> nn.Module:
+        from sapiens2.inference.backends import is_exported_file, load_backend_model
+
+        if self.backend != "torch":
+            return load_backend_model(self.backend, task, spec, input_size=self._input_size, device=self.device,
+                                      rope_dtype=rope_dtype, cache_dir=cache_dir, export_cache=self._export_cache)
+        if is_exported_file(spec):
+            raise Sapiens2Error(f"{spec} is an exported model: run it with backend='onnxruntime' (--backend "
+                                "onnxruntime), or give the checkpoint for the torch backend")
         if isinstance(spec, nn.Module):
             found = getattr(spec, "task", None)
             if found is not None and found != task:
@@ -508,6 +528,7 @@ class Predictor:
         return preds
 
     def __repr__(self) -> str:
-        return (f"Predictor(tasks={list(self.tasks)}, device={self.device}, dtype={self.amp_dtype or torch.float32}, "
+        return (f"Predictor(tasks={list(self.tasks)}, backend={self.backend}, device={self.device}, "
+                f"dtype={self.amp_dtype or torch.float32}, "
                 f"batch_size={self.batch_size}, input_sizes={self.input_sizes})")
 
