@@ -28,10 +28,15 @@ def test_flops_are_counted_not_macs():
 
 @pytest.mark.skipif(not _reset_cpu_peak(), reason="needs /proc/self/clear_refs (Linux)")
 def test_cpu_peak_memory_sees_a_transient_allocation():
+    import mmap
+
     size = 96 * 2**20
     with measure_peak_memory("cpu") as peak:
-        block = torch.ones(size // 4)  # touched: resident
-        del block
+        # A fresh anonymous mapping, every page written: new resident memory whatever the heap already holds (a
+        # tensor could reuse freed pages that earlier tests left resident in the allocator, adding nothing).
+        block = mmap.mmap(-1, size)
+        block.write(b"\x01" * size)
+        block.close()
     assert peak.how == "VmHWM"
     assert peak.delta_bytes >= size * 0.95  # freed before the end, still in the high-water mark
 
