@@ -320,3 +320,18 @@ def test_backend_usage_errors():
     with pytest.raises(UsageError, match="unknown backend 'tflite'"):
         check_backend("tflite", "float32")
     assert check_backend("ONNXRuntime", "float32") == "onnxruntime"
+
+
+def test_benchmark_runs_the_onnxruntime_backend(tmp_path):
+    """``sapiens2 benchmark --backend onnxruntime``: the row is timed on the exported graph, its outputs equal the
+    torch model's (relative error within float32 rounding of the graph), its FLOPs are those counted on torch."""
+    from sapiens2.cli.main import main
+
+    code = main(["benchmark", "--task", "seg", "--random-weights", TWO_BLOCKS.name, "--input-size", "64x48",
+                 "--backend", "torch,onnxruntime", "--iters", "1", "--warmup", "0", "--no-ceiling", "--device", "cpu",
+                 "-o", str(tmp_path)])
+    assert code == 0
+    rows = {r["backend"]: r for r in json.loads((tmp_path / "benchmark.json").read_text())["rows"]}
+    assert rows["onnxruntime"]["status"] == "ok" and "ONNX Runtime float32" in rows["onnxruntime"]["note"]
+    assert rows["onnxruntime"]["rel_error"] < 1e-4
+    assert rows["onnxruntime"]["flops_per_item"] == rows["torch"]["flops_per_item"] > 0

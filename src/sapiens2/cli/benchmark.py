@@ -25,7 +25,8 @@ per second, ms per item, counted GFLOP per item (torch.utils.flop_counter: FLOPs
 its share of the device's matmul ceiling (a large matmul timed in the same precision in the same run), peak memory
 during the timed calls, and the error against PyTorch float32. Times are the best of --iters calls of the model on
 a random input already on the device. Backends: torch (eager; bfloat16/float16 by autocast; int8 = torch's dynamic
-quantisation of the Linear layers, CPU only) and torch-compile."""
+quantisation of the Linear layers, CPU only), torch-compile and onnxruntime (the graph `sapiens2 export` writes;
+int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR)."""
 
 
 def _csv(text: str) -> list[str]:
@@ -75,6 +76,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     bench.add_argument("--compile-mode", default="default", metavar="MODE",
                        help="torch-compile backend: default, reduce-overhead, max-autotune, "
                             "max-autotune-no-cudagraphs (default: default)")
+    bench.add_argument("--calibrate", default=None, metavar="DIR",
+                       help="onnxruntime int8: static quantisation calibrated on the images in DIR (default dynamic)")
     bench.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                        help="skip timing the matmul ceiling (no %% of ceiling column)")
     bench.add_argument("-o", "--output", default=None, metavar="OUT",
@@ -135,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     config = BenchmarkConfig(tasks=tuple(tasks), input_size=tuple(input_size), backends=tuple(args.backend),
                              dtypes=tuple(args.dtype), batch_sizes=tuple(args.batch_size), iters=args.iters,
                              warmup=args.warmup, device=str(device), measure_ceiling=args.ceiling,
-                             options=BackendOptions(compile_mode=args.compile_mode))
+                             options=BackendOptions(compile_mode=args.compile_mode,
+                                                     extra={"calibrate": args.calibrate} if args.calibrate else {}))
 
     def progress(row):
         if row.status == "ok":

@@ -4,17 +4,7 @@ A backend turns a task model (float32, eval mode, on the device) and an example 
 :class:`PreparedModel` whose ``run(batch)`` gives the outputs. Every backend receives the same input: the
 normalised NCHW float32 image batch on the device, exactly what the PyTorch model takes. FLOPs are counted once on
 the eager PyTorch model, so a backend whose work torch cannot see (ONNX Runtime, TensorRT) still gets achieved
-FLOP/s. Adding one is one entry in :data:`BACKENDS`::
-
-    def _prepare_onnxruntime(model, example, dtype, options):
-        session = ...  # export model at example's shape, open an InferenceSession (int8: quantised file)
-        def run(batch):
-            return torch.from_numpy(session.run(None, {"image": batch.cpu().numpy()})[0])
-        return PreparedModel(run, note=f"providers {session.get_providers()}")
-
-    ONNXRUNTIME = Backend("onnxruntime", "ONNX Runtime session on the exported graph",
-                          {"cpu": ("float32", "int8"), "cuda": ("float32", "float16")},
-                          _prepare_onnxruntime, missing=_onnxruntime_missing)
+FLOP/s. Adding one is one entry in :data:`BACKENDS`.
 """
 from __future__ import annotations
 
@@ -29,7 +19,7 @@ from torch import nn
 
 from sapiens2.errors import UsageError
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "PRECISIONS", "PreparedModel", "TORCH", "TORCH_COMPILE",
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "ONNXRUNTIME", "PRECISIONS", "PreparedModel", "TORCH", "TORCH_COMPILE",
            "backend_names", "find_backend", "quantize_dynamic_int8"]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
@@ -132,7 +122,9 @@ def _with_module_ffns(model):
 def _prepare_torch(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
     if dtype == "int8":
         quantised = quantize_dynamic_int8(model)
-        layers = sum(1 for m in quantised.modules() if type(m).__name__ == "DynamicQuantizedLinear")
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+        layers = sum(1 for m in quantised.modules() if isinstance(m, DynamicInt8Linear))
         run = _autocast_run(quantised, torch.device("cpu"), "float32")
         return PreparedModel(run, note=f"torch.ao dynamic int8: {layers} Linear layers (deprecated API in torch "
                                        f"{torch.__version__}; convolutions stay float32)")
@@ -170,7 +162,43 @@ TORCH_COMPILE = Backend("torch-compile", "torch.compile (inductor), compiled onc
                          "mps": ("float32", "bfloat16", "float16")},
                         _prepare_torch_compile, missing=_compile_missing)
 
-BACKENDS: tuple[Backend, ...] = (TORCH, TORCH_COMPILE)
+
+
+def _prepare_onnxruntime(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
+    """Export at the benchmarked shape (dynamic batch) with ``sapiens2.export`` into a temporary folder (or
+    ``options.cache_dir``), then run the file in an ONNX Runtime session. int8: dynamic quantisation, or static
+    when ``options.extra["calibrate"]`` names a folder of images."""
+    import tempfile
+    from pathlib import Path
+
+    from sapiens2.export import export_model, load_exported
+
+    folder = Path(options.cache_dir) if options.cache_dir else Path(tempfile.mkdtemp(prefix="sapiens2-bench-"))
+    hw = (int(example.shape[-2]), int(example.shape[-1]))
+    calibrate = options.extra.get("calibrate")
+    path = folder / f"{type(model).__name__}_{hw[0]}x{hw[1]}_{dtype}{'_static' if calibrate else ''}.onnx"
+    result = export_model(model.cpu().float(), path, format="onnx", dtype=dtype, input_size=hw,
+                          calibrate=calibrate if dtype == "int8" else None)
+    model.to(example.device)
+    exported = load_exported(result.path, device=example.device)
+    kind = ("static" if calibrate else "dynamic") + " int8" if dtype == "int8" else dtype
+    return PreparedModel(exported, note=f"ONNX Runtime {kind}: exported in {result.seconds:.1f} s, "
+                                        f"{result.bytes / 2**20:.1f} MiB")
+
+
+def _onnxruntime_missing() -> str | None:
+    import importlib.util
+
+    needed = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+    return f"needs {', '.join(needed)}: pip install 'sapiens2[onnx]'" if needed else None
+
+
+ONNXRUNTIME = Backend("onnxruntime", "ONNX Runtime session on the graph sapiens2 export writes (int8: ONNX Runtime "
+                                     "quantisation, static with --calibrate)",
+                      {"cpu": ("float32", "float16", "int8"), "cuda": ("float32", "float16")},
+                      _prepare_onnxruntime, missing=_onnxruntime_missing)
+
+BACKENDS: tuple[Backend, ...] = (TORCH, TORCH_COMPILE, ONNXRUNTIME)
 
 
 def backend_names() -> tuple[str, ...]:
