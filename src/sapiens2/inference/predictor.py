@@ -257,7 +257,7 @@ class Predictor:
             input_size = (int(input_size[0]), int(input_size[1]))
         self.box_source: BoxSource | None = None
         if "pose" in self.tasks and not is_loaded_detector(detector):
-            self.box_source = make_box_source(detector, seg_available=self._seg_available(model))
+            self.box_source = make_box_source(detector)
         needed = list(self.tasks)
         if self._needs_seg and "seg" not in needed:
             needed.insert(0, "seg")
@@ -281,10 +281,6 @@ class Predictor:
         return ("seg" in self.tasks or (self.mask_with_seg and any(t in self.tasks and IMAGE_TASKS[t].masked_by_seg
                                                                    for t in IMAGE_TASKS))
                 or (self.box_source is not None and self.box_source.needs_seg))
-
-    @staticmethod
-    def _seg_available(model) -> bool:
-        return not isinstance(model, (nn.Module, Mapping)) or (isinstance(model, Mapping) and "seg" in model)
 
     def _model_specs(self, model, needed: list[str]) -> dict[str, object]:
         if isinstance(model, Mapping):

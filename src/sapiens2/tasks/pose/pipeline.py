@@ -115,14 +115,14 @@ def _detector_name(detector) -> str:
 LOADED_DETECTORS = ("auto", "rtdetr")
 
 
-def make_box_source(spec, *, seg_available: bool = False) -> BoxSource:
+def make_box_source(spec) -> BoxSource:
     """Person-box source from a user choice.
 
     ``spec``: "hog"; "onnx:PATH" (an ONNX detector file); "seg" (connected components of the seg foreground);
     "whole_image" or "none"; "file:PATH" or a :class:`BoxFileSource` (COCO JSON or a folder of ``<stem>.json``);
     or any object with ``detect(rgb) -> Detections`` (its ``name`` attribute, if any, names it in the outputs).
     The default "auto" (= RT-DETR) needs weights: ``sapiens2.inference.detectors.resolve_detector`` loads it.
-    ``seg_available`` is kept for callers; no choice here silently becomes another.
+    No choice here silently becomes another.
     """
     from sapiens2.tasks.detection import HogPersonDetector, OnnxPersonDetector
 
