@@ -106,8 +106,8 @@ LEARNING = {
     "normal": ({"num_iters": 250, "data.input_size": "[128,96]", "data.batch_size": 4, "optim.lr": 5e-3,
                 "loss.grad_weight": 0}, "mean_deg", False, 0.96),
     # 128x96: at 64x48 (4x3 patches) 1000 steps only reach the mean pose's PCK + 10%; lr 2e-2 overshoots here.
-    # Batch 4: PCK 1.15x the mean pose's (1.1x required, untrained 0.08x) in 0.6x the time of batch 8, while batch 8
-    # in the same time (250 steps) reaches only 1.05x
+    # Batch 4: PCK 1.15x the mean pose's (1.1x required, untrained 0.08x) in 0.65x the CPU time of batch 8 (which
+    # reaches 1.19x in 400 steps, but only 1.05x in 250, the same time as batch 4's 400)
     "pose": ({"num_iters": 400, "data.input_size": "[128,96]", "data.batch_size": 4, "data.sigma": 2.0,
               "optim.lr": 5e-3}, "PCK@0.1", True, 1.1),
     # 300 steps: measured MAE 0.79x the mean albedo's (0.85x required), untrained 7.1x (250 steps: 0.82x, too close)
