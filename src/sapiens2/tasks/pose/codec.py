@@ -195,14 +195,14 @@ def _finish_windows(crops: np.ndarray, band_max: np.ndarray, row_max: np.ndarray
     h = row_max.shape[1]
     reach = size // 2
     offsets = np.arange(-reach, reach + 1)
-    if y.min() < reach or y.max() >= h - reach:  # a window crosses the top or bottom of its map
-        ys = y[:, None] + offsets
-        crops *= ((ys >= 0) & (ys < h))[:, :, None]
-    if x.min() < reach or x.max() >= w - reach:  # or its left or right
-        xs = x[:, None] + offsets
-        crops *= ((xs >= 0) & (xs < w))[:, None, :]
-    in_rows = np.abs(np.arange(h)[None, :] - y[:, None]) <= _BOX_HALF
-    outside_rows = np.where(in_rows, -np.inf, row_max).max(axis=1, initial=-np.inf)
+    edge = np.flatnonzero((y < reach) | (y >= h - reach) | (x < reach) | (x >= w - reach))
+    if len(edge):  # windows that cross their map's border: zeros outside it (only those windows are touched)
+        ys, xs = y[edge, None] + offsets, x[edge, None] + offsets
+        inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+        crops[edge] = np.where(inside, crops[edge], np.float32(0))
+    away = row_max.copy()  # the box's rows (clamped duplicates are box rows too) set to -inf
+    np.put_along_axis(away, np.clip(y[:, None] + np.arange(-_BOX_HALF, _BOX_HALF + 1), 0, h - 1), -np.inf, axis=1)
+    outside_rows = away.max(axis=1)
     reach_out = np.maximum(np.maximum(outside_rows, band_max), 0).astype(np.float32)
     return _Windows(x, y, row_max.max(axis=1), crops, reach_out)
 
