@@ -4,8 +4,8 @@ Baseline measured in the same run ("before"): the decode as it was before window
 ``refine_dark_udp(..., whole_maps=True)``, which blurs every heatmap whole). "after": ``decode_udp_heatmaps`` on
 all 308 maps, and with ``keypoints=`` the 17 COCO body points only (the other maps are never read). Heatmaps are
 realistic: Gaussian peaks (sigma 2 in heatmap pixels, as a trained model's are) plus noise, at the heatmap sizes of
-1024x768 and 256x192 crops. Prints best-of timings, the speed-up and the largest keypoint difference (float32
-rounding).
+1024x768 and 256x192 crops. Prints best-of timings, the speed-up and whether the keypoints are identical (bit for
+bit) to the baseline's.
 
     python benchmarks/pose_decode.py [--people 1] [--repeats 20]
 """
@@ -64,11 +64,13 @@ def main() -> None:
             whole = min(whole, best_seconds(before, args.repeats))
             windowed = min(windowed, best_seconds(after, args.repeats))
             few = min(few, best_seconds(subset, args.repeats))
-        to_input = np.float32([768 / (w - 1), 1024 / (h - 1)])
-        diff = np.abs(after()[0] / to_input - before()).max()
+        # the decode's own scaling applied to the baseline: equal arrays mean identical keypoints
+        expected = (before().astype(np.float64) / [w - 1, h - 1] * [768, 1024]).astype(np.float32)
+        identical = np.array_equal(after()[0], expected)
+        diff = np.abs(after()[0] - expected).max()
         sub_diff = np.abs(subset()[0] - after()[0][coco17]).max()
         print(f"heatmaps {w}x{h}, {len(maps)} maps: decode before {1e3 * whole:7.2f} ms (baseline), "
-              f"after {1e3 * windowed:6.2f} ms, x{whole / windowed:.1f} faster; max |diff| {diff:.2e} heatmap px")
+              f"after {1e3 * windowed:6.2f} ms, x{whole / windowed:.1f} faster; keypoints identical: {identical} (max |diff| {diff:.1e} px)")
         print(f"heatmaps {w}x{h}, {len(coco17)} of {len(maps)} maps (keypoints=coco17): after {1e3 * few:6.2f} ms, "
               f"x{whole / few:.1f} faster than the whole decode before; max |diff| vs all maps {sub_diff:.1e}")
 

@@ -208,3 +208,30 @@ def test_decode_only_the_requested_keypoints():
         decode_udp_heatmaps(maps, INPUT, keypoints=[38])
     with pytest.raises(ValueError, match="one entry per heatmap channel"):
         decode_udp_heatmaps(maps, INPUT, keypoints=np.ones(3, bool))
+
+
+@pytest.mark.parametrize("shape", [(256, 192), (64, 48)])
+def test_decode_is_bit_identical_to_blurring_whole_maps(monkeypatch, shape):
+    """At the pose models' heatmap sizes the windowed decode equals, bit for bit, the same decode with every map
+    blurred whole (``whole_maps=True``, the benchmark's "before"): windows cut at every border, maps whose window
+    cannot prove the blurred maximum (twin peaks, noise), empty and negative maps, chunks that split the maps.
+    (Widths that are not a multiple of OpenCV's vector width blur their last columns in its scalar loop: there
+    the tests above allow float32 rounding.)"""
+    from sapiens2.tasks.pose import codec
+    from sapiens2.tasks.pose.codec import refine_dark_udp
+
+    h, w = shape
+    monkeypatch.setattr(codec, "_CHUNK_BYTES", 4 * h * w * 9)
+    maps = _test_maps(np.random.default_rng(w), h, w)
+    kp, sc = decode_udp_heatmaps(maps, INPUT)
+    flat = maps.reshape(-1, h, w)
+    index = flat.reshape(len(flat), -1).argmax(axis=1)
+    scores = flat.reshape(len(flat), -1).max(axis=1)
+    locations = np.stack([index % w, index // w], axis=-1).astype(np.float32)
+    locations[scores <= 0] = -1
+    refined = refine_dark_udp(locations, flat, whole_maps=True)
+    expected = (refined.astype(np.float64) / [w - 1, h - 1] * INPUT).astype(np.float32).reshape(kp.shape)
+    np.testing.assert_array_equal(sc, scores.reshape(sc.shape))
+    np.testing.assert_array_equal(kp, expected)
+    # the windowed refinement at given locations too
+    np.testing.assert_array_equal(refine_dark_udp(locations, flat), refined)

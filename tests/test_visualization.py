@@ -33,6 +33,22 @@ def test_seg_overlay_blends_palette():
     np.testing.assert_array_equal(colorize_segmentation(labels), palette[labels])
 
 
+def test_seg_overlay_lookup_equals_blending_every_pixel():
+    """The overlay's lookup table gives the bytes of the per-pixel float32 blend, every image value, class and
+    channel, with and without the background, for several alphas."""
+    palette = seg_classes().palette.astype(np.uint8)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (29, 256, 3), dtype=np.uint8)
+    image[:, :, 0] = np.arange(256, dtype=np.uint8)  # every value in every class's row
+    labels = np.repeat(np.arange(29)[:, None], 256, axis=1)
+    for alpha in (0.5, 0.3, 0.77):
+        blended = np.rint((1.0 - alpha) * image.astype(np.float32) + alpha * palette[labels].astype(np.float32))
+        np.testing.assert_array_equal(overlay_segmentation(image, labels, alpha=alpha, include_background=True),
+                                      blended.astype(np.uint8))
+        keep = np.where((labels > 0)[..., None], blended.astype(np.uint8), image)
+        np.testing.assert_array_equal(overlay_segmentation(image, labels, alpha=alpha), keep)
+
+
 def test_seg_legend_and_errors():
     palette = seg_classes().palette
     labels = np.zeros((120, 80), np.int32)

@@ -52,11 +52,13 @@ def overlay_segmentation(image: np.ndarray, labels: np.ndarray, *, alpha: float 
     labels = _labels(labels, image.shape[:2], len(palette))
     out = np.empty(image.shape, np.uint8)
     seen = np.zeros(len(palette), bool)
-    for rows in row_bands(*image.shape[:2]):  # band by band: a few MB of float temporaries at any size
+    table = _blend_table(palette, alpha, include_background).reshape(-1)
+    channel = np.arange(3, dtype=np.int32) * 256
+    for rows in row_bands(*image.shape[:2]):  # band by band: a few MB of temporaries at any size
         part, ids = image[rows], labels[rows]
-        colours = palette[ids].astype(np.float32)
-        blended = np.rint((1.0 - alpha) * part.astype(np.float32) + alpha * colours).astype(np.uint8)
-        out[rows] = blended if include_background else np.where((ids > 0)[..., None], blended, part)
+        index = (ids.astype(np.int32) * 768)[..., None] + channel
+        index += part
+        np.take(table, index, out=out[rows], mode="clip")  # "clip": the index is in range; no buffering
         if legend:  # classes present, counted per band (np.unique would sort a full-size copy)
             seen |= np.bincount(ids.ravel(), minlength=len(palette))[:len(palette)] > 0
     if legend:
@@ -64,6 +66,18 @@ def overlay_segmentation(image: np.ndarray, labels: np.ndarray, *, alpha: float 
         present = [int(c) for c in np.flatnonzero(seen) if include_background or c > 0]
         out = np.concatenate([out, draw_legend(present, out.shape[0], palette, names)], axis=1)
     return out
+
+
+def _blend_table(palette: np.ndarray, alpha: float, include_background: bool) -> np.ndarray:
+    """(classes, 3, 256) uint8: the blended value of each class, channel and image value, with the blend's own
+    float32 arithmetic (``rint((1 - alpha) * v + alpha * colour)``), so a lookup gives the same bytes as blending
+    every pixel; class 0 keeps the image unless ``include_background``."""
+    values = np.arange(256, dtype=np.float32)
+    colours = palette.astype(np.float32)[:, :, None]
+    table = np.rint((1.0 - alpha) * values + alpha * colours).astype(np.uint8)
+    if not include_background:
+        table[0] = np.arange(256, dtype=np.uint8)
+    return table
 
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX

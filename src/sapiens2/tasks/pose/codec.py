@@ -136,60 +136,30 @@ def _blurred_maxima(maps: np.ndarray, which: np.ndarray, kernel: int) -> np.ndar
     return out
 
 
-def _raw_windows(hm: np.ndarray, x: np.ndarray, y: np.ndarray, reach: int) -> np.ndarray:
-    """(M, S, S) raw values of each map on the square of half-size ``reach`` around (x, y), zero outside the map
-    (what a constant-0 border means), S = 2*reach+1: one flat gather."""
-    m = len(hm)
-    h, w = hm.shape[-2:]
-    offsets = np.arange(-reach, reach + 1)
-    ys = y[:, None] + offsets  # (M, S)
-    xs = x[:, None] + offsets
-    flat_index = (np.arange(m)[:, None, None] * (h * w) + np.clip(ys, 0, h - 1)[:, :, None] * w
-                  + np.clip(xs, 0, w - 1)[:, None, :])
-    crops = np.take(hm.reshape(-1), flat_index)  # one flat gather: faster than three broadcast index arrays
-    if x.min(initial=reach) < reach or y.min(initial=reach) < reach or x.max(initial=0) >= w - reach \
-            or y.max(initial=0) >= h - reach:  # some window crosses the map's edge
-        inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
-        crops[~inside] = 0
-    return crops
-
-
 def _blur_windows(crops: np.ndarray, kernel: int) -> np.ndarray:
     """Blur of (M, S, S) zero-bordered raw windows, kept on the inner (S - kernel + 1)^2 pixels (those whose blur
     only sees the window): all windows in one OpenCV call, stacked on top of each other (the margins keep every
-    window's values independent of its neighbours in the stack)."""
+    window's values independent of its neighbours in the stack). Bit for bit the blur of the whole maps there:
+    the same OpenCV kernel sees the same values."""
     m, size = crops.shape[:2]
     stacked = cv2.GaussianBlur(crops.reshape(m * size, size), (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT)
     margin = kernel // 2
     return stacked.reshape(m, size, size)[:, margin:size - margin, margin:size - margin]
 
 
-def _blurred_windows(hm: np.ndarray, x: np.ndarray, y: np.ndarray, kernel: int, half: int) -> np.ndarray:
-    """The zero-border blur of each map, evaluated only on the (2*half+1)^2 window centred on (x, y). Window pixels
-    outside the map are meaningless."""
-    return _blur_windows(_raw_windows(hm, x, y, half + kernel // 2), kernel)
-
-
-def _max_outside_box(hm: np.ndarray, row_max: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
-    """Per map, the largest value outside the box of half-size ``half`` around (x, y) (-inf if there is none)."""
-    m, h, w = hm.shape
-    rows = np.arange(h)
-    in_rows = np.abs(rows[None, :] - y[:, None]) <= half  # (M, H)
-    outside_rows = np.where(in_rows, -np.inf, row_max).max(axis=1)
-    # Inside the box's rows, only the columns left and right of the box count.
-    offsets = np.arange(-half, half + 1)
-    box_rows = np.clip(y[:, None] + offsets, 0, h - 1)  # (M, 2*half+1); clipped duplicates are harmless
-    band = hm[np.arange(m)[:, None], box_rows]  # (M, 2*half+1, W)
-    cols = np.arange(w)
-    out_cols = np.abs(cols[None, :] - x[:, None]) > half  # (M, W)
-    band_max = np.where(out_cols[:, None, :], band, -np.inf).max(axis=(1, 2))
-    return np.maximum(outside_rows, band_max)
+def _window_rows(flat: np.ndarray, first_row: np.ndarray, y: np.ndarray, h: int, reach: int,
+                 out: np.ndarray) -> None:
+    """Rows ``y - reach .. y + reach`` of each map (map ``i`` starts at row ``first_row[i]`` of ``flat``, the maps
+    as (M * H, W)), clamped to the map, into ``out`` (len(y) * (2*reach+1), W): one gather of whole rows (a map's
+    window rows are one contiguous block, read at memory speed)."""
+    index = first_row[:, None] + np.clip(y[:, None] + np.arange(-reach, reach + 1), 0, h - 1)
+    np.take(flat, index.reshape(-1), axis=0, out=out, mode="clip")  # "clip": indices are valid; no buffering
 
 
 @dataclass
 class _Windows:
-    """What the DARK step needs from each map, gathered while the map is in cache: the raw window around the
-    integer peak (x, y) and the largest raw value that can reach a blurred pixel outside the blurred window."""
+    """What the DARK step needs from each map: the raw window around the integer peak (x, y) and the largest raw
+    value that can reach a blurred pixel outside the blurred window."""
 
     x: np.ndarray  # (M,) int64
     y: np.ndarray  # (M,) int64
@@ -198,36 +168,83 @@ class _Windows:
     reach_out: np.ndarray  # (M,) float32, >= 0
 
 
-def _window_pass(hm: np.ndarray, x: np.ndarray, y: np.ndarray, row_max: np.ndarray, kernel: int) -> _Windows:
-    margin = kernel // 2
-    half = margin + _BOX_HALF
-    crops = _raw_windows(hm, x, y, half + margin)
-    reach_out = np.maximum(_max_outside_box(hm, row_max, x, y, _BOX_HALF), 0).astype(np.float32)
+def _cut_windows(rows: np.ndarray, x: np.ndarray, w: int, crops: np.ndarray, band_max: np.ndarray) -> None:
+    """From each map's window rows (M, S, W) (:func:`_window_rows`, S = 2*reach+1, the peak row in the middle):
+    the (M, S, S) raw window around column ``x`` into ``crops`` (columns clamped: zeroed later where outside the
+    map) and into ``band_max`` the largest value of the rows within _BOX_HALF of the peak outside the box's
+    columns. ``rows`` is overwritten."""
+    import torch
+
+    m, size = rows.shape[:2]
+    reach = size // 2
+    rows_t = torch.from_numpy(rows)
+    cols = np.clip(x[:, None] + np.arange(-reach, reach + 1), 0, w - 1)
+    torch.gather(rows_t, 2, torch.from_numpy(cols)[:, None, :].expand(m, size, size), out=torch.from_numpy(crops))
+    band = rows_t[:, reach - _BOX_HALF:reach + _BOX_HALF + 1]
+    box = 2 * _BOX_HALF + 1
+    band.scatter_(2, torch.from_numpy(cols[:, reach - _BOX_HALF:reach + _BOX_HALF + 1])[:, None, :].expand(m, box, box),
+                  float("-inf"))  # clamped duplicates are columns of the box too
+    torch.amax(band, dim=(1, 2), out=torch.from_numpy(band_max))
+
+
+def _finish_windows(crops: np.ndarray, band_max: np.ndarray, row_max: np.ndarray, x: np.ndarray, y: np.ndarray,
+                    w: int) -> _Windows:
+    """Zero the window pixels outside the map; the largest raw value outside the box of half-size _BOX_HALF around
+    each peak: rows away from the peak from the row maxima, the box's rows from ``band_max``."""
+    m, size = crops.shape[:2]
+    h = row_max.shape[1]
+    reach = size // 2
+    offsets = np.arange(-reach, reach + 1)
+    edge = np.flatnonzero((y < reach) | (y >= h - reach) | (x < reach) | (x >= w - reach))
+    if len(edge):  # windows that cross their map's border: zeros outside it (only those windows are touched)
+        ys, xs = y[edge, None] + offsets, x[edge, None] + offsets
+        inside = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
+        crops[edge] = np.where(inside, crops[edge], np.float32(0))
+    away = row_max.copy()  # the box's rows (clamped duplicates are box rows too) set to -inf
+    np.put_along_axis(away, np.clip(y[:, None] + np.arange(-_BOX_HALF, _BOX_HALF + 1), 0, h - 1), -np.inf, axis=1)
+    outside_rows = away.max(axis=1)
+    reach_out = np.maximum(np.maximum(outside_rows, band_max), 0).astype(np.float32)
     return _Windows(x, y, row_max.max(axis=1), crops, reach_out)
 
 
+def _window_reach(kernel: int) -> int:
+    """Half-size of the raw window: the blurred window (the box plus a kernel margin) plus the kernel's margin."""
+    return _BOX_HALF + 2 * (kernel // 2)
+
+
 def _gather_windows(hm: np.ndarray, kernel: int) -> _Windows:
-    """The decode's one pass over the maps, a chunk of maps at a time (a chunk stays in the CPU cache while its
-    row maxima, argmax, windows and bounds are taken: the windows are not read back from memory)."""
+    """The decode's one pass over the maps, a chunk of maps at a time: row maxima (the only full read), the peak
+    row, the window rows around it, and from those the window and the box's band, all while the chunk is in the
+    CPU cache."""
     import torch
 
     from sapiens2.tasks.upsample import band_threads
 
     m, h, w = hm.shape
+    reach = _window_reach(kernel)
+    size = 2 * reach + 1
     step = max(1, _CHUNK_BYTES // (4 * h * w))
-    parts = []
+    flat = hm.reshape(m * h, w)
+    row_max = np.empty((m, h), np.float32)
+    rows = np.empty((min(m, step) * size, w), np.float32)
+    crops = np.empty((m, size, size), np.float32)
+    band_max = np.empty(m, np.float32)
+    x = np.empty(m, np.int64)
+    y = np.empty(m, np.int64)
+    first_row = np.arange(m) * h
     with band_threads(torch.device("cpu")):
-        tensor = torch.from_numpy(hm)
+        tensor, row_max_t = torch.from_numpy(hm), torch.from_numpy(row_max)
         for start in range(0, m, step):
-            chunk = hm[start:start + step]
-            row_max = tensor[start:start + step].amax(dim=-1).numpy()
-            y = row_max.argmax(axis=1)
-            x = chunk[np.arange(len(chunk)), y].argmax(axis=1)
-            parts.append(_window_pass(chunk, x, y, row_max, kernel))
-    if len(parts) == 1:
-        return parts[0]
-    return _Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "y", "peak", "crops",
-                                                                                "reach_out")))
+            stop = min(m, start + step)
+            n = stop - start
+            torch.amax(tensor[start:stop], dim=-1, out=row_max_t[start:stop])
+            y[start:stop] = row_max[start:stop].argmax(axis=1)  # the first row holding the maximum
+            part = rows[:n * size]
+            _window_rows(flat, first_row[start:stop], y[start:stop], h, reach, part)
+            part = part.reshape(n, size, w)
+            x[start:stop] = part[:, reach].argmax(axis=1)  # the peak row's first column holding it: flat argmax
+            _cut_windows(part, x[start:stop], w, crops[start:stop], band_max[start:stop])
+    return _finish_windows(crops, band_max, row_max, x, y, w)
 
 
 def _dark_step(win: _Windows, hm: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,10 +254,13 @@ def _dark_step(win: _Windows, hm: np.ndarray, kernel: int) -> tuple[np.ndarray, 
     margin = kernel // 2
     half = margin + _BOX_HALF
     window = _blur_windows(win.crops, kernel)  # (M, 2*half+1, 2*half+1)
-    offsets = np.arange(-half, half + 1)
-    on_map = (((y[:, None] + offsets) >= 0) & ((y[:, None] + offsets) < h))[:, :, None] \
-        & (((x[:, None] + offsets) >= 0) & ((x[:, None] + offsets) < w))[:, None, :]
-    blurred_max = np.where(on_map, window, -np.inf).max(axis=(1, 2)).astype(np.float32)
+    if x.min() >= half and y.min() >= half and x.max() < w - half and y.max() < h - half:
+        blurred_max = window.max(axis=(1, 2))  # every window inside its map (the usual case)
+    else:
+        offsets = np.arange(-half, half + 1)
+        on_map = (((y[:, None] + offsets) >= 0) & ((y[:, None] + offsets) < h))[:, :, None] \
+            & (((x[:, None] + offsets) >= 0) & ((x[:, None] + offsets) < w))[:, None, :]
+        blurred_max = np.where(on_map, window, -np.inf).max(axis=(1, 2)).astype(np.float32)
     # The kernel's float32 weights may sum to a hair over 1: keep a margin far above that rounding.
     unproven = np.flatnonzero(blurred_max < win.reach_out * np.float32(1.0001))
     if len(unproven):  # rare for trained heatmaps (a second strong peak), usual for noise: blur those whole
@@ -288,7 +308,9 @@ def refine_dark_udp(locations: np.ndarray, heatmaps: np.ndarray, blur_kernel_siz
     blurred map's maximum). The maximum is proven to lie in the window when the window's blurred maximum is at
     least every raw value that can reach a pixel outside it (a blur with non-negative weights summing to at most
     1 never exceeds the largest positive value under its kernel); maps where that fails are blurred whole. The
-    result equals blurring whole maps up to float32 rounding (OpenCV's vector and scalar loops round differently);
+    result equals blurring whole maps bit for bit at the models' heatmap widths (192, 48: the same OpenCV kernel
+    sees the same values at the window's pixels; tests/test_pose_codec.py checks it, borders and unproven maps
+    included); other widths to float32 rounding (OpenCV blurs a map's last columns in a scalar loop);
     ``whole_maps=True`` blurs every map whole (the reference the benchmark and tests compare against).
     ``row_max``: the maps' row maxima (M, H) when the caller has them already (saves the one pass over the maps).
     """
@@ -311,7 +333,19 @@ def refine_dark_udp(locations: np.ndarray, heatmaps: np.ndarray, blur_kernel_siz
         blurred_max = blurred.reshape(len(rows), -1).max(axis=1)
         step_x, step_y = _taylor_step(blurred, blurred_max, row_max.max(axis=1), 0, 0, x, y, h, w)
     else:
-        step_x, step_y = _dark_step(_window_pass(hm, x, y, row_max, blur_kernel_size), hm, blur_kernel_size)
+        reach = _window_reach(blur_kernel_size)
+        import torch
+
+        from sapiens2.tasks.upsample import band_threads
+
+        gathered = np.empty((len(x) * (2 * reach + 1), w), np.float32)
+        _window_rows(hm.reshape(-1, w), np.arange(len(x)) * h, y, h, reach, gathered)
+        with band_threads(torch.device("cpu")):
+            size = 2 * reach + 1
+            crops, band_max = np.empty((len(x), size, size), np.float32), np.empty(len(x), np.float32)
+            _cut_windows(gathered.reshape(len(x), size, w), x, w, crops, band_max)
+            win = _finish_windows(crops, band_max, row_max, x, y, w)
+            step_x, step_y = _dark_step(win, hm, blur_kernel_size)
     out[rows, 0] = (locs[valid, 0] - step_x).astype(np.float32)
     out[rows, 1] = (locs[valid, 1] - step_y).astype(np.float32)
     return out
