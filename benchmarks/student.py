@@ -1,7 +1,8 @@
 """Distillation students: quality against their teacher and against label-only training, and speed beside 0.1b.
 
-    .venv/bin/python benchmarks/student.py [--train 320] [--unlabelled 640] [--held-out 40] [--teacher-steps 400]
-                                           [--student-steps 400] [--threads 2] [--skip-quality] [--skip-speed]
+    .venv/bin/python benchmarks/student.py [--train 160] [--unlabelled 320] [--held-out 40] [--teacher-steps 800]
+                                           [--student-steps 300] [--threads 2] [--skip-quality] [--skip-speed]
+                                           [--tasks pose,seg] [--workdir DIR]
 
 Quality, on synthetic humans (``sapiens2.data.synth``, one person per 128x96 image; ground truth exists here):
 
@@ -12,7 +13,12 @@ Quality, on synthetic humans (``sapiens2.data.synth``, one person per 128x96 ima
    generator seed (``distill.use_labels=false``: pose crops come from the person boxes, as a detector would give);
 3. the same student is trained on the labels alone (``sapiens2 train``'s path) with the same steps and batch;
 4. all three are evaluated on held-out images (a third seed): PCK@0.1 (pose) and mIoU (seg), and the ratio of each
-   student's figure to the teacher's is printed.
+   student's figure to the teacher's is printed, with each run's steps, samples and CPU / wall time.
+
+The teacher gets more steps than the students: it stands for a large model trained long, the students' budget is
+what is compared. ``--workdir`` keeps data and runs; a later call reuses data whose generator manifest matches and
+finished runs whose ``config.yaml`` equals the one it would train (so ``--tasks pose`` and ``--tasks seg`` can run
+as two processes, and a run killed half-way is redone).
 
 Speed (``torch.inference_mode``, float32, best of ``--repeats``; rates per wall second and per CPU second of the
 process, the latter being what one idle core gives; use ``--threads 1`` on a loaded machine, where two threads spin
@@ -80,8 +86,24 @@ QUALITY = {  # task: (input size (H, W), metric, teacher / student overrides)
 }
 
 
-def quality(args, root: Path) -> None:
+def _dataset(folder: Path, num: int, seed: int, common: dict) -> Path:
+    """The synthetic set in ``folder``, reused (``--workdir``) when the generator's manifest says it is ``num``
+    images of ``seed`` at the same settings (generation is deterministic in those)."""
+    import json
+    import shutil
+
     from sapiens2.data.synth import write_dataset
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if all(m.get(k) == v for k, v in {"num": num, "seed": seed, **common}.items()):
+            return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    write_dataset(folder, num=num, seed=seed, progress=False, **common)
+    return folder
+
+
+def quality(args, root: Path) -> None:
     from sapiens2.evaluation.runner import evaluate
     from sapiens2.checkpoints import load_model
     from sapiens2.training.config import load_config
@@ -89,53 +111,79 @@ def quality(args, root: Path) -> None:
     from sapiens2.training.trainer import Trainer
 
     t0 = time.perf_counter()
-    common = dict(height=128, width=96, max_people=1, progress=False)
-    train = write_dataset(root / "train", num=args.train, seed=0, **common)
-    unlabelled = write_dataset(root / "unlabelled", num=args.unlabelled, seed=2, **common)
-    held_out = write_dataset(root / "held_out", num=args.held_out, seed=1, **common)
+    common = dict(height=128, width=96, max_people=1)
+    train = _dataset(root / "train", args.train, 0, common)
+    unlabelled = _dataset(root / "unlabelled", args.unlabelled, 2, common)
+    held_out = _dataset(root / "held_out", args.held_out, 1, common)
     print(f"  data: {args.train} labelled, {args.unlabelled} unlabelled, {args.held_out} held-out images "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     def fit(task, model, name, data, steps, extra):
+        """(checkpoint, process CPU seconds, wall seconds). A finished run already in --workdir whose config.yaml
+        (written by the trainer) equals this one's is reused; its times are those recorded when it ran (None if
+        it was not run by this script)."""
+        import json
+
+        import yaml
+        from sapiens2.training.config import config_to_dict
         hw, _, over = QUALITY[task]
         sets = {"data.train": str(data), "data.input_size": f"[{hw[0]},{hw[1]}]", "data.batch_size": 8,
                 "data.num_workers": 0, "data.augment": "false", "optim.warmup_iters": 5,
                 "optim.layer_decay_rate": 1.0, "progress": "false", "output_dir": str(root / name), "save_every": 0,
                 "eval_every": 0, "log_every": 1000, "device": "cpu", "num_iters": steps, **over, **extra}
-        t = time.perf_counter()
-        result = Trainer(load_config(task, model, overrides=[f"{k}={v}" for k, v in sets.items()])).fit()
-        return root / name / "model.safetensors", result, time.perf_counter() - t
+        config = load_config(task, model, overrides=[f"{k}={v}" for k, v in sets.items()])
+        run = root / name
+        ckpt, saved, times = run / "model.safetensors", run / "config.yaml", run / "benchmark_student.json"
+        if ckpt.is_file() and saved.is_file() and yaml.safe_load(saved.read_text()) == yaml.safe_load(
+                yaml.safe_dump(config_to_dict(config), sort_keys=False)):
+            done = json.loads(times.read_text()) if times.is_file() else {}
+            print(f"  reusing {run} (same config)", flush=True)
+            return ckpt, done.get("cpu_s"), done.get("wall_s")
+        t, c = time.perf_counter(), time.process_time()
+        Trainer(config, overwrite=True).fit()
+        cpu, wall = time.process_time() - c, time.perf_counter() - t
+        times.write_text(json.dumps({"cpu_s": cpu, "wall_s": wall}))
+        return ckpt, cpu, wall
 
-    for task, (hw, key, _) in QUALITY.items():
+    def secs(cpu, wall):
+        return "times not recorded" if cpu is None else f"{cpu:.0f} CPU-s / {wall:.0f} s wall"
+
+    for task in args.tasks.split(","):
+        hw, key, _ = QUALITY[task]
         held = build_dataset(task, held_out, train=False, input_hw=hw, sigma=QUALITY[task][2].get("data.sigma"))
-        teacher, tr, tt = fit(task, "sapiens2_tiny", f"teacher_{task}", train, args.teacher_steps, {})
+        teacher, tc, tt = fit(task, "sapiens2_tiny", f"teacher_{task}", train, args.teacher_steps, {})
         student = f"sapiens2_student_{task}"
-        distilled, dr, dt = fit(task, student, f"distilled_{task}", unlabelled, args.student_steps,
+        distilled, dc, dt = fit(task, student, f"distilled_{task}", unlabelled, args.student_steps,
                                 {"distill.teacher": str(teacher), "distill.use_labels": "false"})
-        labels, lr_, lt = fit(task, student, f"labels_{task}", train, args.student_steps, {})
+        labels, lc, lt = fit(task, student, f"labels_{task}", train, args.student_steps, {})
         scores = {name: evaluate(load_model(path), held)[key]
                   for name, path in (("teacher", teacher), ("distilled", distilled), ("labels only", labels))}
-        print(f"  {task}: held-out {key} (teacher sapiens2_tiny, {args.teacher_steps} steps, {tt:.0f} s; students "
-              f"{args.student_steps} steps, batch 8, distilled {dt:.0f} s / labels {lt:.0f} s)")
+        n = args.student_steps * 8
+        print(f"  {task}: held-out {key} on {args.held_out} images (teacher sapiens2_tiny: {args.teacher_steps} steps "
+              f"on {args.train} labelled images, {secs(tc, tt)}; students: {args.student_steps} steps of batch 8 = "
+              f"{n} samples, distilled on {args.unlabelled} unlabelled images {secs(dc, dt)}, labels only on "
+              f"{args.train} labelled images {secs(lc, lt)})")
         for name, value in scores.items():
             ratio = value / scores["teacher"] if scores["teacher"] else float("nan")
             print(f"    {name:12s} {value:8.3f}   {100 * ratio:5.1f}% of the teacher", flush=True)
-        print(f"    distilled vs labels only: {scores['distilled'] - scores['labels only']:+.3f}; step time "
-              f"distilled {1000 * dt / args.student_steps:.0f} ms, labels {1000 * lt / args.student_steps:.0f} ms",
-              flush=True)
+        print(f"    distilled vs labels only: {scores['distilled'] - scores['labels only']:+.3f}", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--train", type=int, default=320)
-    p.add_argument("--unlabelled", type=int, default=640)
+    p.add_argument("--train", type=int, default=160)
+    p.add_argument("--unlabelled", type=int, default=320)
     p.add_argument("--held-out", type=int, default=40)
-    p.add_argument("--teacher-steps", type=int, default=400)
-    p.add_argument("--student-steps", type=int, default=400)
+    p.add_argument("--teacher-steps", type=int, default=800)
+    p.add_argument("--student-steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--tasks", default="pose,seg", help="quality: pose, seg or both (run them as two processes "
+                                                        "to use two cores)")
+    p.add_argument("--workdir", default=None, help="keep data, teachers and students here and reuse the data and "
+                                                    "teachers of an earlier run with the same settings")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average before: {load_average()}; torch threads {torch.get_num_threads()}", flush=True)
@@ -144,8 +192,12 @@ def main() -> None:
         speed(args.repeats)
     if not args.skip_quality:
         print("quality (synthetic humans, held-out images):")
-        with tempfile.TemporaryDirectory(prefix="sapiens2_student_") as tmp:
-            quality(args, Path(tmp))
+        if args.workdir:
+            Path(args.workdir).mkdir(parents=True, exist_ok=True)
+            quality(args, Path(args.workdir))
+        else:
+            with tempfile.TemporaryDirectory(prefix="sapiens2_student_") as tmp:
+                quality(args, Path(tmp))
     print(f"load average after: {load_average()}")
 
 

@@ -1,5 +1,6 @@
 """Distillation (training/distill, ``sapiens2 distill``): the students, learning from a teacher on unlabelled images,
-exact resume, precomputed targets, and the student checkpoint through load_model and predict.
+exact resume, precomputed targets, the teacher-to-student grid alignment of pose heatmaps, and the student checkpoint
+through load_model, predict and export.
 
 Small and CPU-only: a ``sapiens2_tiny`` seg teacher briefly trained on synthetic humans at 64x48, students at the
 same size (patch 16: a 4x3 grid), a few dozen steps.
@@ -56,7 +57,7 @@ def test_student_archs_build_at_their_sizes():
     assert pose.img_size == (256, 192) and seg.img_size == (512, 384)
     with torch.inference_mode():
         assert pose(torch.zeros(1, 3, 256, 192)).shape == (1, 308, 64, 48)
-        assert seg(torch.zeros(1, 3, 128, 96)).shape == (1, 29, 128, 96)
+        assert seg(torch.zeros(1, 3, 128, 96)).shape == (1, 29, 64, 48)  # seg student: logits at half resolution
     # small: well under a tenth of the 0.1b backbone
     assert sum(p.numel() for p in pose.parameters()) < 3e6 and sum(p.numel() for p in seg.parameters()) < 3e6
 
@@ -88,13 +89,13 @@ def test_ground_truth_mixes_in_where_present(world, tmp_path):
 
 
 def test_distill_resume_continues_exactly(world, tmp_path):
-    over = {"data.train": str(world["unlabelled"]), "num_iters": 6, "distill.teacher": str(world["teacher"]),
+    over = {"data.train": str(world["unlabelled"]), "num_iters": 4, "distill.teacher": str(world["teacher"]),
             "distill.use_labels": "false", "optim.lr": 1e-2}
     full = Trainer(config("seg", "sapiens2_student_seg", tmp_path / "a", **over)).fit().losses
-    Trainer(config("seg", "sapiens2_student_seg", tmp_path / "b", **over), stop_after=3).fit()
+    Trainer(config("seg", "sapiens2_student_seg", tmp_path / "b", **over), stop_after=2).fit()
     rest = Trainer(config("seg", "sapiens2_student_seg", tmp_path / "b", **over), resume=True).fit()
-    assert rest.start_step == 3
-    assert rest.losses == pytest.approx(full[3:], rel=1e-5)
+    assert rest.start_step == 2
+    assert rest.losses == pytest.approx(full[2:], rel=1e-5)
 
 
 def test_precomputed_targets_match_the_teacher_on_the_fly(world, tmp_path, capsys):
@@ -113,7 +114,35 @@ def test_precomputed_targets_match_the_teacher_on_the_fly(world, tmp_path, capsy
     assert stored == pytest.approx(live, rel=2e-3)  # float16 storage of the logits
 
 
-def test_student_checkpoint_through_distill_and_predict_cli(world, tmp_path):
+def test_teacher_heatmaps_land_on_the_student_grid_udp_aligned():
+    """A teacher's heatmaps at 256x192 (64x48 maps) resampled to a 128x96 student's 32x24 grid decode where the
+    student's own encoding of the same keypoints decodes: UDP maps corners to corners, so half-pixel resizing (the
+    old path, kept here as the counter-example) shifts every keypoint by ~0.6 student pixels."""
+    import torch.nn.functional as F
+
+    from sapiens2.tasks.pose.codec import decode_udp_heatmaps, encode_udp_heatmaps
+    from sapiens2.training.distill.resample import resample
+    rng = np.random.default_rng(0)
+    kp = np.stack([rng.uniform(4, 187, 100), rng.uniform(4, 251, 100)], 1).astype(np.float32)
+    teacher, _ = encode_udp_heatmaps(kp, (192, 256), (48, 64), sigma=4.0)
+    student_kp = kp * np.array([95 / 191, 127 / 255], np.float32)  # the same points in the 128x96 crop (UDP warp)
+    own, _ = encode_udp_heatmaps(student_kp, (96, 128), (24, 32), sigma=2.0)
+    reference, _ = decode_udp_heatmaps(own, (96, 128))
+    soft = torch.from_numpy(teacher)[None]
+    aligned, _ = decode_udp_heatmaps(resample(soft, (32, 24), align_corners=True)[0].numpy(), (96, 128))
+    half_pixel, _ = decode_udp_heatmaps(F.interpolate(soft, size=(32, 24), mode="bilinear", align_corners=False,
+                                                      antialias=True)[0].numpy(), (96, 128))
+    # DARK decoding of a resampled Gaussian vs an exact one differs by a few hundredths of a pixel; the half-pixel
+    # shift is (input scale) x 0.5 heatmap pixel at the edges, ~0.6 px on average here
+    assert np.abs(aligned - reference).mean() < 0.1
+    assert np.abs(half_pixel - reference).mean() > 0.4
+    # the student's crop: a corner-aligned resize of the teacher's crop is the box warped at the student's size
+    ramp = torch.arange(256.0).view(1, 1, 256, 1).expand(1, 1, 256, 192).contiguous()
+    down = resample(ramp, (128, 96), align_corners=True)[0, 0, :, 0]
+    np.testing.assert_allclose(down[2:-2].numpy(), (np.arange(128) * 255 / 127)[2:-2], atol=1e-3)
+
+
+def test_student_checkpoint_through_distill_predict_and_export_cli(world, tmp_path):
     run = tmp_path / "run"
     assert cli_main(["distill", "--teacher", f"seg={world['teacher']}", "--data", str(world["unlabelled"]),
                      "--unlabelled", "--input-size", "64x48", "--steps", "2", "--batch-size", "4", "--device", "cpu",
@@ -129,6 +158,18 @@ def test_student_checkpoint_through_distill_and_predict_cli(world, tmp_path):
     mask = cv2.imread(str(out / f"{image.stem}.seg.png"), cv2.IMREAD_UNCHANGED)
     expected = sapiens2.Predictor(["seg"], model={"seg": str(ckpt)}, device="cpu").predict(str(image)).seg.mask
     np.testing.assert_array_equal(mask, expected)
+    # export: torch.export (no ONNX Runtime needed; ONNX takes the same path in tests/test_export.py)
+    from sapiens2.export import load_exported
+    pt2 = tmp_path / "student.pt2"
+    assert cli_main(["export", "--task", "seg", "--checkpoint", str(ckpt), "--format", "torch-export",
+                     "--batch", "2", "-o", str(pt2)]) == 0
+    exported = load_exported(pt2, task="seg", input_size=HW)
+    x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = model(x)
+    got = exported(x)
+    assert got.shape == want.shape == (2, 29, HW[0] // 2, HW[1] // 2)
+    assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())
 
 
 def test_distill_cli_refuses_bad_teacher_spec(tmp_path, capsys):

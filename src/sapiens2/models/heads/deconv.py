@@ -36,6 +36,7 @@ class PoseHeatmapHead(DeconvHead):
 
 
 class SegHead(DeconvHead):
-    """Body-part logits at full input resolution (four x2 deconvs)."""
+    """Body-part logits at full input resolution (four x2 deconvs; the light seg student has three: half
+    resolution, upsampled by every consumer as any logits smaller than the image)."""
 
     PREDICTOR_NAME = "conv_seg"

@@ -75,8 +75,11 @@ _TINY_DECONV_SEG = dict(deconv_out_channels=(32, 16, 16, 16), conv_out_channels=
 _TINY_DENSE = dict(upsample_channels=(32, 16, 16, 16), conv_out_channels=(16, 8, 8))
 _TINY_SCALE = dict(scale_conv_out_channels=(32, 16, 8), scale_hidden_features=(16, 8))
 # Distillation students (models/arch.py): light heads, no extra convs beyond one (measured, benchmarks/student.py).
+# The seg student's logits are at half the input resolution (three x2 deconvs, not four): the fourth deconv at full
+# resolution cost 3x the rest of the model on the CPU (4.4 -> 14.5 images per CPU second at 512x384); every consumer
+# (predict, eval, the losses) upsamples logits to the labels' or image's size bilinearly, as it does for any seg model.
 _STUDENT_POSE = dict(deconv_out_channels=(64, 64), conv_out_channels=(64,))
-_STUDENT_SEG = dict(deconv_out_channels=(64, 32, 16, 16), conv_out_channels=(16,))
+_STUDENT_SEG = dict(deconv_out_channels=(64, 32, 16), conv_out_channels=(16,))
 _STUDENTS_POSE = {"sapiens2_student_pose": _STUDENT_POSE, "sapiens2_student_seg": _STUDENT_POSE}
 _STUDENTS_SEG = {"sapiens2_student_pose": _STUDENT_SEG, "sapiens2_student_seg": _STUDENT_SEG}
 

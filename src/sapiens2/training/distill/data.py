@@ -9,8 +9,8 @@ Three kinds of ``--data``:
 - a folder of images (searched recursively): pose crops the whole image, seg resizes it.
 
 Every item is built at the teacher's input size (``teacher_image``, so the teacher sees full detail) and
-downsampled to the student's (``image``); without labels the only augmentation is a horizontal flip, which the
-teacher sees too, so targets follow. With precomputed targets (:mod:`.targets`) there is no augmentation and the
+resampled to the student's (``image``, in the task's pixel convention: :mod:`.resample`); without labels the only
+augmentation is a horizontal flip, which the teacher sees too, so targets follow. With precomputed targets (:mod:`.targets`) there is no augmentation and the
 item carries ``soft``.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ...errors import TrainingConfigError
@@ -29,6 +28,8 @@ from ..datasets.files import read_rgb
 from ..datasets.keys import item_rng
 from ..transforms.recipes import dense_recipe, pose_recipe
 from ..transforms.topdown import eval_pose_crop
+from .loss import DISTILL_TABLE
+from .resample import resample
 from .targets import item_key, read_target
 
 __all__ = ["DistillDataset", "IMAGE_SUFFIXES"]
@@ -138,9 +139,12 @@ class DistillDataset(Dataset):
         teacher_image = item["image"]
         if self.teacher_hw != self.student_hw:
             item["teacher_image"] = teacher_image
-            item["image"] = F.interpolate(teacher_image[None], size=self.student_hw, mode="bilinear",
-                                          align_corners=False, antialias=True)[0]
+            # pose: UDP corner alignment, so the student's crop is the box warped at its own size and the
+            # teacher's heatmaps (resampled the same way in the loss) land on the student's heatmap grid
+            item["image"] = resample(teacher_image[None], self.student_hw,
+                                     align_corners=DISTILL_TABLE[self.task].align_corners)[0]
             if "seg" in item:
+                import torch.nn.functional as F
                 item["seg"] = F.interpolate(item["seg"][None, None].float(), size=self.student_hw,
                                             mode="nearest")[0, 0].long()
         if self.targets is not None:

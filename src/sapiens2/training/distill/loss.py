@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..losses.heatmap_mse import keypoint_heatmap_mse
 from .config import DistillConfig
-from .teacher import resize_like
+from .resample import resample
 
 __all__ = ["DISTILL_TABLE", "DistillEntry", "DistillLoss"]
 
@@ -33,16 +33,18 @@ def _seg_kd(student: Tensor, soft: Tensor, config: DistillConfig) -> Tensor:
 
 @dataclass(frozen=True)
 class DistillEntry:
-    """A task's soft-target term (``kd(student_output, teacher_output, config)``) and the ground-truth keys whose
-    presence in a batch switches the task's own loss on."""
+    """A task's soft-target term (``kd(student_output, teacher_output, config)``), the ground-truth keys whose
+    presence in a batch switches the task's own loss on, and the task's pixel convention for resampling between the
+    teacher's and the student's grids (:mod:`.resample`: pose UDP corner alignment, seg half-pixel)."""
 
     kd: Callable[[Tensor, Tensor, DistillConfig], Tensor]
     gt_keys: tuple[str, ...]
+    align_corners: bool
 
 
 DISTILL_TABLE: dict[str, DistillEntry] = {
-    "pose": DistillEntry(_pose_kd, ("heatmaps", "keypoint_weights")),
-    "seg": DistillEntry(_seg_kd, ("seg",)),
+    "pose": DistillEntry(_pose_kd, ("heatmaps", "keypoint_weights"), align_corners=True),
+    "seg": DistillEntry(_seg_kd, ("seg",), align_corners=False),
 }
 
 
@@ -61,7 +63,7 @@ class DistillLoss:
         outputs = outputs.float()
         terms: dict[str, Tensor] = {}
         if self.config.kd_weight:
-            soft = resize_like(targets["soft"].float(), outputs)
+            soft = resample(targets["soft"].float(), outputs.shape[-2:], align_corners=self.entry.align_corners)
             terms["loss_kd"] = self.config.kd_weight * self.entry.kd(outputs, soft, self.config)
         if self.config.gt_weight and all(k in targets for k in self.entry.gt_keys):
             _, gt_terms = self.task_loss(outputs, targets)

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import TrainingConfigError
 from ...runtime import autocast
 
-__all__ = ["Teacher", "resize_like"]
+__all__ = ["Teacher"]
 
 
 class Teacher:
     """``Teacher(name_or_path, task, device)``: loads with :func:`sapiens2.load_model` (published name, file or
     folder; the task must match), eval mode, no gradients. Calling it on normalised images (B, 3, h, w) of any size
-    resizes them to the teacher's input size (bilinear, antialiased) and returns its raw outputs: pose heatmaps
+    resizes them to the teacher's input size (bilinear, in the task's pixel convention: :mod:`.resample`) and returns its raw outputs: pose heatmaps
     (B, 308, H/4, W/4) or seg logits (B, 29, H, W), float32."""
 
     def __init__(self, source: str, task: str, device: torch.device, input_hw: tuple[int, int] | None = None,
@@ -32,14 +31,10 @@ class Teacher:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device)
         if tuple(x.shape[-2:]) != self.input_hw:
-            x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=True)
+            from .loss import DISTILL_TABLE
+            from .resample import resample
+            x = resample(x, self.input_hw, align_corners=DISTILL_TABLE[self.task].align_corners)
         with autocast(self.device, self.amp):
             out = self.model(x)
         return out.float()
 
-
-def resize_like(soft: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Teacher outputs (B, C, h, w) resized bilinearly to the student's output size."""
-    if soft.shape[-2:] == like.shape[-2:]:
-        return soft
-    return F.interpolate(soft, size=like.shape[-2:], mode="bilinear", align_corners=False)
