@@ -82,23 +82,34 @@ def inputs(tmp_path_factory):
 
 
 class CountingFactory:
-    """Builds a Predictor in the worker and records every input it is given (one line each, appended)."""
+    """Builds a Predictor in the worker and records every input it is given (one line each, appended).
+    ``crash_at``: the worker process dies (``os._exit``, as killed) when the model is about to be given the input
+    whose source ends so, once (a marker file says it happened)."""
 
-    def __init__(self, kwargs: dict, counter: Path):
-        self.kwargs, self.counter = kwargs, str(counter)
+    def __init__(self, kwargs: dict, counter: Path, crash_at: str = ""):
+        self.kwargs, self.counter, self.crash_at = kwargs, str(counter), crash_at
 
     def __call__(self):
         from sapiens2.inference.predictor import Predictor
 
-        return CountingPredictor(Predictor(list(TASKS), **self.kwargs), self.counter)
+        return CountingPredictor(Predictor(list(TASKS), **self.kwargs), self.counter, self.crash_at)
 
 
 class CountingPredictor:
-    def __init__(self, inner, counter: str):
-        self.inner, self.counter = inner, counter
+    def __init__(self, inner, counter: str, crash_at: str = ""):
+        self.inner, self.counter, self.crash_at = inner, counter, crash_at
         self.pose_settings, self.max_pixels = inner.pose_settings, inner.max_pixels
 
     def _count(self, x):
+        if self.crash_at and str(x.source).endswith(self.crash_at):
+            import os
+
+            try:
+                os.close(os.open(self.counter + ".crashed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(1)  # the worker process dies here, mid-shard
         with open(self.counter, "a", encoding="utf-8") as f:
             f.write(f"{x.source}\n")
         return x
@@ -277,3 +288,47 @@ def test_webdataset_shard_holds_the_local_files(inputs, checkpoints, local_run, 
     assert members["png"] == path.read_bytes()
     for suffix in ("pose.png", "seg.png", "seg_vis.png"):
         assert members[suffix] == (local_run / f"astronaut_b.{suffix}").read_bytes(), suffix
+
+
+def test_worker_killed_mid_shard_and_changed_input(inputs, checkpoints, local_run, ray_local, tmp_path):
+    """A worker process dies mid-shard (after the first batch of the shard was written): Ray restarts it and the
+    shard is retried, taking the journaled inputs as they are, so no input reaches the model twice and the outputs
+    equal the local job's. Then an input file changes: a re-run redoes exactly that input, nothing else."""
+    import shutil
+
+    root = tmp_path / "in"
+    shutil.copytree(inputs, root)
+    out, counter = tmp_path / "out", tmp_path / "calls"
+    # shards of 4: [a, b, empty, text], [truncated, frame 0, frame 1, c]; batches of 2: the frames are written
+    # (and journaled) before the worker dies on c
+    factory = CountingFactory(_kwargs(checkpoints), counter, crash_at="astronaut_c.jpg")
+    engine = RayOptions(workers=1, shard_size=4, threads_per_worker=1)
+    summary = predict_ray([root], out, TASKS, factory, settings=SETTINGS, engine=engine)
+    assert Path(str(counter) + ".crashed").exists(), "the worker was killed"
+    calls = [Path(c).relative_to(root).as_posix() for c in _calls(counter)]
+    assert sorted(calls) == ["astronaut_a.jpg", "astronaut_b.png", "frames/000000.png", "frames/000001.png",
+                             "sub/astronaut_c.jpg"], "every good input predicted exactly once"
+    assert summary.done == 5 and summary.skipped == 0 and len(summary.failed) == 4
+    assert not list(out.rglob("*.s2tmp*")) and not list((out / ".ray-parts").rglob("journal/*/*"))
+    assert len(list((out / ".ray-parts").rglob("part-*.parquet"))) == 2
+    got, local = _files(out), _files(local_run)
+    assert set(got) == set(local)
+    for name, data in local.items():
+        if not name.endswith(".done.json"):  # records name the input, here another folder
+            assert got[name] == data, name
+    before = {Path(r["input"]).relative_to(root).as_posix(): r for r in _manifest(out)}
+    assert before["astronaut_b.png"]["input_bytes"] == (root / "astronaut_b.png").stat().st_size
+
+    photo = cv2.imread(str(ROOT / "examples" / "astronaut.jpg"))  # astronaut_b changes: another size
+    cv2.imwrite(str(root / "astronaut_b.png"), cv2.resize(photo, (44, 52), interpolation=cv2.INTER_AREA))
+    again = predict_ray([root], out, TASKS, factory, settings=SETTINGS, engine=engine)
+    assert _calls(counter)[5:] == [str(root / "astronaut_b.png")], "only the changed input is redone"
+    assert again.done == 1 and again.skipped == 4 and again.shards_run == 1
+    after = {Path(r["input"]).relative_to(root).as_posix(): r for r in _manifest(out)}
+    assert (after["astronaut_b.png"]["height"], after["astronaut_b.png"]["width"]) == (52, 44)
+    assert after["astronaut_b.png"]["input_bytes"] == (root / "astronaut_b.png").stat().st_size
+    drop = ("input_bytes", "input_modified_ns", "height", "width", "people", "outputs")
+    assert ({k: {c: v for c, v in r.items() if c not in drop} for k, r in after.items()}
+            == {k: {c: v for c, v in r.items() if c not in drop} for k, r in before.items()})
+    record = json.loads((out / "astronaut_b.done.json").read_text())
+    assert record["input_file"]["bytes"] == (root / "astronaut_b.png").stat().st_size

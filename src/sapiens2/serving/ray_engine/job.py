@@ -9,7 +9,14 @@ number of shards in flight (backpressure), however many inputs there are. At the
 that failed while listing) become ``OUT/manifest.parquet``: one row per input, in listing order.
 
 A killed run (Ctrl-C, a lost worker or node) leaves only whole parts: restarting it does the uncommitted shards
-only. ``stop_after_shards=k`` simulates that crash deterministically (exactly k shards are committed).
+only, and of those only the inputs the worker had not journaled (see :mod:`.worker`); a worker that dies is
+restarted by Ray Data and its shard retried the same way within the run. ``stop_after_shards=k`` simulates a
+crash deterministically (exactly k shards are committed).
+
+An input whose file changed since its shard was committed (size or modification time, as the local job's
+completion records compare them) is redone on resume. With ``--format files`` only the changed inputs are: the
+rest of the shard's rows are journaled from the old part and carried. With ``parquet`` / ``webdataset`` the shard
+file is the unit of output, so its whole shard is done again.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +37,16 @@ from sapiens2.cluster.listing import make_uid
 from sapiens2.cluster.ray_runtime import connect_ray, require
 from sapiens2.cluster.tables import write_table_atomic
 from sapiens2.errors import Sapiens2Error, UsageError
-from sapiens2.io import DEFAULT_MAX_PIXELS
+from sapiens2.io import DEFAULT_MAX_PIXELS, remove_stale_temp_files
 
 from ..bookkeeping import InputFailure, JobPlan
 from ..completion import own_output_filter
 from ..outputs import OutputOptions
 from .formats import FORMATS
 from .inputs import RayInput, list_predict_inputs
-from .worker import MANIFEST_COLUMNS, ShardPredictor, decode_shard, part_path, rows_table
+from .formats import PREDICTIONS_DIR
+from .worker import (MANIFEST_COLUMNS, ShardPredictor, decode_shard, input_identity, part_path, rows_table,
+                     write_journal_entry)
 
 __all__ = ["PredictInterrupted", "RayOptions", "RaySummary", "predict_ray"]
 
@@ -158,6 +168,25 @@ def _committed(parts_dir: Path, shard: str, output_dir: Path):
     return table
 
 
+def _reopen_changed(parts_dir: Path, shard: str, table, fmt: str, paths: Mapping[str, str]) -> bool:
+    """If inputs of a committed shard changed since (:func:`~.worker.input_identity`), reopen the shard: with
+    ``files``, its unchanged rows are journaled (carried by the worker, not predicted again); the part goes. Returns
+    whether the shard was reopened."""
+    rows = table.to_pylist()
+    changed = [r["input"] for r in rows  # parts of older versions have no identity: redone
+               if (r.get("input_bytes", -2), r.get("input_modified_ns", -2)) != input_identity(paths[r["input"]])]
+    if not changed:
+        return False
+    logger.info("shard %s: %d input(s) changed since it was done (%s); doing them again", shard, len(changed),
+                ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""))
+    if fmt == "files":
+        for row in rows:
+            if row["input"] not in changed and row["status"] == "ok":
+                write_journal_entry(parts_dir, shard, row)
+    part_path(parts_dir, shard).unlink()
+    return True
+
+
 def _make_predictor(tasks: Sequence[str], predictor) -> Callable[[], Any]:
     if callable(predictor):
         return predictor
@@ -208,7 +237,13 @@ def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequenc
         shutil.rmtree(parts_dir, ignore_errors=True)
     reset_commit_budget(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (parts_dir, out / PREDICTIONS_DIR):  # leftovers of writes killed midway
+        remove_stale_temp_files(folder)
     done_before = {s["shard"]: _committed(parts_dir, s["shard"], out) for s in specs}
+    paths = {item.source: item.path for item in items}
+    for shard, table in done_before.items():
+        if table is not None and _reopen_changed(parts_dir, shard, table, engine.format, paths):
+            done_before[shard] = None
     todo = [s for s in specs if done_before[s["shard"]] is None]
     summary = RaySummary(total=len(items) + len(listing_failures), shards=len(specs), shards_run=len(todo))
     summary.skipped = sum(t.column("status").to_pylist().count("ok") for t in done_before.values() if t is not None)
@@ -243,13 +278,14 @@ def _run_shards(todo, plan: JobPlan, engine: RayOptions, make_predictor, parts_d
                         num_gpus=gpus, fn_constructor_kwargs=dict(
                             make_predictor=make_predictor, plan=plan, fmt=engine.format,
                             output_dir=str(plan.output_dir), parts_dir=str(parts_dir),
-                            commit_budget=stop_after_shards, threads=threads))
+                            commit_budget=stop_after_shards, threads=threads, run=uuid.uuid4().hex))
     # consumed to its end even when interrupting: a worker that claimed a commit slot may still be writing
     for row in ds.iter_rows():
         if not bool(row["committed"]):
             summary.interrupted = True
             continue
         summary.predicted += int(row["predicted"])
+        summary.skipped += int(row["carried"])
         summary.people += int(row["people"])
         for stage, seconds in json.loads(row["stage_s"]).items():
             summary.stage_s[stage] = summary.stage_s.get(stage, 0.0) + seconds
@@ -267,7 +303,8 @@ def _write_manifest(out: Path, specs, parts_dir: Path, listing_failures: list[In
         tables.append(table)
     extra = [{"uid": make_uid(str(f.path)), "index": listed + k, "input": str(f.path), "shard": "",
               "status": "failed", "reason": f.reason, "people": -1, "whole_image_fallback": False, "height": -1,
-              "width": -1, "decode_s": 0.0, "model_s": 0.0, "write_s": 0.0, "outputs": []}
+              "width": -1, "decode_s": 0.0, "model_s": 0.0, "write_s": 0.0, "outputs": [], "input_bytes": -1,
+              "input_modified_ns": -1}
              for k, f in enumerate(listing_failures)]
     tables.append(rows_table(extra))
     manifest = pa.concat_tables(tables).select(list(MANIFEST_COLUMNS)).sort_by("index")
