@@ -39,7 +39,7 @@ from sapiens2.cluster.tables import write_table_atomic
 from sapiens2.errors import Sapiens2Error, UsageError
 from sapiens2.io import DEFAULT_MAX_PIXELS, remove_stale_temp_files
 
-from ..bookkeeping import InputFailure, JobPlan
+from ..bookkeeping import InputFailure, JobPlan, VideoOptions
 from ..completion import own_output_filter
 from ..outputs import OutputOptions
 from .formats import FORMATS
@@ -135,14 +135,26 @@ class RaySummary:
 
 def _settings_key(plan: JobPlan, fmt: str) -> str:
     settings = plan.item_settings(RayInput("", ""))
-    text = json.dumps({"settings": settings, "format": fmt}, sort_keys=True, default=str)
+    video = plan.item_settings(RayInput("", "", is_video=True))
+    text = json.dumps({"settings": settings, "video": video, "format": fmt}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _shards(items: list[RayInput], size: int) -> list[dict[str, Any]]:
+    """Fixed shards of ``size`` images in listing order; a video is a shard of its own (one worker does it whole,
+    frame after frame, as the local job: tracking and smoothing need the frames in order)."""
+    chunks: list[tuple[int, list[RayInput]]] = []
+    start = 0
+    for k, item in enumerate(items + [None]):
+        if item is None or item.is_video or k - start == size:
+            if k > start:
+                chunks.append((start, items[start:k]))
+            start = k
+        if item is not None and item.is_video:
+            chunks.append((k, [item]))
+            start = k + 1
     specs = []
-    for k, start in enumerate(range(0, len(items), size)):
-        chunk = items[start:start + size]
+    for k, (start, chunk) in enumerate(chunks):
         digest = hashlib.sha1("\n".join(i.source for i in chunk).encode()).hexdigest()[:10]
         specs.append({"shard": f"{k:06d}-{digest}", "index": start,
                       "inputs": json.dumps([i.to_dict() for i in chunk])})
@@ -215,19 +227,21 @@ def _placement(ray, options: RayOptions) -> tuple[int, float, float, int | None]
 def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequence[str], predictor, *,
                 options: OutputOptions | None = None, settings: Mapping[str, Any] | None = None,
                 engine: RayOptions | None = None, overwrite: bool = False, max_pixels: int | None = None,
-                stop_after_shards: int | None = None) -> RaySummary:
+                stop_after_shards: int | None = None, every: int = 1,
+                video: VideoOptions | None = None) -> RaySummary:
     """Predict ``tasks`` for ``inputs`` on Ray Data into ``output`` (see the module doc).
 
     ``predictor``: a zero-argument factory returning a predictor (``predict``/``predict_many``, like
     :class:`~sapiens2.inference.predictor.Predictor`), called once per worker; or a mapping of ``Predictor``
     keyword arguments (``model=``, ``device=``, ``input_size=``, ...). ``settings``: what else decides the outputs
-    (models, input size, ...), kept in the completion records as by the local job. Returns the summary; raises
+    (models, input size, ...), kept in the completion records as by the local job. ``every`` and ``video``: how
+    videos are read and post-processed, as by the local job (each video is one shard). Returns the summary; raises
     :class:`PredictInterrupted` when ``stop_after_shards`` stopped the run."""
     start = time.perf_counter()
     engine = engine or RayOptions()
     engine.check()
     require("pyarrow", extra="ray", needed_by="predict --engine ray")
-    plan = JobPlan.make(tasks, output, options, overwrite=overwrite, settings=settings)
+    plan = JobPlan.make(tasks, output, options, overwrite=overwrite, settings=settings, every=every, video=video)
     out = plan.output_dir
     out.mkdir(parents=True, exist_ok=True)
     items, listing_failures = list_predict_inputs(inputs, out, exclude=own_output_filter(out))

@@ -95,6 +95,9 @@ def decode_shard(row: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXEL
         start = time.perf_counter()
         identity = input_identity(item.path)  # before reading: a change after this is seen by the next run
         data = None
+        if item.is_video:  # read frame by frame by the worker that predicts it
+            decoded.append({"rgb": None, "reason": None, "decode_s": 0.0, "data": None, "identity": identity})
+            continue
         try:
             if item.in_file:  # as the local job reads it: same checks, same reasons
                 loaded = load_image(item.path, max_pixels=max_pixels)
@@ -181,6 +184,7 @@ class ShardPredictor:
         sink = make_sink(self.fmt, self.plan, self.output_dir, int(shard.split("-", 1)[0]))
         rows = {}
         good = []
+        stage_s: dict[str, float] = {}
         for k, (item, dec) in enumerate(zip(items, decoded)):
             position = index + k
             identity = dec["identity"]
@@ -192,14 +196,17 @@ class ShardPredictor:
                 stats["carried"] += entry["row"]["status"] == "ok" and entry.get("run") != self.run
                 continue
             ident = dict(input_bytes=identity[0], input_modified_ns=identity[1])
-            if dec["rgb"] is None:
+            if item.is_video:
+                rows[item.source] = self._run_video(item, position, shard, ident, stats, stage_s)
+                write_journal_entry(self.parts_dir, shard, rows[item.source], None, self.run)
+            elif dec["rgb"] is None:
                 rows[item.source] = _row(item, position, shard, status="failed", reason=dec["reason"],
                                          decode_s=dec["decode_s"], **ident)
             else:
                 h, w = dec["rgb"].shape[:2]
                 rows[item.source] = _row(item, position, shard, height=h, width=w, decode_s=dec["decode_s"], **ident)
                 good.append((item, dec))
-        stage_s = {"decode": sum(d["decode_s"] for d in decoded)}
+        stage_s["decode"] = stage_s.get("decode", 0.0) + sum(d["decode_s"] for d in decoded)
         for (item, dec), prediction in self._predictions(good):
             stats["predicted"] += 1
             row = rows[item.source]
@@ -235,6 +242,35 @@ class ShardPredictor:
                      failed=sum(r["status"] != "ok" for r in rows.values()),
                      people=sum(max(r["people"], 0) for r in rows.values()), stage_s=json.dumps(stage_s))
         return stats
+
+    def _run_video(self, item: RayInput, index: int, shard: str, ident: dict, stats: dict,
+                   stage_s: dict[str, float]) -> dict[str, Any]:
+        """A whole video with the local job's video pipeline (same frames, tracking, smoothing and files); its
+        manifest row. A video whose completion record is complete (done before a crash) is not predicted again."""
+        from sapiens2.io import InputItem
+
+        from ..runner import PredictJob
+
+        if self.fmt != "files":
+            return _row(item, index, shard, status="failed", reason="a video: its outputs are per-video files; "
+                        "use --format files (the default) for videos", **ident)
+        job = PredictJob(self.predictor, self.plan.tasks, self.output_dir, self.plan.options,
+                         overwrite=self.plan.overwrite, every=self.plan.every, video=self.plan.video,
+                         settings=self.plan.settings, read_workers=1, write_workers=1)
+        base = Path(item.base)  # its base among all inputs: the local job's name for it, clashes resolved
+        local = InputItem(Path(item.path), "video", Path(item.base + Path(item.path).suffix))
+        start = time.perf_counter()
+        summary = job.run([local])
+        stats["predicted"] += summary.skipped == 0
+        for stage, seconds in summary.stage_s.items():
+            stage_s[stage] = stage_s.get(stage, 0.0) + float(seconds)
+        if summary.failed or summary.interrupted or summary.done + summary.skipped != 1:
+            reason = summary.failed[0].reason if summary.failed else "interrupted"
+            return _row(item, index, shard, status="failed", reason=reason, **ident)
+        outputs = [p.relative_to(self.output_dir).as_posix()
+                   for p in self.plan.expected_outputs(item, self.output_dir / base)]
+        return _row(item, index, shard, people=summary.people, model_s=time.perf_counter() - start,
+                    outputs=outputs, **ident)
 
     def _commit(self, shard: str, rows: list[dict[str, Any]]) -> None:
         """The shard's manifest rows, written last and atomically: from now on the shard is done."""
