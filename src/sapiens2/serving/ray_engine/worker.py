@@ -1,8 +1,8 @@
 """The two Ray stages of ``predict --engine ray``, one shard (a fixed group of inputs) per call:
 
-- :func:`decode_shard` (a Ray task, CPU): read and decode the shard's images with the local job's readers
-  (:func:`~sapiens2.io.load_image` for files, :func:`~sapiens2.io.decode_image` for shard members and URIs); an
-  unreadable input becomes its reason;
+- :func:`~sapiens2.cluster.decode.decode_shard` (a Ray task, CPU, no torch in its process): read and decode the
+  shard's images with the local job's readers (:func:`~sapiens2.io.load_image` for files,
+  :func:`~sapiens2.io.decode_image` for shard members and URIs); an unreadable input becomes its reason;
 - :class:`ShardPredictor` (an actor: the model is loaded once per worker, on its GPU or a share of the CPUs):
   predicts the decoded images in the predictor's batches, writes them with the local job's writers
   (:mod:`.formats`), then commits the shard's manifest rows as one Parquet part, atomically and last. A part on
@@ -13,7 +13,7 @@ and, for the shard formats, its encoded outputs), after its outputs are written.
 killed process, an OOM) leaves no part and no shard file, only whole per-input files and journal entries: the
 retried shard takes the journaled inputs as they are and gives the model only the rest, so nothing is predicted
 twice. An entry counts only while its input file is unchanged (size and modification time, as the local job's
-completion records: :func:`~sapiens2.serving.completion.file_identity`) and, for ``files``, its outputs are there.
+completion records: :func:`~sapiens2.io.identity.file_identity`) and, for ``files``, its outputs are there.
 The shard's journal is removed once its part is committed.
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from sapiens2.cluster.commits import claim_commit
-from sapiens2.cluster.listing import is_uri, make_uid, read_item_bytes
+from sapiens2.cluster.decode import decode_shard, input_identity
+from sapiens2.cluster.listing import make_uid
 from sapiens2.cluster.tables import write_table_atomic
-from sapiens2.io import DEFAULT_MAX_PIXELS, atomic_path, decode_image, load_image
+from sapiens2.io import atomic_path
 
 from ..bookkeeping import failure_reason, predict_input
-from ..completion import file_identity
 from .formats import make_sink
 from .inputs import RayInput
 
@@ -54,13 +54,6 @@ def part_path(parts_dir: str | Path, shard: str) -> Path:
 
 def journal_dir(parts_dir: str | Path, shard: str) -> Path:
     return Path(parts_dir) / JOURNAL_DIR / shard
-
-
-def input_identity(path: str) -> tuple[int, int]:
-    """(bytes, modification ns) of the file an input is read from (for a tar member: its shard), as the local
-    job's completion records keep it; (-1, -1) for URIs and anything that is not a file (never "changed")."""
-    identity = None if is_uri(path) else file_identity(path)
-    return (-1, -1) if identity is None else (int(identity["bytes"]), int(identity["modified_ns"]))
 
 
 def write_journal_entry(parts_dir: str | Path, shard: str, row: dict[str, Any], sink_row: Any = None,
@@ -86,34 +79,6 @@ def _read_journal(parts_dir: Path, shard: str) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def decode_shard(row: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 keep_bytes: bool = False) -> dict[str, Any]:
-    """Ray task: the shard's images decoded (pickled: one object per shard, arrays of any size)."""
-    decoded = []
-    for entry in json.loads(row["inputs"]):
-        item = RayInput(**entry)
-        start = time.perf_counter()
-        identity = input_identity(item.path)  # before reading: a change after this is seen by the next run
-        data = None
-        if item.is_video:  # read frame by frame by the worker that predicts it
-            decoded.append({"rgb": None, "reason": None, "decode_s": 0.0, "data": None, "identity": identity})
-            continue
-        try:
-            if item.in_file:  # as the local job reads it: same checks, same reasons
-                loaded = load_image(item.path, max_pixels=max_pixels)
-                data = Path(item.path).read_bytes() if keep_bytes else None
-            else:
-                data = read_item_bytes({"path": item.path, "offset": item.offset, "size": item.size})
-                loaded = decode_image(data, name=item.source, max_pixels=max_pixels)
-            decoded.append({"rgb": loaded.rgb, "reason": None, "decode_s": time.perf_counter() - start,
-                            "data": data if keep_bytes else None, "identity": identity})
-        except Exception as exc:  # ImageReadError and anything else a broken input triggers: this input only
-            decoded.append({"rgb": None, "reason": failure_reason(exc), "decode_s": time.perf_counter() - start,
-                            "data": None, "identity": identity})
-    return {"shard": row["shard"], "index": row["index"], "inputs": row["inputs"],
-            "payload": pickle.dumps(decoded, protocol=5)}
-
-
 def _row(item: RayInput, index: int, shard: str, **values) -> dict[str, Any]:
     row = {"uid": make_uid(item.source), "index": index, "input": item.source, "shard": shard, "status": "ok",
            "reason": "", "people": -1, "whole_image_fallback": False, "height": -1, "width": -1, "decode_s": 0.0,
@@ -130,6 +95,7 @@ class ShardPredictor:
 
     def __init__(self, make_predictor: Callable[[], Any], plan, fmt: str, output_dir: str, parts_dir: str,
                  commit_budget: int | None = None, threads: int | None = None, run: str = ""):
+        began = time.perf_counter()
         if threads:
             import torch
 
@@ -141,6 +107,7 @@ class ShardPredictor:
         self.parts_dir = Path(parts_dir)
         self.commit_budget = commit_budget
         self.run = run
+        self.start_s = time.perf_counter() - began  # the model's loading, reported with the first shard
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         stats = [self.run_shard(str(shard), int(index), str(inputs), bytes(payload))
@@ -236,6 +203,7 @@ class ShardPredictor:
         sink.rows.sort(key=lambda r: order[r["input"]])  # carried and new rows in input order
         sink.close()
         stage_s["write"] = sum(r["write_s"] for r in rows.values()) + time.perf_counter() - start
+        stage_s["worker_start"], self.start_s = self.start_s, 0.0
         self._commit(shard, [rows[item.source] for item in items])
         shutil.rmtree(journal_dir(self.parts_dir, shard), ignore_errors=True)  # the part holds it all now
         stats.update(committed=True, ok=sum(r["status"] == "ok" for r in rows.values()),
