@@ -109,14 +109,20 @@ def main(argv=None) -> None:
             print(f"  ray 2 workers / 1 worker: {rates['ray, 2 workers'] / rates['ray, 1 worker']:.2f}  (goal >= 1.6)")
         if len(counts) > 1:
             n1, n2 = counts[0], counts[-1]
-            marginal = {name: (n2 - n1) / max(best[(name, n2)][0] - best[(name, n1)][0], 1e-9) for name, _ in variants}
+            extra = {name: best[(name, n2)][0] - best[(name, n1)][0] for name, _ in variants}
             print(f"marginal rate, images {n1} -> {n2} (start-up excluded):")
-            for name, rate in marginal.items():
-                fixed = best[(name, n1)][0] - n1 / rate
-                print(f"  {name:15s} {rate:7.2f} images/s, fixed cost {fixed:5.1f} s")
-            print(f"  ray 1 worker / local:     {marginal['ray, 1 worker'] / marginal['local']:.2f}  (goal >= 0.90)")
-            print(f"  ray 2 workers / 1 worker: {marginal['ray, 2 workers'] / marginal['ray, 1 worker']:.2f}  "
-                  "(goal >= 1.6)")
+            if min(extra.values()) <= 0:  # more images took less time: the load changed more than the work
+                print("  not measurable in this run (a larger run was faster than a smaller one: the machine's load "
+                      "changed); use more images or more repeats")
+            else:
+                marginal = {name: (n2 - n1) / seconds for name, seconds in extra.items()}
+                for name, rate in marginal.items():
+                    fixed = best[(name, n1)][0] - n1 / rate
+                    print(f"  {name:15s} {rate:7.2f} images/s, fixed cost {fixed:5.1f} s")
+                print(f"  ray 1 worker / local:     {marginal['ray, 1 worker'] / marginal['local']:.2f}  "
+                      "(goal >= 0.90)")
+                print(f"  ray 2 workers / 1 worker: {marginal['ray, 2 workers'] / marginal['ray, 1 worker']:.2f}  "
+                      "(goal >= 1.6)")
         n = counts[-1]
         print(f"where the time goes, {n} images (stage seconds; Ray's summed over its workers):")
         for name, _ in variants:

@@ -97,8 +97,9 @@ class RayOptions:
 class RaySummary:
     """What a Ray run did. ``done``: inputs predicted and written by this run; ``skipped``: inputs done by an
     earlier run (committed shards); ``failed``: every failed input with its reason; ``predicted``: inputs given
-    to a model in this run; ``stage_s``: seconds per stage summed over the workers (``worker_start``: building the
-    predictor in each worker, decode, the predictor's stages, write)."""
+    to a model in this run; ``stage_s``: seconds per stage summed over the workers (``worker_process``: a worker's
+    process start and imports before it builds its predictor, ``worker_start``: building the predictor, decode,
+    the predictor's stages, write)."""
 
     total: int = 0
     done: int = 0

@@ -19,6 +19,7 @@ The shard's journal is removed once its part is committed.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import time
@@ -87,6 +88,19 @@ def _row(item: RayInput, index: int, shard: str, **values) -> dict[str, Any]:
     return row
 
 
+def _process_age() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere): in a new actor, Ray's process start and the
+    imports that unpickling the actor's arguments brought in (torch, the model code), before ``__init__``."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/self/stat", encoding="ascii") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / ticks
+        with open("/proc/uptime", encoding="ascii") as f:
+            return max(0.0, float(f.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
 class ShardPredictor:
     """Ray actor: one predictor, many shards. ``make_predictor``: a picklable zero-argument factory (e.g.
     ``functools.partial(Predictor, tasks, model=..., device=...)``), called once in the worker. ``commit_budget``:
@@ -95,6 +109,7 @@ class ShardPredictor:
 
     def __init__(self, make_predictor: Callable[[], Any], plan, fmt: str, output_dir: str, parts_dir: str,
                  commit_budget: int | None = None, threads: int | None = None, run: str = ""):
+        self.process_s = _process_age()
         began = time.perf_counter()
         if threads:
             import torch
@@ -204,6 +219,7 @@ class ShardPredictor:
         sink.close()
         stage_s["write"] = sum(r["write_s"] for r in rows.values()) + time.perf_counter() - start
         stage_s["worker_start"], self.start_s = self.start_s, 0.0
+        stage_s["worker_process"], self.process_s = self.process_s, 0.0
         self._commit(shard, [rows[item.source] for item in items])
         shutil.rmtree(journal_dir(self.parts_dir, shard), ignore_errors=True)  # the part holds it all now
         stats.update(committed=True, ok=sum(r["status"] == "ok" for r in rows.values()),
