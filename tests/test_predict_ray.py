@@ -72,6 +72,10 @@ def inputs(tmp_path_factory):
         noisy = np.clip(frame.astype(int) + rng.integers(-8, 9, frame.shape), 0, 255).astype(np.uint8)
         (root / "frames").mkdir(exist_ok=True)
         cv2.imwrite(str(root / "frames" / f"{k:06d}.png"), noisy)
+    writer = cv2.VideoWriter(str(root / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (32, 40))
+    for k in range(3):  # a short video: the photo sliding sideways
+        writer.write(np.roll(frame, 2 * k, axis=1))
+    writer.release()
     (root / "bad").mkdir()
     (root / "bad" / "empty.jpg").write_bytes(b"")
     good = (root / "astronaut_a.jpg").read_bytes()
@@ -82,25 +86,37 @@ def inputs(tmp_path_factory):
 
 
 class CountingFactory:
-    """Builds a Predictor in the worker and records every input it is given (one line each, appended)."""
+    """Builds a Predictor in the worker and records every input it is given (one line each, appended).
+    ``crash_at``: the worker process dies (``os._exit``, as killed) when the model is about to be given the input
+    whose source ends so, once (a marker file says it happened)."""
 
-    def __init__(self, kwargs: dict, counter: Path):
-        self.kwargs, self.counter = kwargs, str(counter)
+    def __init__(self, kwargs: dict, counter: Path, crash_at: str = ""):
+        self.kwargs, self.counter, self.crash_at = kwargs, str(counter), crash_at
 
     def __call__(self):
         from sapiens2.inference.predictor import Predictor
 
-        return CountingPredictor(Predictor(list(TASKS), **self.kwargs), self.counter)
+        return CountingPredictor(Predictor(list(TASKS), **self.kwargs), self.counter, self.crash_at)
 
 
 class CountingPredictor:
-    def __init__(self, inner, counter: str):
-        self.inner, self.counter = inner, counter
+    def __init__(self, inner, counter: str, crash_at: str = ""):
+        self.inner, self.counter, self.crash_at = inner, counter, crash_at
         self.pose_settings, self.max_pixels = inner.pose_settings, inner.max_pixels
 
     def _count(self, x):
+        name = str(x.source) if x.frame_index is None else f"video frame {x.frame_index}"
+        if self.crash_at and str(x.source).endswith(self.crash_at):
+            import os
+
+            try:
+                os.close(os.open(self.counter + ".crashed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(1)  # the worker process dies here, mid-shard
         with open(self.counter, "a", encoding="utf-8") as f:
-            f.write(f"{x.source}\n")
+            f.write(f"{name}\n")
         return x
 
     def predict(self, x):
@@ -114,9 +130,25 @@ def _calls(counter: Path) -> list[str]:
     return counter.read_text().splitlines() if counter.exists() else []
 
 
+def _inputs(calls: list[str], root: Path) -> list[str]:
+    """The inputs the model was given (a video once, however many of its frames)."""
+    return list(dict.fromkeys(str(root / "clip.mp4") if c.startswith("video frame") else c for c in calls))
+
+
+VIDEO_TIMING = ("wall_s", "frames_per_second", "model_wait_s", "model_idle_share")
+
+
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and ".ray-parts" not in p.parts and p.name != "manifest.parquet"}
+    """Every output file's bytes (a video summary's without its timings)."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and ".ray-parts" not in p.parts and p.name != "manifest.parquet":
+            data = p.read_bytes()
+            if p.name.endswith(".summary.json"):
+                doc = {k: v for k, v in json.loads(data).items() if k not in VIDEO_TIMING}
+                data = json.dumps(doc, sort_keys=True).encode()
+            files[p.relative_to(folder).as_posix()] = data
+    return files
 
 
 def _manifest(out: Path, drop=TIMING) -> list[dict]:
@@ -139,7 +171,7 @@ def local_run(inputs, checkpoints, tmp_path_factory):
         summary = job.run(discover_inputs([inputs]).items)
     finally:
         torch.set_num_threads(threads)
-    assert summary.done == 5 and len(summary.failed) == 3  # the folder named like an image is not seen locally
+    assert summary.done == 6 and len(summary.failed) == 3  # the folder named like an image is not seen locally
     return out
 
 
@@ -156,15 +188,22 @@ def test_outputs_equal_the_local_job_and_bad_inputs_have_reasons(inputs, local_r
     out, summary, calls = ray_run
     local = _files(local_run)
     got = _files(out)
-    # per input pose.json/png, seg.png/vis, done.json; seg_classes.json per folder (., sub, frames)
-    assert set(local) <= set(got) and len(local) == 5 * 5 + 3
+    # per image pose.json/png, seg.png/vis, done.json; seg_classes.json per folder (., sub, frames); the video's
+    # pose/seg mp4, pose.jsonl, summary, record and per-frame files
+    video = [n for n in local if n.startswith("clip")]
+    assert set(local) <= set(got) and len(local) - len(video) == 5 * 5 + 3
+    assert {"clip.pose.mp4", "clip.seg.mp4", "clip.pose.jsonl", "clip.summary.json", "clip.done.json",
+            "clip/000002.seg.png"} <= set(video)
     for name, data in local.items():
         assert got[name] == data, name  # same bytes, completion records included
-    assert sorted(calls) == sorted(str(inputs / p) for p in ("astronaut_a.jpg", "astronaut_b.png",
-                                                             "sub/astronaut_c.jpg", "frames/000000.png",
-                                                             "frames/000001.png"))
+    assert sorted(calls) == sorted([str(inputs / p) for p in ("astronaut_a.jpg", "astronaut_b.png",
+                                                              "sub/astronaut_c.jpg", "frames/000000.png",
+                                                              "frames/000001.png")]
+                                   + [f"video frame {k}" for k in range(3)])
     rows = {Path(r["input"]).name: r for r in _manifest(out)}
-    assert len(rows) == 9 and summary.total == 9 and summary.done == 5 and len(summary.failed) == 4
+    assert len(rows) == 10 and summary.total == 10 and summary.done == 6 and len(summary.failed) == 4
+    clip = rows["clip.mp4"]
+    assert clip["status"] == "ok" and clip["people"] == 3 and "clip.pose.jsonl" in clip["outputs"]
     for name, reason in BAD.items():
         assert rows[name]["status"] == "failed" and reason in rows[name]["reason"].lower(), rows[name]
         assert rows[name]["outputs"] == [] and rows[name]["people"] == -1
@@ -178,8 +217,8 @@ def test_outputs_equal_the_local_job_and_bad_inputs_have_reasons(inputs, local_r
 
 def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inputs, checkpoints, ray_run,
                                                                             ray_local, tmp_path):
-    """Killed after 2 of 4 shards on one worker, finished on two: the same manifest and files as the one-worker
-    run in one go, every good input given to a model exactly once."""
+    """Killed after 2 of 6 shards (images in pairs, the video alone) on one worker, finished on two: the same
+    manifest and files as the one-worker run in one go, every good input given to a model exactly once."""
     reference, _, _ = ray_run
     out, counter = tmp_path / "out", tmp_path / "calls"
     factory = CountingFactory(_kwargs(checkpoints), counter)
@@ -187,19 +226,19 @@ def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inpu
         predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=ONE_WORKER, stop_after_shards=2)
     parts = list((out / ".ray-parts").rglob("part-*.parquet"))
     assert len(parts) == 2 and not (out / "manifest.parquet").exists()
-    first = _calls(counter)
+    first = _inputs(_calls(counter), inputs)
     committed = [r for p in parts for r in read_table_dict(p)["input"]]
-    assert 0 < len(first) <= 4 and set(first) <= set(committed)  # only the committed shards reached the model
+    assert len(first) <= 4 and set(first) <= set(committed)  # only the committed shards reached the model
     summary = predict_ray([inputs], out, TASKS, factory, settings=SETTINGS,
                           engine=RayOptions(workers=2, shard_size=2, threads_per_worker=1))
     calls = _calls(counter)
-    assert len(calls) == len(set(calls)) == 5, "every good input predicted exactly once over both runs"
-    assert summary.workers == 2 and summary.shards_run == 2
-    assert summary.skipped == len(first) and summary.done == 5 - len(first) and summary.predicted == 5 - len(first)
+    assert len(calls) == len(set(calls)) == 8, "every good input (5 images, 3 video frames) predicted exactly once"
+    assert summary.workers == 2 and summary.shards_run == 4
+    assert summary.skipped == len(first) and summary.done == 6 - len(first) and summary.predicted == 6 - len(first)
     assert _manifest(out) == _manifest(reference)
     assert _files(out) == _files(reference)
     again = predict_ray([inputs], out, TASKS, factory, settings=SETTINGS, engine=RayOptions(shard_size=2))
-    assert len(_calls(counter)) == 5 and again.skipped == 5 and again.done == 0 and again.shards_run == 0
+    assert len(_calls(counter)) == 8 and again.skipped == 6 and again.done == 0 and again.shards_run == 0
     assert _manifest(out) == _manifest(reference)
 
 
@@ -277,3 +316,48 @@ def test_webdataset_shard_holds_the_local_files(inputs, checkpoints, local_run, 
     assert members["png"] == path.read_bytes()
     for suffix in ("pose.png", "seg.png", "seg_vis.png"):
         assert members[suffix] == (local_run / f"astronaut_b.{suffix}").read_bytes(), suffix
+
+
+def test_worker_killed_mid_shard_and_changed_input(inputs, checkpoints, local_run, ray_local, tmp_path):
+    """A worker process dies mid-shard (after the first batch of the shard was written): Ray restarts it and the
+    shard is retried, taking the journaled inputs as they are, so no input reaches the model twice and the outputs
+    equal the local job's. Then an input file changes: a re-run redoes exactly that input, nothing else."""
+    import shutil
+
+    root = tmp_path / "in"
+    shutil.copytree(inputs, root)
+    out, counter = tmp_path / "out", tmp_path / "calls"
+    # shards of 4: [a, b, empty, text], [truncated], [clip.mp4], [frame 0, frame 1, c]; batches of 2: the frames
+    # are written (and journaled) before the worker dies on c
+    factory = CountingFactory(_kwargs(checkpoints), counter, crash_at="astronaut_c.jpg")
+    engine = RayOptions(workers=1, shard_size=4, threads_per_worker=1)
+    summary = predict_ray([root], out, TASKS, factory, settings=SETTINGS, engine=engine)
+    assert Path(str(counter) + ".crashed").exists(), "the worker was killed"
+    calls = [c if c.startswith("video") else Path(c).relative_to(root).as_posix() for c in _calls(counter)]
+    assert sorted(calls) == ["astronaut_a.jpg", "astronaut_b.png", "frames/000000.png", "frames/000001.png",
+                             "sub/astronaut_c.jpg"] + [f"video frame {k}" for k in range(3)], \
+        "every good input predicted exactly once"
+    assert summary.done == 6 and summary.skipped == 0 and len(summary.failed) == 4
+    assert not list(out.rglob("*.s2tmp*")) and not list((out / ".ray-parts").rglob("journal/*/*"))
+    assert len(list((out / ".ray-parts").rglob("part-*.parquet"))) == 4
+    got, local = _files(out), _files(local_run)
+    assert set(got) == set(local)
+    for name, data in local.items():
+        if not name.endswith((".done.json", ".summary.json")):  # these name the input, here in another folder
+            assert got[name] == data, name
+    before = {Path(r["input"]).relative_to(root).as_posix(): r for r in _manifest(out)}
+    assert before["astronaut_b.png"]["input_bytes"] == (root / "astronaut_b.png").stat().st_size
+
+    photo = cv2.imread(str(ROOT / "examples" / "astronaut.jpg"))  # astronaut_b changes: another size
+    cv2.imwrite(str(root / "astronaut_b.png"), cv2.resize(photo, (44, 52), interpolation=cv2.INTER_AREA))
+    again = predict_ray([root], out, TASKS, factory, settings=SETTINGS, engine=engine)
+    assert _calls(counter)[8:] == [str(root / "astronaut_b.png")], "only the changed input is redone"
+    assert again.done == 1 and again.skipped == 5 and again.shards_run == 1
+    after = {Path(r["input"]).relative_to(root).as_posix(): r for r in _manifest(out)}
+    assert (after["astronaut_b.png"]["height"], after["astronaut_b.png"]["width"]) == (52, 44)
+    assert after["astronaut_b.png"]["input_bytes"] == (root / "astronaut_b.png").stat().st_size
+    drop = ("input_bytes", "input_modified_ns", "height", "width", "people", "outputs")
+    assert ({k: {c: v for c, v in r.items() if c not in drop} for k, r in after.items()}
+            == {k: {c: v for c, v in r.items() if c not in drop} for k, r in before.items()})
+    record = json.loads((out / "astronaut_b.done.json").read_text())
+    assert record["input_file"]["bytes"] == (root / "astronaut_b.png").stat().st_size

@@ -13,9 +13,7 @@ import os as _os
 # to let ``max_pixels=0`` really mean "no limit". A value already in the environment is kept.
 _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 40))
 
-from .checkpoints import PUBLISHED_MODELS, list_models, load_backbone, load_model
 from .errors import ArchMismatchError, CheckpointError, InputSizeError, ModelNotAvailableError, Sapiens2Error
-from .models import ARCHS, TASKS, Sapiens2Backbone, Sapiens2TaskModel, build_backbone, build_model, get_arch
 
 __version__ = "0.1.0"
 
@@ -26,7 +24,19 @@ __all__ = [
 ]
 
 
+# Imported when first asked for: they pull in torch, which processes that only read images or files (Ray decode
+# tasks, curation workers, the CLI's planning) need not pay for (seconds, hundreds of MB each).
+_CHECKPOINTS = ("PUBLISHED_MODELS", "list_models", "load_backbone", "load_model")
+_MODELS = ("ARCHS", "TASKS", "Sapiens2Backbone", "Sapiens2TaskModel", "build_backbone", "build_model", "get_arch")
+
+
 def __getattr__(name):
+    if name in _CHECKPOINTS:
+        from . import checkpoints
+        return getattr(checkpoints, name)
+    if name in _MODELS:
+        from . import models
+        return getattr(models, name)
     # The Predictor pulls in OpenCV and the pipelines; import it only when asked for.
     if name == "Predictor":
         from .inference.predictor import Predictor

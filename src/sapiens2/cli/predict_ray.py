@@ -59,6 +59,7 @@ def check_engine_options(args: argparse.Namespace) -> None:
 def run_ray(args: argparse.Namespace, tasks: list[str], models: dict, input_size, build_predictor, options,
             settings) -> int:
     """Run the parsed ``predict`` command on Ray; returns the exit status."""
+    from sapiens2.serving.bookkeeping import VideoOptions
     from sapiens2.serving.ray_engine import PredictInterrupted, RayOptions, predict_ray
 
     models = {t: m.resolve() if isinstance(m, Path) else m for t, m in models.items()}  # workers' cwd may differ
@@ -70,7 +71,10 @@ def run_ray(args: argparse.Namespace, tasks: list[str], models: dict, input_size
     factory = functools.partial(build_predictor, args, tasks, models, input_size)  # called once per worker
     try:
         summary = predict_ray(args.inputs, args.output, tasks, factory, options=options, settings=settings,
-                              engine=engine, overwrite=args.overwrite, max_pixels=args.max_pixels)
+                              engine=engine, overwrite=args.overwrite, max_pixels=args.max_pixels,
+                              every=args.every, video=VideoOptions(
+                                  start=args.start, end=args.end, max_frames=args.max_frames, track=args.track,
+                                  smoothing=args.smooth, frame_files=args.frame_files, fps=args.fps))
     except (KeyboardInterrupt, PredictInterrupted) as exc:
         print(f"interrupted ({exc or 'Ctrl-C'}): committed shards are kept; run the same command to finish",
               file=sys.stderr)

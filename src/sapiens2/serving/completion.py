@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sapiens2.io import input_kind, write_json
+from sapiens2.io.identity import file_identity  # shared with the Ray engine's decode tasks
 
 from .outputs import SEG_PROBS_SUFFIX, TASK_ORDER, TASK_OUTPUTS, with_suffix
 
@@ -45,17 +45,6 @@ def record_path(base: Path) -> Path:
 def _jsonable(value: Any) -> Any:
     """The value as it reads back from JSON (tuples become lists, paths strings), so records compare equal."""
     return json.loads(json.dumps(value, default=os.fspath))
-
-
-def file_identity(path: str | os.PathLike) -> dict[str, int] | None:
-    """Size and modification time of a file (cheap, unlike a hash); None for anything that is not a file."""
-    try:
-        info = Path(path).stat()
-    except (OSError, ValueError):
-        return None
-    if not stat.S_ISREG(info.st_mode):
-        return None
-    return {"bytes": info.st_size, "modified_ns": info.st_mtime_ns}
 
 
 def make_record(input_path: Path, outputs: Iterable[Path], settings: Mapping[str, Any]) -> dict[str, Any]:

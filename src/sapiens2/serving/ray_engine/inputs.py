@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sapiens2.cluster.listing import is_uri, list_inputs
-from sapiens2.io import discover_inputs
+from sapiens2.io import discover_inputs, input_kind
 from sapiens2.io.images import IMAGE_EXTENSIONS
 
 from ..bookkeeping import InputFailure
@@ -28,9 +28,10 @@ LIST_SUFFIXES = (".txt", ".parquet")
 
 @dataclass(frozen=True)
 class RayInput:
-    """One image input. ``source``: what the manifest calls it (a path, ``shard.tar#member``, a URI); ``path``,
+    """One image or video input. ``source``: what the manifest calls it (a path, ``shard.tar#member``, a URI); ``path``,
     ``offset``, ``size``: where its bytes are (a tar member by offset, ``-1`` for a whole file); ``base``: its
-    output base relative to the output folder. Quacks like :class:`~sapiens2.io.InputItem` for the job's plan."""
+    output base relative to the output folder; ``is_video``: a video file (done whole by one worker, with the
+    local job's video pipeline). Quacks like :class:`~sapiens2.io.InputItem` for the job's plan."""
 
     source: str
     path: str
@@ -38,9 +39,11 @@ class RayInput:
     size: int = -1
     relative_name: str = ""
     base: str = ""
+    is_video: bool = False
 
-    kind = "image"
-    is_video = False
+    @property
+    def kind(self) -> str:
+        return "video" if self.is_video else "image"
 
     @property
     def relative(self) -> Path:
@@ -81,11 +84,8 @@ def _discover(paths: list[str], *, exclude, items: list, failures: list) -> None
     """Files and folders, in one :func:`~sapiens2.io.discover_inputs` call as the local job makes it."""
     found = discover_inputs(paths, exclude=exclude)
     for item in found.items:
-        if item.is_video:
-            failures.append(InputFailure(item.path, "a video: --engine ray runs images; predict videos with the "
-                                                    "local engine (--engine local)"))
-        else:
-            items.append(RayInput(str(item.path), str(Path(item.path).absolute()), relative_name=str(item.relative)))
+        items.append(RayInput(str(item.path), str(Path(item.path).absolute()), relative_name=str(item.relative),
+                              is_video=item.is_video))
     failures.extend(InputFailure(p, "does not exist") for p in found.missing)
     failures.extend(InputFailure(p, "not an image or video file extension") for p in found.unsupported)
     for folder in map(Path, paths):
@@ -114,8 +114,9 @@ def _other(entry: str, *, items: list, failures: list, listed: bool) -> None:
         for listed_entry in _listed_paths(path):
             _other(listed_entry, items=items, failures=failures, listed=True)
         return
-    # a listed file is an image: a missing or bad one fails when read, with the reader's reason
-    items.append(RayInput(str(path), str(path.absolute()), relative_name=path.name))
+    # a listed file is an image or a video: a missing or bad one fails when read, with the reader's reason
+    items.append(RayInput(str(path), str(path.absolute()), relative_name=path.name,
+                          is_video=input_kind(path) == "video"))
 
 
 def _image_named_folders(root: Path, items, exclude) -> list[InputFailure]:
@@ -157,5 +158,5 @@ def list_predict_inputs(inputs: Sequence[str | os.PathLike], output_dir: Path,
     out = []
     for item, base in zip(items, bases):
         out.append(RayInput(item.source, item.path, item.offset, item.size, item.relative_name,
-                            base.relative_to(output_dir).as_posix()))
+                            base.relative_to(output_dir).as_posix(), item.is_video))
     return out, failures

@@ -9,7 +9,14 @@ number of shards in flight (backpressure), however many inputs there are. At the
 that failed while listing) become ``OUT/manifest.parquet``: one row per input, in listing order.
 
 A killed run (Ctrl-C, a lost worker or node) leaves only whole parts: restarting it does the uncommitted shards
-only. ``stop_after_shards=k`` simulates that crash deterministically (exactly k shards are committed).
+only, and of those only the inputs the worker had not journaled (see :mod:`.worker`); a worker that dies is
+restarted by Ray Data and its shard retried the same way within the run. ``stop_after_shards=k`` simulates a
+crash deterministically (exactly k shards are committed).
+
+An input whose file changed since its shard was committed (size or modification time, as the local job's
+completion records compare them) is redone on resume. With ``--format files`` only the changed inputs are: the
+rest of the shard's rows are journaled from the old part and carried. With ``parquet`` / ``webdataset`` the shard
+file is the unit of output, so its whole shard is done again.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +37,16 @@ from sapiens2.cluster.listing import make_uid
 from sapiens2.cluster.ray_runtime import connect_ray, require
 from sapiens2.cluster.tables import write_table_atomic
 from sapiens2.errors import Sapiens2Error, UsageError
-from sapiens2.io import DEFAULT_MAX_PIXELS
+from sapiens2.io import DEFAULT_MAX_PIXELS, remove_stale_temp_files
 
-from ..bookkeeping import InputFailure, JobPlan
+from ..bookkeeping import InputFailure, JobPlan, VideoOptions
 from ..completion import own_output_filter
 from ..outputs import OutputOptions
 from .formats import FORMATS
 from .inputs import RayInput, list_predict_inputs
-from .worker import MANIFEST_COLUMNS, ShardPredictor, decode_shard, part_path, rows_table
+from .formats import PREDICTIONS_DIR
+from .worker import (MANIFEST_COLUMNS, ShardPredictor, decode_shard, input_identity, part_path, rows_table,
+                     write_journal_entry)
 
 __all__ = ["PredictInterrupted", "RayOptions", "RaySummary", "predict_ray"]
 
@@ -87,8 +97,9 @@ class RayOptions:
 class RaySummary:
     """What a Ray run did. ``done``: inputs predicted and written by this run; ``skipped``: inputs done by an
     earlier run (committed shards); ``failed``: every failed input with its reason; ``predicted``: inputs given
-    to a model in this run; ``stage_s``: seconds per stage summed over the workers (decode, the predictor's
-    stages, write)."""
+    to a model in this run; ``stage_s``: seconds per stage summed over the workers (``worker_process``: a worker's
+    process start and imports before it builds its predictor, ``worker_start``: building the predictor, decode,
+    the predictor's stages, write)."""
 
     total: int = 0
     done: int = 0
@@ -125,14 +136,26 @@ class RaySummary:
 
 def _settings_key(plan: JobPlan, fmt: str) -> str:
     settings = plan.item_settings(RayInput("", ""))
-    text = json.dumps({"settings": settings, "format": fmt}, sort_keys=True, default=str)
+    video = plan.item_settings(RayInput("", "", is_video=True))
+    text = json.dumps({"settings": settings, "video": video, "format": fmt}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _shards(items: list[RayInput], size: int) -> list[dict[str, Any]]:
+    """Fixed shards of ``size`` images in listing order; a video is a shard of its own (one worker does it whole,
+    frame after frame, as the local job: tracking and smoothing need the frames in order)."""
+    chunks: list[tuple[int, list[RayInput]]] = []
+    start = 0
+    for k, item in enumerate(items + [None]):
+        if item is None or item.is_video or k - start == size:
+            if k > start:
+                chunks.append((start, items[start:k]))
+            start = k
+        if item is not None and item.is_video:
+            chunks.append((k, [item]))
+            start = k + 1
     specs = []
-    for k, start in enumerate(range(0, len(items), size)):
-        chunk = items[start:start + size]
+    for k, (start, chunk) in enumerate(chunks):
         digest = hashlib.sha1("\n".join(i.source for i in chunk).encode()).hexdigest()[:10]
         specs.append({"shard": f"{k:06d}-{digest}", "index": start,
                       "inputs": json.dumps([i.to_dict() for i in chunk])})
@@ -156,6 +179,25 @@ def _committed(parts_dir: Path, shard: str, output_dir: Path):
         if not all((output_dir / name).is_file() for name in outputs):
             return None
     return table
+
+
+def _reopen_changed(parts_dir: Path, shard: str, table, fmt: str, paths: Mapping[str, str]) -> bool:
+    """If inputs of a committed shard changed since (:func:`~.worker.input_identity`), reopen the shard: with
+    ``files``, its unchanged rows are journaled (carried by the worker, not predicted again); the part goes. Returns
+    whether the shard was reopened."""
+    rows = table.to_pylist()
+    changed = [r["input"] for r in rows  # parts of older versions have no identity: redone
+               if (r.get("input_bytes", -2), r.get("input_modified_ns", -2)) != input_identity(paths[r["input"]])]
+    if not changed:
+        return False
+    logger.info("shard %s: %d input(s) changed since it was done (%s); doing them again", shard, len(changed),
+                ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else ""))
+    if fmt == "files":
+        for row in rows:
+            if row["input"] not in changed and row["status"] == "ok":
+                write_journal_entry(parts_dir, shard, row)
+    part_path(parts_dir, shard).unlink()
+    return True
 
 
 def _make_predictor(tasks: Sequence[str], predictor) -> Callable[[], Any]:
@@ -186,19 +228,21 @@ def _placement(ray, options: RayOptions) -> tuple[int, float, float, int | None]
 def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequence[str], predictor, *,
                 options: OutputOptions | None = None, settings: Mapping[str, Any] | None = None,
                 engine: RayOptions | None = None, overwrite: bool = False, max_pixels: int | None = None,
-                stop_after_shards: int | None = None) -> RaySummary:
+                stop_after_shards: int | None = None, every: int = 1,
+                video: VideoOptions | None = None) -> RaySummary:
     """Predict ``tasks`` for ``inputs`` on Ray Data into ``output`` (see the module doc).
 
     ``predictor``: a zero-argument factory returning a predictor (``predict``/``predict_many``, like
     :class:`~sapiens2.inference.predictor.Predictor`), called once per worker; or a mapping of ``Predictor``
     keyword arguments (``model=``, ``device=``, ``input_size=``, ...). ``settings``: what else decides the outputs
-    (models, input size, ...), kept in the completion records as by the local job. Returns the summary; raises
+    (models, input size, ...), kept in the completion records as by the local job. ``every`` and ``video``: how
+    videos are read and post-processed, as by the local job (each video is one shard). Returns the summary; raises
     :class:`PredictInterrupted` when ``stop_after_shards`` stopped the run."""
     start = time.perf_counter()
     engine = engine or RayOptions()
     engine.check()
     require("pyarrow", extra="ray", needed_by="predict --engine ray")
-    plan = JobPlan.make(tasks, output, options, overwrite=overwrite, settings=settings)
+    plan = JobPlan.make(tasks, output, options, overwrite=overwrite, settings=settings, every=every, video=video)
     out = plan.output_dir
     out.mkdir(parents=True, exist_ok=True)
     items, listing_failures = list_predict_inputs(inputs, out, exclude=own_output_filter(out))
@@ -208,7 +252,13 @@ def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequenc
         shutil.rmtree(parts_dir, ignore_errors=True)
     reset_commit_budget(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (parts_dir, out / PREDICTIONS_DIR):  # leftovers of writes killed midway
+        remove_stale_temp_files(folder)
     done_before = {s["shard"]: _committed(parts_dir, s["shard"], out) for s in specs}
+    paths = {item.source: item.path for item in items}
+    for shard, table in done_before.items():
+        if table is not None and _reopen_changed(parts_dir, shard, table, engine.format, paths):
+            done_before[shard] = None
     todo = [s for s in specs if done_before[s["shard"]] is None]
     summary = RaySummary(total=len(items) + len(listing_failures), shards=len(specs), shards_run=len(todo))
     summary.skipped = sum(t.column("status").to_pylist().count("ok") for t in done_before.values() if t is not None)
@@ -243,13 +293,14 @@ def _run_shards(todo, plan: JobPlan, engine: RayOptions, make_predictor, parts_d
                         num_gpus=gpus, fn_constructor_kwargs=dict(
                             make_predictor=make_predictor, plan=plan, fmt=engine.format,
                             output_dir=str(plan.output_dir), parts_dir=str(parts_dir),
-                            commit_budget=stop_after_shards, threads=threads))
+                            commit_budget=stop_after_shards, threads=threads, run=uuid.uuid4().hex))
     # consumed to its end even when interrupting: a worker that claimed a commit slot may still be writing
     for row in ds.iter_rows():
         if not bool(row["committed"]):
             summary.interrupted = True
             continue
         summary.predicted += int(row["predicted"])
+        summary.skipped += int(row["carried"])
         summary.people += int(row["people"])
         for stage, seconds in json.loads(row["stage_s"]).items():
             summary.stage_s[stage] = summary.stage_s.get(stage, 0.0) + seconds
@@ -267,7 +318,8 @@ def _write_manifest(out: Path, specs, parts_dir: Path, listing_failures: list[In
         tables.append(table)
     extra = [{"uid": make_uid(str(f.path)), "index": listed + k, "input": str(f.path), "shard": "",
               "status": "failed", "reason": f.reason, "people": -1, "whole_image_fallback": False, "height": -1,
-              "width": -1, "decode_s": 0.0, "model_s": 0.0, "write_s": 0.0, "outputs": []}
+              "width": -1, "decode_s": 0.0, "model_s": 0.0, "write_s": 0.0, "outputs": [], "input_bytes": -1,
+              "input_modified_ns": -1}
              for k, f in enumerate(listing_failures)]
     tables.append(rows_table(extra))
     manifest = pa.concat_tables(tables).select(list(MANIFEST_COLUMNS)).sort_by("index")
