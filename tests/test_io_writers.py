@@ -187,3 +187,18 @@ def test_remove_stale_temp_files(tmp_path):
     (tmp_path / "r.json").write_text("{}")
     assert remove_stale_temp_files(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [".keep", "r.json"]
+
+
+def test_picture_png_same_pixels_other_encoding(tmp_path):
+    rng = np.random.default_rng(5)
+    small = rng.integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    image = cv2.resize(small, (130, 90), interpolation=cv2.INTER_CUBIC)  # smooth, photo-like
+    image[::7] = rng.integers(0, 256, image[::7].shape, dtype=np.uint8)  # and noisy rows
+    plain = writers_module.encode_image(image, ".png", png_compression=1)
+    picture = writers_module.encode_image(image, ".png", png_compression=1, picture=True)
+    assert picture != plain  # another filter and strategy ...
+    for data in (plain, picture):  # ... the same pixels
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(decoded[..., ::-1], image)
+    path = writers_module.write_png(tmp_path / "p.png", image, picture=True)
+    assert path.read_bytes() == writers_module.encode_image(image, ".png", picture=True)

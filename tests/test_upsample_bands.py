@@ -169,3 +169,44 @@ def test_band_threads_restores_the_thread_count():
     with banding.band_threads(torch.device("cpu")):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def _argmax_cases():
+    gen = torch.Generator().manual_seed(3)
+    noise = torch.randn(29, 5, 301, generator=gen) * 3
+    ties = (torch.randn(29, 4, 33, generator=gen) * 1.5).round()  # many equal maxima
+    zeros = torch.zeros(4, 3, 5)
+    zeros[1::2] = -0.0  # +0 and -0 are equal maxima
+    denormal = torch.randint(0, 3, (7, 3, 11), generator=gen).float() * 1e-45  # differences of 2**-149
+    big = torch.tensor([[[3.0e38, -3.0e38]], [[-3.0e38, 3.0e38]]])  # v - m overflows to -inf
+    return [noise, ties, zeros, denormal, big]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_ranked_first_argmax_equals_argmax(case):
+    band = _argmax_cases()[case]
+    assert torch.equal(first_argmax(band), band.argmax(0).to(torch.uint8))
+    classes = torch.arange(band.shape[0]) * 7 % 256  # increasing ids up to 196
+    classes = torch.sort(classes).values
+    assert torch.equal(first_argmax(band, classes=classes), classes[band.argmax(0)].to(torch.uint8))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_first_argmax_non_finite_values_as_argmax(bad):
+    band = torch.randn(6, 3, 9, generator=torch.Generator().manual_seed(4))
+    band.view(-1)[::5] = bad
+    band[:, 0, 0] = -float("inf")  # a pixel whose every class is -inf
+    assert torch.equal(first_argmax(band), band.argmax(0).to(torch.uint8))
+
+
+def test_first_argmax_with_denormals_flushed_falls_back():
+    band = torch.tensor([[[1.2e-38, 2.0]], [[1.5e-38, 1.0]]])
+    torch.set_flush_denormal(True)
+    try:
+        if not torch.set_flush_denormal(True):
+            pytest.skip("this CPU cannot flush denormals")
+        assert not banding._denormals_kept(band.device)
+        assert first_argmax(band).tolist() == [[1, 0]]
+    finally:
+        torch.set_flush_denormal(False)
+    assert banding._denormals_kept(band.device)

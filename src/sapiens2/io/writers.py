@@ -133,15 +133,23 @@ def _to_bgr_order(image: np.ndarray, in_place: bool = False) -> np.ndarray:
 # smaller file (1.9 MB against 3.3 MB); on a map of large flat regions 5x less time and a quarter of the size.
 LABEL_MAP_PNG = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER,
                  cv2.IMWRITE_PNG_FILTER_NONE)
+# PNG of a picture (photo-like RGB: overlays): the run-length strategy with the Paeth filter on every row, in place
+# of the default adaptive filters with LZ matching. Measured on 8 MP pictures (a smooth photo, a noisy class-colour
+# overlay), zlib level 1: 1.6-1.7x less CPU time (0.40-0.46 s against 0.67-0.73 s) and 17% smaller files (10.1 MB
+# against 12.2 MB; 10.5 against 12.7); at level 3, 2.6-2.9x less time and 9-14% smaller. Same pixels.
+PICTURE_PNG = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER,
+               cv2.IMWRITE_PNG_FILTER_PAETH)
 
 
 def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: int = 95,
-                 png_compression: int = 3, consume: bool = False, label_map: bool = False) -> bytes:
+                 png_compression: int = 3, consume: bool = False, label_map: bool = False,
+                 picture: bool = False) -> bytes:
     """Encode an RGB/RGBA/gray array (channel order RGB) with OpenCV; ``extension`` picks the format.
 
     PNG takes uint8 or uint16; bool is stored as 0/255. JPEG drops alpha (it cannot store it). ``consume``: the
     caller gives the array up, so its channels may be reordered in place (its content is undefined afterwards).
     ``label_map``: a PNG of a few distinct values (class ids), encoded with :data:`LABEL_MAP_PNG` (same pixels).
+    ``picture``: a photo-like PNG, encoded with :data:`PICTURE_PNG` (same pixels, faster).
     """
     image = np.asarray(image)
     if image.dtype == np.bool_:
@@ -156,6 +164,8 @@ def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: in
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     elif extension == ".png":
         params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)] + (list(LABEL_MAP_PNG) if label_map else [])
+        if picture and not label_map:
+            params += list(PICTURE_PNG)
     ok, encoded = cv2.imencode(extension, np.ascontiguousarray(_to_bgr_order(image, consume)), params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.dtype} {image.shape} image as {extension}")
@@ -172,11 +182,11 @@ def write_image(path: PathLike, image: np.ndarray, *, jpeg_quality: int = 95, pn
 
 
 def write_png(path: PathLike, image: np.ndarray, *, compression: int = 3, consume: bool = False,
-              label_map: bool = False) -> Path:
-    """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA. ``consume`` and
-    ``label_map``: see :func:`encode_image`."""
+              label_map: bool = False, picture: bool = False) -> Path:
+    """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA. ``consume``,
+    ``label_map`` and ``picture``: see :func:`encode_image`."""
     return write_bytes(path, encode_image(image, ".png", png_compression=compression, consume=consume,
-                                          label_map=label_map))
+                                          label_map=label_map, picture=picture))
 
 
 def write_npy(path: PathLike, array: np.ndarray) -> Path:

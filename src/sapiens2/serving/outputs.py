@@ -70,10 +70,13 @@ class OutputOptions:
     pose_settings: Mapping[str, object] = field(default_factory=dict)
 
 
-def write_png(path: Path, image: np.ndarray, *, consume: bool = False, label_map: bool = False) -> Path:
+def write_png(path: Path, image: np.ndarray, *, consume: bool = False, label_map: bool = False,
+              picture: bool = False) -> Path:
     """``consume``: a picture made for this file only, reordered to BGR in place (no full-size copy).
-    ``label_map``: class ids (:data:`sapiens2.io.writers.LABEL_MAP_PNG`: faster, smaller, same pixels)."""
-    return _write_png(path, image, compression=PNG_COMPRESSION, consume=consume, label_map=label_map)
+    ``label_map``: class ids (:data:`sapiens2.io.writers.LABEL_MAP_PNG`: faster, smaller, same pixels).
+    ``picture``: a photo-like overlay (:data:`sapiens2.io.writers.PICTURE_PNG`: faster, smaller, same pixels)."""
+    return _write_png(path, image, compression=PNG_COMPRESSION, consume=consume, label_map=label_map,
+                      picture=picture)
 
 
 def order_tasks(tasks: Iterable[str]) -> list[str]:
@@ -343,7 +346,7 @@ def _write_seg(out: OutPath, prediction: Prediction, image_rgb: np.ndarray, resu
         write_png(path, np.asarray(result.mask, dtype=np.uint8), label_map=True)
         write_seg_classes(path.parent)
     if path := out(".seg_vis.png"):
-        write_png(path, render_task(prediction, image_rgb, "seg"), consume=True)
+        write_png(path, render_task(prediction, image_rgb, "seg"), consume=True, picture=True)
     if path := out(SEG_PROBS_SUFFIX):
         if result.probabilities is None:
             raise ValueError("segmentation probabilities were requested but the prediction has none")

@@ -116,14 +116,16 @@ def _argmax_bands(up: BandUpsampler, candidates: torch.Tensor | None, out: torch
     for top in tops:
         bottom = min(height, top + step)
         if candidates is None:
-            out[top:bottom] = first_argmax(up.rows(top, bottom))
+            first_argmax(up.rows(top, bottom), out=out[top:bottom])
             continue
         span = slice(int(cells[top]), int(cells[bottom - 1]) + 1)
         classes = torch.nonzero(candidates[:, span].any(dim=(1, 2))).flatten()
         if classes.numel() == 1:
             out[top:bottom] = int(classes[0])
-            continue
-        out[top:bottom] = classes.to(torch.uint8)[first_argmax(up.rows(top, bottom, classes)).long()]
+        elif classes.numel() == up.channels:
+            first_argmax(up.rows(top, bottom), out=out[top:bottom])
+        else:
+            first_argmax(up.rows(top, bottom, classes), out=out[top:bottom], classes=classes)
 
 
 def upsampled_softmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: int = UPSAMPLE_BUDGET) -> np.ndarray:

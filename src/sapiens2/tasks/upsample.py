@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 from collections.abc import Iterator
 
 import torch
@@ -121,20 +122,25 @@ class BandUpsampler:
 
     def _across(self, first: int, last: int, channels: torch.Tensor | None = None) -> torch.Tensor:
         """Source rows [first, last) interpolated along W: (C, last - first, W), ``fma(a, w0, b * w1)``.
-        The last block is kept: consecutive bands mostly need the same source rows."""
-        key = (first, last, None if channels is None else tuple(channels.tolist()))
-        if self._last_across is not None and self._last_across[0] == key:
-            return self._last_across[1]
-        source = self.maps[:, first:last] if channels is None else self.maps[channels, first:last]
-        if source.shape[-1] != self.out_hw[1]:
-            if last - first + self.out_hw[1] > _SMALL_OUTPUT:  # the kernel itself, its height unchanged: 4x faster
-                source = F.interpolate(source[None], size=(last - first, self.out_hw[1]), mode="bilinear",
-                                       align_corners=False)[0]
-            else:
-                i0, i1, w0, w1 = self._cols
-                source = torch.addcmul(source.index_select(2, i1) * w1, source.index_select(2, i0), w0)
-        self._last_across = (key, source)
-        return source
+
+        Made for every class a block of source rows at a time (about a band's worth, :data:`BAND_ELEMENTS`) and
+        kept: consecutive bands share most of their source rows, so each source row is interpolated about once
+        (a band recomputing its own 2-3 rows did it ~2.5x over at 24 MP). ``channels``: a copy of those only."""
+        cached = self._last_across
+        if cached is None or not (cached[0] <= first and last <= cached[1]):
+            height = self.maps.shape[1]
+            end = min(height, max(last, first + rows_per_band(self.channels, self.out_hw[1], BAND_ELEMENTS)))
+            source = self.maps[:, first:end]
+            if source.shape[-1] != self.out_hw[1]:
+                if end - first + self.out_hw[1] > _SMALL_OUTPUT:  # the kernel itself, height unchanged: 4x faster
+                    source = F.interpolate(source[None], size=(end - first, self.out_hw[1]), mode="bilinear",
+                                           align_corners=False)[0]
+                else:
+                    i0, i1, w0, w1 = self._cols
+                    source = torch.addcmul(source.index_select(2, i1) * w1, source.index_select(2, i0), w0)
+            cached = self._last_across = (first, end, source)
+        part = cached[2][:, first - cached[0]:last - cached[0]]
+        return part if channels is None else part.index_select(0, channels)
 
     def rows(self, top: int, bottom: int, channels: torch.Tensor | None = None) -> torch.Tensor:
         """Output rows [top, bottom): (C, bottom - top, W) float32 (only ``channels``, an index tensor, if given)."""
@@ -187,12 +193,68 @@ def _verified(device: torch.device) -> bool:
     return _VERIFIED[key]
 
 
-def first_argmax(band: torch.Tensor) -> torch.Tensor:
+def first_argmax(band: torch.Tensor, out: torch.Tensor | None = None,
+                 classes: torch.Tensor | None = None) -> torch.Tensor:
     """(C, rows, W) -> (rows, W) uint8 index of the first maximum over C (``argmax(0)``, NaN counting as the
-    maximum as there). ``torch.max(band, 0)`` is one reduction, vectorised across the contiguous planes: 8-10x
-    faster than ``argmax(0)`` over the class stride and about 1.4x faster than a running maximum plane by plane
-    (three ops per class)."""
-    return torch.max(band, 0).indices.to(torch.uint8)
+    maximum as there). ``out``: a (rows, W) uint8 tensor to fill instead of a new one. ``classes``: the class id
+    of each plane, increasing (at most 255), to give instead of the plane index (``classes[argmax(0)]``).
+
+    PyTorch's index reductions (``argmax``, ``torch.max(dim)``) are not vectorised on the CPU, its value
+    reductions and arithmetic are (~20x apart on a (29, 6, 6000) band). So finite values take
+    :func:`_ranked_argmax` (value reductions and arithmetic only, the same indices exactly), a few MB of rows at a
+    time; anything else (NaN or inf, denormals flushed to zero) ``torch.max(band, 0)``, one reduction, 8-10x
+    faster than ``argmax(0)`` over the class stride."""
+    channels, height, width = band.shape
+    if out is None:
+        out = torch.empty((height, width), dtype=torch.uint8, device=band.device)
+    ids = torch.arange(channels, device=band.device) if classes is None else classes.to(band.device)
+    if channels > _MAX_RANKED_CHANNELS or int(ids[-1]) > _MAX_RANKED_CHANNELS or not _denormals_kept(band.device):
+        out.copy_(ids[torch.max(band, 0).indices])
+        return out
+    rank = ((_MAX_RANKED_CHANNELS + 1 - ids).float() * _TINY)[:, None, None]
+    step = rows_per_band(channels, width, BAND_ELEMENTS)
+    scratch = None
+    for top in range(0, height, step):
+        part = band[:, top:top + step]
+        if scratch is None or scratch.shape != part.shape:
+            scratch = torch.empty(part.shape, dtype=torch.float32, device=band.device)
+        if not _ranked_argmax(part, rank, scratch, out[top:top + step]):
+            out[top:top + step] = ids[torch.max(part, 0).indices]
+    return out
+
+
+_MAX_RANKED_CHANNELS = 255  # ranks and class ids stay exact small integers (uint8 result)
+_SPREAD = 2.0 ** 100
+_TINY = 2.0 ** -100
+
+
+def _ranked_argmax(band: torch.Tensor, rank: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> bool:
+    """First-maximum class ids of a (C, rows, W) float32 band into ``out`` with value reductions and arithmetic
+    only; False (``out`` untouched) where the band's maximum is not finite somewhere.
+
+    ``rank``: (C, 1, 1), ``(256 - class id) * 2**-100``, decreasing. With ``m`` the maximum over classes, each
+    plane's key is ``rank + (v - m) * 2**100``: ``v - m`` is exactly 0 where ``v == m`` (+0 and -0 alike) and
+    otherwise at most -2**-149 (denormals kept: :func:`_denormals_kept`), so the key is at most -2**-49 + 2**-92,
+    negative, while a maximum's key is its rank exactly (scaling by powers of two is exact). The maximum key is
+    the rank of the first class holding the maximum: its id is ``256 - max key * 2**100``, as argmax. A NaN or inf
+    makes ``m`` non-finite (NaN propagates through amax); -inf values alone give -inf keys."""
+    top = band.amax(0)
+    if not math.isfinite(float(top.sum())):  # a value reduction; an overflowing sum only costs the slow path
+        return False
+    torch.sub(band, top, out=scratch)
+    torch.add(rank, scratch, alpha=_SPREAD, out=scratch)
+    out.copy_(scratch.amax(0).mul_(-_SPREAD).add_(_MAX_RANKED_CHANNELS + 1))
+    return True
+
+
+def _denormals_kept(device: torch.device) -> bool:
+    """Whether this thread's float32 arithmetic on ``device`` keeps denormals (no flush-to-zero or
+    denormals-are-zero, e.g. ``torch.set_flush_denormal(True)``), probed with the :func:`_ranked_argmax` ops
+    themselves: class 1 is larger by a denormal difference."""
+    probe = torch.tensor([[[1.2e-38]], [[1.5e-38]]], dtype=torch.float32, device=device)
+    index = torch.zeros((1, 1), dtype=torch.uint8, device=device)
+    rank = torch.tensor([256.0 * _TINY, 255.0 * _TINY], device=device)[:, None, None]
+    return _ranked_argmax(probe, rank, torch.empty_like(probe), index) and int(index) == 1
 
 
 def class_candidates(maps: torch.Tensor) -> torch.Tensor:
