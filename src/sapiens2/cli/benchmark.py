@@ -26,7 +26,9 @@ its share of the device's matmul ceiling (a large matmul timed in the same preci
 during the timed calls, and the error against PyTorch float32. Times are the best of --iters calls of the model on
 a random input already on the device. Backends: torch (eager; bfloat16/float16 by autocast; int8 = torch's dynamic
 quantisation of the Linear layers, CPU only), torch-compile and onnxruntime (the graph `sapiens2 export` writes;
-int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR)."""
+int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR) and tensorrt (CUDA: an engine built
+from that graph, float16/bfloat16 by builder flags). Exports are cached by the weights (--export-cache): one export
+serves every batch size and later runs, and int8 is quantised from it."""
 
 
 def _csv(text: str) -> list[str]:
