@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from sapiens2.cli.predict import add_model_options, parse_input_size, parse_tasks, resolve_models
+from sapiens2.cli.predict import parse_input_size, parse_tasks, resolve_models
 from sapiens2.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,9 @@ its share of the device's matmul ceiling (a large matmul timed in the same preci
 during the timed calls, and the error against PyTorch float32. Times are the best of --iters calls of the model on
 a random input already on the device. Backends: torch (eager; bfloat16/float16 by autocast; int8 = torch's dynamic
 quantisation of the Linear layers, CPU only), torch-compile and onnxruntime (the graph `sapiens2 export` writes;
-int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR)."""
+int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR) and tensorrt (CUDA: an engine built
+from that graph, float16/bfloat16 by builder flags). Exports are cached by the weights (--export-cache): one export
+serves every batch size and later runs, and int8 is quantised from it."""
 
 
 def _csv(text: str) -> list[str]:
@@ -59,8 +61,23 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.usage = ("%(prog)s [--task TASKS] [--model SIZE|NAME | --checkpoint [TASK=]PATH | --random-weights ARCH] "
                "[--backend B,..] [--dtype D,..] [--batch-size N,..] [options] [-o OUT]")
     p.epilog = EPILOG
-    p.conflict_handler = "resolve"  # --dtype below replaces the model options' single-choice --dtype
-    add_model_options(p)
+    from sapiens2.models.heads.task_table import task_names
+
+    # the models to time: predict's spelling of --task / --model / --checkpoint / --device / --input-size, without
+    # its pipeline options (detector, flip test, seg probabilities: the benchmark times the model alone)
+    models = p.add_argument_group("models")
+    models.add_argument("-t", "--task", action="append", default=[], metavar="TASKS",
+                        help=f"comma-separated tasks: {', '.join(task_names())} (repeatable; default: the tasks of the "
+                             "--checkpoint files)")
+    models.add_argument("-m", "--model", default=None, metavar="SIZE|NAME",
+                        help="published model size or name, e.g. 0.4b, sapiens2-pose-1b (default 0.4b)")
+    models.add_argument("--checkpoint", action="append", default=[], metavar="[TASK=]PATH",
+                        help="local checkpoint file for a task (repeatable)")
+    models.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps",
+                        help="where to run (default auto: cuda, then mps, then cpu)")
+    models.add_argument("--input-size", default=None, metavar="HxW",
+                        help="model input size (pose: the crop), e.g. 256x192 (default 1024x768)")
+    p.set_defaults(detector=None)  # resolve_models reads it: no seg model for boxes is ever needed here
     bench = p.add_argument_group("benchmark")
     bench.add_argument("--dtype", type=_precisions, default=("float32",), metavar="D[,D..]",
                        help="precisions to measure, comma-separated: float32, bfloat16, float16, int8 (default "
@@ -78,6 +95,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                             "max-autotune-no-cudagraphs (default: default)")
     bench.add_argument("--calibrate", default=None, metavar="DIR",
                        help="onnxruntime int8: static quantisation calibrated on the images in DIR (default dynamic)")
+    bench.add_argument("--export-cache", default=None, metavar="DIR",
+                       help="onnxruntime/tensorrt: where exports are kept, keyed by the weights (default: "
+                            "$SAPIENS2_EXPORT_CACHE or ~/.cache/sapiens2/exports); one export serves every batch size")
     bench.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                        help="skip timing the matmul ceiling (no %% of ceiling column)")
     bench.add_argument("-o", "--output", default=None, metavar="OUT",
@@ -138,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchmarkConfig(tasks=tuple(tasks), input_size=tuple(input_size), backends=tuple(args.backend),
                              dtypes=tuple(args.dtype), batch_sizes=tuple(args.batch_size), iters=args.iters,
                              warmup=args.warmup, device=str(device), measure_ceiling=args.ceiling,
-                             options=BackendOptions(compile_mode=args.compile_mode,
+                             options=BackendOptions(compile_mode=args.compile_mode, cache_dir=args.export_cache,
                                                      extra={"calibrate": args.calibrate} if args.calibrate else {}))
 
     def progress(row):

@@ -18,7 +18,10 @@ examples:
 
 The file takes the normalised float32 NCHW RGB image ((pixels - mean) / std, mean/std in its metadata) and returns
 float32 outputs; its metadata (task, arch, input size, mean/std, keypoint or class names, output layout, dtype,
-opset) is inside the file (ONNX metadata_props "sapiens2"; .pt2 extra file sapiens2.json; engines FILE.json)."""
+opset) is inside the file (ONNX metadata_props "sapiens2"; .pt2 extra file sapiens2.json; engines: a header before
+the TensorRT plan, with the GPU and TensorRT version the engine is tied to). TensorRT: the ONNX graph is float32
+and --dtype float16/bfloat16 sets the builder's precision flags; build on the GPU that will run the engine.
+Quantise an existing float32 export without exporting again: sapiens2.export.exporter.quantize_exported."""
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -37,7 +40,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file or save_pretrained folder")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="file format (default onnx)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="float32 (default); float16; bfloat16 (torch-export); int8 (onnx: ONNX Runtime dynamic "
+                   help="float32 (default); float16; bfloat16 (torch-export, tensorrt); int8 (onnx: ONNX Runtime dynamic "
                         "quantisation, static with --calibrate)")
     add_input_size(p, help="graph input HxW, multiples of 16 (64 with the 4K tokenizer); default: the size the "
                            "model was trained at")

@@ -31,9 +31,8 @@ DTYPES = ("float32", "float16", "bfloat16", "int8")
 # Which dtypes each format writes: ONNX Runtime's CPU kernels have no bfloat16 MatMul; torch.export keeps torch's
 # own quantisation out of scope (int8 is ONNX Runtime's).
 FORMAT_DTYPES = {"onnx": ("float32", "float16", "int8"), "torch-export": ("float32", "float16", "bfloat16"),
-                 "tensorrt": ("float32", "float16")}
+                 "tensorrt": ("float32", "float16", "bfloat16")}  # TensorRT: builder precision flags
 ONNX_EXTRA = "pip install 'sapiens2[onnx]'"
-TENSORRT_EXTRA = "pip install 'sapiens2[tensorrt]'"
 MAX_BATCH = 4096  # the dynamic batch dimension's upper bound
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit: larger weights go to a side-car FILE.data
 
@@ -179,14 +178,17 @@ def export_model(model: nn.Module, output: str | os.PathLike, *, format: str = "
     if format in ("onnx", "tensorrt"):
         require_onnx()
     if format == "tensorrt":
-        _require_tensorrt()
+        from .tensorrt import require_tensorrt
+
+        require_tensorrt()
     meta = ExportMetadata(
         task=task, arch=backbone.arch.name, input_size=hw, batch=batch, format=format, dtype=dtype,
         outputs=OUTPUTS[task], mean=tuple(PIXEL_MEAN), std=tuple(PIXEL_STD), use_tokenizer=backbone.use_tokenizer,
         rope_dtype=str(backbone.rope_dtype).replace("torch.", ""), names=names_for(task),
         quantization=("static" if calibrate is not None else "dynamic") if dtype == "int8" else None,
         opset=opset if format in ("onnx", "tensorrt") else None, source=dict(source or {}), versions=_versions())
-    torch_dtype = torch.float32 if dtype == "int8" else parse_precision(dtype)
+    # int8 quantises a float32 graph; TensorRT lowers a float32 graph by its builder's precision flags
+    torch_dtype = torch.float32 if dtype == "int8" or format == "tensorrt" else parse_precision(dtype)
     model = model.eval()
     original = next(model.parameters()).dtype
     if torch_dtype != original:
@@ -203,7 +205,9 @@ def export_model(model: nn.Module, output: str | os.PathLike, *, format: str = "
                              max_calibration_images)
         save_onnx(proto, output, meta)
     else:
-        _build_tensorrt(to_onnx_proto(program, meta), output, meta)
+        from .tensorrt import build_engine
+
+        meta = build_engine(to_onnx_proto(program, replace(meta, dtype="float32")), meta, output)
     seconds = time.perf_counter() - start
     log.info("exported %s %s (%s, %s, %dx%d) to %s in %.1f s", meta.task, meta.arch, format, dtype, *hw, output,
              seconds)
@@ -307,6 +311,28 @@ def quantize(proto, meta: ExportMetadata, model, calibrate, max_images: int):
     return quantized
 
 
+def quantize_exported(source: str | os.PathLike, output: str | os.PathLike, *, calibrate=None,
+                      max_calibration_images: int = 64) -> ExportResult:
+    """int8 of an already exported float32 ``.onnx`` file (dynamic, or static with ``calibrate``), without exporting
+    the model again: the quantisation takes seconds where the export takes minutes, so one float32 export serves
+    every int8 variant (the benchmark and ``benchmarks/int8_quality.py`` do this)."""
+    from .loaded import read_export_metadata
+
+    start = time.perf_counter()
+    onnx, _ = require_onnx()
+    source, output = Path(source), Path(output)
+    meta = read_export_metadata(source)
+    if meta.format != "onnx" or meta.dtype != "float32":
+        raise UsageError(f"{source} is a {meta.format} {meta.dtype} export: int8 quantisation starts from a float32 "
+                         ".onnx file (sapiens2 export --format onnx --dtype float32)")
+    if calibrate is not None and not Path(calibrate).is_dir():
+        raise UsageError(f"--calibrate {str(calibrate)!r} is not a folder of images")
+    meta = replace(meta, dtype="int8", quantization="static" if calibrate is not None else "dynamic",
+                   versions=_versions())
+    save_onnx(quantize(onnx.load(str(source)), meta, None, calibrate, max_calibration_images), output, meta)
+    return ExportResult(output, meta, time.perf_counter() - start)
+
+
 def calibration_input(task: str, rgb, input_hw: tuple[int, int]):
     """One image (H, W, 3) uint8 -> the (h, w, 3) uint8 model input, through the task's own preprocessing (seg
     stretch, dense pad-resize; pose and the backbone: the whole image as one stretched crop)."""
@@ -352,49 +378,6 @@ class CalibrationImages:
 
     def rewind(self):
         self._next = 0
-
-
-# ------------------------------------------------------------------------------------------------ TensorRT
-def _require_tensorrt():
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise MissingExtraError(f"--format tensorrt needs NVIDIA TensorRT, which is not installed: {TENSORRT_EXTRA} "
-                                "(Linux with a CUDA GPU only)") from None
-    if not torch.cuda.is_available():
-        raise ExportError("TensorRT builds engines for a CUDA GPU and this machine has none; export --format onnx "
-                          "(or torch-export) here and build the engine on the GPU machine")
-
-
-def _build_tensorrt(proto, output: Path, meta: ExportMetadata) -> None:
-    """Build a serialized engine from the ONNX graph (fixed input size; dynamic batch 1..32) on this GPU; the
-    metadata goes to ``<engine>.json`` beside it, with the GPU it was built for."""
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(proto.SerializeToString()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"TensorRT could not parse the ONNX graph: {errors}")
-    config = builder.create_builder_config()
-    if meta.dtype == "float16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    h, w = meta.input_size
-    if meta.batch == "dynamic":
-        profile = builder.create_optimization_profile()
-        profile.set_shape("image", (1, 3, h, w), (8, 3, h, w), (32, 3, h, w))
-        config.add_optimization_profile(profile)
-    engine = builder.build_serialized_network(network, config)
-    if engine is None:
-        raise ExportError("TensorRT could not build an engine (see its log above)")
-    gpu = torch.cuda.get_device_name()
-    meta = replace(meta, source={**meta.source, "gpu": gpu, "tensorrt": trt.__version__})
-    with atomic_path(output.with_name(output.name + ".json")) as temp:
-        temp.write_text(meta.to_json())
-    with atomic_path(output) as temp:
-        temp.write_bytes(bytes(engine))
 
 
 # ------------------------------------------------------------------------------------------------ from a checkpoint

@@ -12,22 +12,23 @@ from ..errors import ExportedModelError
 from .metadata import FORMAT_VERSION, METADATA_KEY, PT2_EXTRA_FILE, ExportMetadata
 
 REEXPORT = "re-export it with `sapiens2 export`"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def read_export_metadata(path: str | os.PathLike) -> ExportMetadata:
-    """The metadata of an exported .onnx, .pt2 or TensorRT engine (its ``.json`` side-car); ExportedModelError for a
-    missing, unreadable or foreign file."""
+    """The metadata of an exported .onnx, .pt2 or TensorRT engine (the header before its plan); ExportedModelError
+    for a missing, unreadable or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise ExportedModelError(f"exported model {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".pt2":
         return _pt2_metadata(path)
-    if suffix in (".engine", ".plan", ".trt"):
-        side = path.with_name(path.name + ".json")
-        if not side.is_file():
-            raise ExportedModelError(f"{path}: no metadata side-car {side.name}; {REEXPORT} --format tensorrt")
-        return _parse(side.read_text(), path)
+    if suffix in ENGINE_SUFFIXES:
+        from .tensorrt import read_engine_header
+
+        meta, _ = read_engine_header(path)
+        return _parse(meta.to_json(), path)
     return _parse(_onnx_props(path).get(METADATA_KEY), path)
 
 
@@ -146,9 +147,21 @@ def load_exported(path: str | os.PathLike, *, task: str | None = None, input_siz
     if path.suffix.lower() == ".pt2":
         return ExportedModel(path, meta, _pt2_runner(path))
     if meta.format == "tensorrt":
-        raise ExportedModelError(f"{path}: TensorRT engines run with the tensorrt backend on the GPU they were built "
-                                 f"for ({meta.source.get('gpu', 'unknown GPU')}); not loadable here")
+        return ExportedModel(path, meta, _engine_runner(path, meta, device))
     return ExportedModel(path, meta, _onnx_runner(path, meta, device, threads))
+
+
+def _engine_runner(path: Path, meta: ExportMetadata, device):
+    """A TensorRT engine on this GPU, after checking it was built for this GPU and TensorRT version."""
+    from .tensorrt import check_engine_target, current_target, engine_runner, read_engine_header
+
+    target = current_target(device if torch.device(device).type == "cuda" else "cuda")  # the extra, then CUDA
+    if torch.device(device).type != "cuda":
+        raise ExportedModelError(f"{path} is a TensorRT engine: it runs on a CUDA device (--device cuda), not "
+                                 f"{device}")
+    check_engine_target(meta, path, target)
+    _, offset = read_engine_header(path)
+    return engine_runner(path, meta, offset, device)
 
 
 def _pt2_runner(path: Path):

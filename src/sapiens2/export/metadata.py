@@ -2,7 +2,7 @@
 
 ONNX: ``metadata_props`` key ``sapiens2`` (the JSON) plus flat ``task`` / ``arch`` / ``input_size`` copies for
 tools that show metadata (Netron). ``.pt2``: the archive's extra file ``sapiens2.json`` (``torch.export.load(path,
-extra_files={"sapiens2.json": ""})``). TensorRT engines: a side-car ``<engine>.json``. A consumer needs nothing
+extra_files={"sapiens2.json": ""})``). TensorRT engines: a header before the plan (``export/tensorrt.py``). A consumer needs nothing
 else: the input is the normalised NCHW float32 RGB image ``(pixels_0_255 - mean) / std``, outputs as listed.
 """
 from __future__ import annotations
@@ -55,6 +55,7 @@ class ExportMetadata:
     names: tuple[str, ...] = ()  # keypoint names (pose) or class names (seg)
     source: dict = field(default_factory=dict)  # what was exported (checkpoint identity)
     versions: dict = field(default_factory=dict)  # sapiens2 / torch / exporter versions
+    engine: dict = field(default_factory=dict)  # TensorRT: the GPU, compute capability and version it is built for
     format_version: int = FORMAT_VERSION
     input_layout: str = "image: (B, 3, H, W) float32, RGB, (pixels_0_255 - mean) / std"
 

@@ -308,7 +308,8 @@ class Predictor:
 
         if self.backend != "torch":
             return load_backend_model(self.backend, task, spec, input_size=self._input_size, device=self.device,
-                                      rope_dtype=rope_dtype, cache_dir=cache_dir, export_cache=self._export_cache)
+                                      rope_dtype=rope_dtype, cache_dir=cache_dir, export_cache=self._export_cache,
+                                      dtype=self.amp_dtype)
         if is_exported_file(spec):
             raise Sapiens2Error(f"{spec} is an exported model: run it with backend='onnxruntime' (--backend "
                                 "onnxruntime), or give the checkpoint for the torch backend")

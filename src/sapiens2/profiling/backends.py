@@ -12,6 +12,7 @@ import copy
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,8 @@ from torch import nn
 
 from sapiens2.errors import UsageError
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "ONNXRUNTIME", "PRECISIONS", "PreparedModel", "TORCH", "TORCH_COMPILE",
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "ONNXRUNTIME", "PRECISIONS", "PreparedModel", "TENSORRT", "TORCH",
+           "TORCH_COMPILE",
            "backend_names", "find_backend", "quantize_dynamic_int8"]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
@@ -164,26 +166,55 @@ TORCH_COMPILE = Backend("torch-compile", "torch.compile (inductor), compiled onc
 
 
 
+def cached_float_export(model, hw: tuple[int, int], options: BackendOptions) -> tuple[Path, float]:
+    """(the float32 dynamic-batch ONNX export of ``model`` at ``hw`` in the export cache, seconds spent exporting:
+    0 on a hit). Keyed by a hash of the weights, so every batch size, precision and later run reuses one export."""
+    from sapiens2.export import export_model
+    from sapiens2.export.cache import cache_path, module_identity
+    from sapiens2.export.exporter import model_task
+
+    identity = module_identity(model)
+    path = cache_path(model_task(model), identity, hw, cache_dir=options.cache_dir)
+    if path.is_file():
+        return path, 0.0
+    result = export_model(model.cpu().float(), path, format="onnx", dtype="float32", input_size=hw, source=identity)
+    return path, result.seconds
+
+
 def _prepare_onnxruntime(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
-    """Export at the benchmarked shape (dynamic batch) with ``sapiens2.export`` into a temporary folder (or
-    ``options.cache_dir``), then run the file in an ONNX Runtime session. int8: dynamic quantisation, or static
-    when ``options.extra["calibrate"]`` names a folder of images."""
-    import tempfile
-    from pathlib import Path
+    """The export cache's float32 ONNX of the model at the benchmarked shape (dynamic batch: one export serves every
+    batch size; ``options.cache_dir`` or the default export cache), run in an ONNX Runtime session. int8: quantised
+    from that file (cached too): dynamic, or static when ``options.extra["calibrate"]`` names a folder of images."""
+    from sapiens2.export import load_exported
+    from sapiens2.export.cache import cache_path, folder_identity
+    from sapiens2.export.exporter import model_task, quantize_exported
 
-    from sapiens2.export import export_model, load_exported
-
-    folder = Path(options.cache_dir) if options.cache_dir else Path(tempfile.mkdtemp(prefix="sapiens2-bench-"))
+    device = example.device
     hw = (int(example.shape[-2]), int(example.shape[-1]))
-    calibrate = options.extra.get("calibrate")
-    path = folder / f"{type(model).__name__}_{hw[0]}x{hw[1]}_{dtype}{'_static' if calibrate else ''}.onnx"
-    result = export_model(model.cpu().float(), path, format="onnx", dtype=dtype, input_size=hw,
-                          calibrate=calibrate if dtype == "int8" else None)
-    model.to(example.device)
-    exported = load_exported(result.path, device=example.device)
-    kind = ("static" if calibrate else "dynamic") + " int8" if dtype == "int8" else dtype
-    return PreparedModel(exported, note=f"ONNX Runtime {kind}: exported in {result.seconds:.1f} s, "
-                                        f"{result.bytes / 2**20:.1f} MiB")
+    path, seconds = cached_float_export(model, hw, options)
+    model.to(device)
+    what = f"exported in {seconds:.1f} s" if seconds else "cached export"
+    if dtype == "int8":
+        calibrate = options.extra.get("calibrate")
+        source = read_identity(path)
+        path_q = cache_path(model_task(model), source, hw, dtype="int8",
+                            quantization="static" if calibrate else "dynamic",
+                            calibration=folder_identity(calibrate) if calibrate else None, cache_dir=options.cache_dir)
+        if not path_q.is_file():
+            quantize_exported(path, path_q, calibrate=calibrate)
+            what += ", quantised"
+        path = path_q
+    exported = load_exported(path, device=device)
+    kind = f"{exported.metadata.quantization} int8" if dtype == "int8" else dtype
+    return PreparedModel(exported, note=f"ONNX Runtime {kind}: {what}, {path.stat().st_size / 2**20:.1f} MiB")
+
+
+def read_identity(path: Path) -> dict:
+    """What an exported file was exported from (its metadata's ``source``), plus the file itself."""
+    from sapiens2.export import read_export_metadata
+    from sapiens2.export.exporter import checkpoint_identity
+
+    return {"source": read_export_metadata(path).source, "file": checkpoint_identity(path)}
 
 
 def _onnxruntime_missing() -> str | None:
@@ -198,7 +229,48 @@ ONNXRUNTIME = Backend("onnxruntime", "ONNX Runtime session on the graph sapiens2
                       {"cpu": ("float32", "float16", "int8"), "cuda": ("float32", "float16")},
                       _prepare_onnxruntime, missing=_onnxruntime_missing)
 
-BACKENDS: tuple[Backend, ...] = (TORCH, TORCH_COMPILE, ONNXRUNTIME)
+
+def _prepare_tensorrt(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
+    """A TensorRT engine for this GPU built from the cached float32 ONNX export (``dtype``: builder precision),
+    cached by weights, shape, precision, GPU and TensorRT version."""
+    from sapiens2.export import load_exported, read_export_metadata
+    from sapiens2.export.cache import cache_path
+    from sapiens2.export.exporter import model_task
+    from sapiens2.export.tensorrt import build_engine, current_target
+
+    import onnx
+
+    device = example.device
+    target = current_target(device)
+    hw = (int(example.shape[-2]), int(example.shape[-1]))
+    onnx_path, seconds = cached_float_export(model, hw, options)
+    model.to(device)
+    engine = cache_path(model_task(model), read_identity(onnx_path), hw, dtype=dtype, cache_dir=options.cache_dir,
+                        suffix=".engine", target=target)
+    note = "cached engine"
+    if not engine.is_file():
+        from dataclasses import replace
+
+        build_engine(onnx.load(str(onnx_path)), replace(read_export_metadata(onnx_path), dtype=dtype), engine,
+                     device=device)
+        note = "engine built"
+    return PreparedModel(load_exported(engine, device=device),
+                         note=f"TensorRT {target['tensorrt']} {dtype} ({note}, {engine.stat().st_size / 2**20:.1f} MiB)")
+
+
+def _tensorrt_missing() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "needs TensorRT: pip install 'sapiens2[tensorrt]' (Linux with an NVIDIA GPU)"
+    return _onnxruntime_missing()
+
+
+TENSORRT = Backend("tensorrt", "TensorRT engine built on this GPU from the exported ONNX graph (float16/bfloat16 by "
+                               "builder flags), cached per GPU and TensorRT version",
+                   {"cuda": ("float32", "float16", "bfloat16")}, _prepare_tensorrt, missing=_tensorrt_missing)
+
+BACKENDS: tuple[Backend, ...] = (TORCH, TORCH_COMPILE, ONNXRUNTIME, TENSORRT)
 
 
 def backend_names() -> tuple[str, ...]:
