@@ -67,6 +67,12 @@ def one_line_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A failed input's one-line reason; our own errors already name the file, so keep only their reason."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, str) else one_line_reason(exc)
+
+
 class ExportError(Sapiens2Error, ValueError):
     """A model that cannot be exported as asked (a format, dtype or backend combination that does not work)."""
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sapiens2.errors import one_line_reason
+from sapiens2.errors import failure_reason
 from sapiens2.io import DEFAULT_MAX_PIXELS, decode_image, load_image
 from sapiens2.io.identity import file_identity
 
@@ -29,11 +29,6 @@ def input_identity(path: str) -> tuple[int, int]:
     job's completion records keep it; (-1, -1) for URIs and anything that is not a file (never "changed")."""
     identity = None if is_uri(path) else file_identity(path)
     return (-1, -1) if identity is None else (int(identity["bytes"]), int(identity["modified_ns"]))
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)  # our own errors carry their reason without the file name
-    return reason if isinstance(reason, str) else one_line_reason(exc)
 
 
 def decode_shard(row: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -58,7 +53,7 @@ def decode_shard(row: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXEL
             decoded.append({"rgb": loaded.rgb, "reason": None, "decode_s": time.perf_counter() - start,
                             "data": data if keep_bytes else None, "identity": identity})
         except Exception as exc:  # ImageReadError and anything else a broken input triggers: this input only
-            decoded.append({"rgb": None, "reason": _reason(exc), "decode_s": time.perf_counter() - start,
+            decoded.append({"rgb": None, "reason": failure_reason(exc), "decode_s": time.perf_counter() - start,
                             "data": None, "identity": identity})
     return {"shard": row["shard"], "index": row["index"], "inputs": row["inputs"],
             "payload": pickle.dumps(decoded, protocol=5)}

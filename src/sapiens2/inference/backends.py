@@ -82,19 +82,15 @@ def load_backend_model(backend: str, task: str, spec, *, input_size: tuple[int, 
             raise UsageError(f"backend tensorrt runs .engine files (or builds one from a .onnx), not {Path(spec).name}")
         if backend == "onnxruntime" or suffix == ".engine":
             return load_exported(spec, task=task, input_size=input_size, device=device, threads=threads)
-        return _engine_from_onnx(task, Path(spec), {"onnx_file": _file_identity(spec)}, input_size, precision,
+        from sapiens2.export.exporter import checkpoint_identity
+
+        return _engine_from_onnx(task, Path(spec), {"onnx_file": checkpoint_identity(spec)}, input_size, precision,
                                  device, export_cache)
     onnx_file, identity = _cached_onnx(task, spec, input_size=input_size, rope_dtype=rope_dtype,
                                        cache_dir=cache_dir, export_cache=export_cache)
     if backend == "tensorrt":
         return _engine_from_onnx(task, onnx_file, identity, input_size, precision, device, export_cache)
     return load_exported(onnx_file, task=task, input_size=input_size, device=device, threads=threads)
-
-
-def _file_identity(path) -> dict:
-    from sapiens2.export.exporter import checkpoint_identity
-
-    return checkpoint_identity(path)
 
 
 def _cached_onnx(task: str, spec, *, input_size, rope_dtype: str, cache_dir, export_cache) -> tuple[Path, dict]:

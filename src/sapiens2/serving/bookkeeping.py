@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from sapiens2.errors import one_line_reason
+from sapiens2.errors import failure_reason
 from sapiens2.io import InputItem
 from sapiens2.tasks.results import Prediction
 
@@ -169,12 +169,6 @@ class JobSummary:
             out.append("failed inputs:")
             out += [f"  {f.path}: {f.reason}" for f in self.failed]
         return out
-
-
-def failure_reason(exc: BaseException) -> str:
-    """A one-line reason; our own errors already name the file, so keep only their reason."""
-    reason = getattr(exc, "reason", None)
-    return reason if isinstance(reason, str) else one_line_reason(exc)
 
 
 class _NullBar:
