@@ -421,6 +421,96 @@ def test_batcher_bounded_queue_and_graceful_close():
         batcher.submit(4)
 
 
+class Meeting:
+    """A stand-in predictor whose calls only return once ``parties`` of them are inside ``predict_many`` at the
+    same time (a barrier: run one after another, they would break it instead)."""
+
+    tasks = ("pose",)
+
+    def __init__(self, parties: int):
+        self.barrier = threading.Barrier(parties, timeout=20)
+        self.hold = threading.Event()
+        self.lock = threading.Lock()
+        self.inside, self.threads = 0, set()
+
+    def predict_many(self, items, batch_size=None):
+        items = list(items)
+        with self.lock:
+            self.inside += 1
+            self.threads.add(threading.current_thread().name)
+        try:
+            if items[0] == "held":
+                assert self.hold.wait(20)
+            else:
+                self.barrier.wait()
+            return [f"p{item}" for item in items]
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+def test_batcher_runs_batches_at_once_on_its_inference_threads_and_exclusive_work_alone():
+    fake = Meeting(parties=2)
+    batcher = Batcher(fake, max_batch=1, wait_ms=0, inference_threads=2)
+    futures = [batcher.submit(i) for i in range(4)]  # pairs meet at the barrier: two batches in the model at once
+    assert [f.result(30) for f in futures] == ["p0", "p1", "p2", "p3"]
+    assert len(fake.threads) == 2 and batcher.stats.most_running == 2 and batcher.stats.batches == 4
+    held = batcher.submit("held")  # in the model until released
+    seen = []
+    exclusive = batcher.run_exclusive(lambda: seen.append(fake.inside) or "done")
+    after = batcher.submit(5)  # queued behind the exclusive job: must not start beside it
+    assert not exclusive.done()
+    fake.barrier = threading.Barrier(1)  # from here on, batches pass alone
+    fake.hold.set()
+    assert held.result(30) == "pheld" and exclusive.result(30) == "done" and after.result(30) == "p5"
+    assert seen == [0]  # the exclusive job ran with no batch in the model
+    batcher.close()
+    assert batcher.stats.running == 0 and batcher.stats.calls == 1
+    with pytest.raises(Exception, match=">= 1"):
+        Batcher(fake, inference_threads=0)
+
+
+def test_concurrent_predictor_calls_match_one_at_a_time(predictor):
+    """The real Predictor from two threads at once (what two inference threads do) gives exactly what it gives
+    called alone: nothing in the models or the runners is shared between calls."""
+    images = [decode_image(jpeg(48 + 8 * i, 40, seed=i)).rgb for i in range(4)]
+    alone = [list(predictor.predict_many(images[i:i + 2], batch_size=2)) for i in (0, 2)]
+    start = threading.Barrier(2, timeout=20)
+
+    def run(i):
+        start.wait()
+        return list(predictor.predict_many(images[i:i + 2], batch_size=2))
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(run, (0, 2)))
+    for a, b in zip(sum(alone, []), sum(together, [])):
+        assert a.ok and b.ok
+        np.testing.assert_array_equal(a.pose.keypoints, b.pose.keypoints)
+        np.testing.assert_array_equal(a.seg.mask, b.seg.mask)
+        np.testing.assert_array_equal(a.normal.normals, b.normal.normals)
+        assert set(a.timings) == set(b.timings)
+
+
+def test_inference_threads_option_and_refusals(predictor):
+    from sapiens2.cli.serve import resolve_inference_threads
+    from sapiens2.errors import UsageError
+    from sapiens2.runtime import usable_cores
+
+    assert resolve_inference_threads("auto", torch.device("cpu")) == min(2, usable_cores())
+    assert resolve_inference_threads("auto", torch.device("cuda")) == 1
+    assert resolve_inference_threads("3", torch.device("cpu")) == 3
+    for bad in ("0", "many"):
+        with pytest.raises(UsageError, match="--inference-threads"):
+            resolve_inference_threads(bad, torch.device("cpu"))
+    assert build_parser("serve").parse_args(["serve"]).inference_threads == "auto"
+
+    class Compiled(Flaky):
+        compile_settings = object()
+
+    with pytest.raises(UsageError, match="one batch at a time"):
+        create_app(Compiled(predictor), ServeConfig(inference_threads=2))
+
+
 # ------------------------------------------------------------------------------------------------ real uvicorn
 def free_port() -> int:
     with socket.socket() as s:
