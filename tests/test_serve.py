@@ -429,7 +429,7 @@ class Meeting:
 
     def __init__(self, parties: int):
         self.barrier = threading.Barrier(parties, timeout=20)
-        self.hold = threading.Event()
+        self.hold, self.entered = threading.Event(), threading.Event()
         self.lock = threading.Lock()
         self.inside, self.threads = 0, set()
 
@@ -440,6 +440,7 @@ class Meeting:
             self.threads.add(threading.current_thread().name)
         try:
             if items[0] == "held":
+                self.entered.set()
                 assert self.hold.wait(20)
             else:
                 self.barrier.wait()
@@ -456,10 +457,15 @@ def test_batcher_runs_batches_at_once_on_its_inference_threads_and_exclusive_wor
     assert [f.result(30) for f in futures] == ["p0", "p1", "p2", "p3"]
     assert len(fake.threads) == 2 and batcher.stats.most_running == 2 and batcher.stats.batches == 4
     held = batcher.submit("held")  # in the model until released
+    assert fake.entered.wait(20)
     seen = []
     exclusive = batcher.run_exclusive(lambda: seen.append(fake.inside) or "done")
     after = batcher.submit(5)  # queued behind the exclusive job: must not start beside it
-    assert not exclusive.done()
+    deadline = time.monotonic() + 20
+    while batcher.waiting > 1:  # until the batcher has taken the exclusive job (and waits for the held batch)
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert not exclusive.done() and seen == []
     fake.barrier = threading.Barrier(1)  # from here on, batches pass alone
     fake.hold.set()
     assert held.result(30) == "pheld" and exclusive.result(30) == "done" and after.result(30) == "p5"
