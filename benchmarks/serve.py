@@ -2,22 +2,26 @@
 
     .venv/bin/python benchmarks/serve.py [--arch sapiens2_tiny] [--tasks pose] [--input-size 256x192]
                                          [--clients 1,4,16] [--requests 8] [--device cpu] [--max-batch 16]
+                                         [--inference-threads auto]
 
 Writes random-weight official-format checkpoints of ``--arch`` for ``--tasks`` to a temporary folder, then:
 
 1. direct: one ``Predictor`` in this process, ``predict()`` on each decoded image one after another (the
    one-at-a-time baseline), and ``predict_many`` in batches of ``--max-batch`` (the best batching can do);
-2. the real service, ``sapiens2 serve`` started as a subprocess on 127.0.0.1 (a random free port), once with
-   server-side batching (``--max-batch``) and once without (``--max-batch 1``); N concurrent clients (threads
-   with one HTTP connection each) each send ``--requests`` uploads of examples/astronaut.jpg and wait for the
-   answers.
+2. the real service, ``sapiens2 serve`` started as a subprocess on 127.0.0.1 (a random free port), three
+   times: server-side batching (``--max-batch``) with ``--inference-threads`` (default auto: 2 on a CPU with 2+
+   cores), batching with one inference thread (batches one after another), and no batching (``--max-batch 1``)
+   with ``--inference-threads``; N concurrent clients (threads with one HTTP connection each) each send
+   ``--requests`` uploads of examples/astronaut.jpg and wait for the answers.
 
-Reports requests/s, p50/p95 latency and CPU time per request per setting (the server process's user + system
-time from /proc, all threads; direct: this process's): on a machine shared with other jobs the latencies mostly
-measure the others, the CPU time much less so. "service overhead at 1 client" compares the service's
+Reports requests/s, p50/p95 latency, CPU time per request and cores used (CPU seconds per wall second) per
+setting (the server process's user + system time from /proc, all threads; direct: this process's), and the most
+batches the server had in the model at once (from /health): on a machine shared with other jobs the latencies
+mostly measure the others, the CPU time much less so. "service overhead at 1 client" compares the service's
 1-client latency with the direct ``predict()`` latency (the service also decodes the upload and writes the
 same files ``sapiens2 predict`` writes); "batching gain" compares 16 clients with batching against direct
-one-at-a-time throughput. Every loop is bounded; only 127.0.0.1 is used.
+one-at-a-time throughput (the goal: >= 1.5x at 16 clients); on a CPU that needs the batches to run on
+more than one core at once (cores used > 1). Every loop is bounded; only 127.0.0.1 is used.
 """
 from __future__ import annotations
 
@@ -96,13 +100,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(paths: dict[str, Path], args, max_batch: int):
+def start_server(paths: dict[str, Path], args, max_batch: int, inference_threads: str):
     import httpx
 
     port = free_port()
     command = [sys.executable, "-m", "sapiens2", "serve", "--device", args.device, "--input-size", args.input_size,
                "--detector", "none", "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(max_batch),
-               "--batch-wait-ms", str(args.batch_wait_ms), "--max-queue", "256"]
+               "--batch-wait-ms", str(args.batch_wait_ms), "--max-queue", "256",
+               "--inference-threads", inference_threads]
     for task, path in paths.items():
         command += ["--checkpoint", f"{task}={path}"]
     log = tempfile.TemporaryFile()
@@ -156,6 +161,12 @@ def load(url: str, clients: int, requests: int, data: bytes) -> tuple[list[float
     return latencies, time.perf_counter() - began, failures[0]
 
 
+def served_settings(args) -> list[tuple[str, int, str]]:
+    """(name, --max-batch, --inference-threads) of the served settings."""
+    return [("batching", args.max_batch, args.inference_threads), ("batching, 1 thread", args.max_batch, "1"),
+            ("no batching", 1, args.inference_threads)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="sapiens2_tiny")
@@ -166,6 +177,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--inference-threads", default="auto",
+                        help="the server's --inference-threads for the first and third settings (default auto)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads, here and in the server (default 1: the HTTP side needs a core too)")
     args = parser.parse_args()
@@ -182,29 +195,33 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         paths = write_checkpoints(Path(folder), args.tasks.split(","), args.arch, input_size)
         rows += direct(paths, args, input_size, total=max(16, args.requests * 2))
-        for max_batch in (args.max_batch, 1):
-            process, url = start_server(paths, args, max_batch)
+        for mode, max_batch, threads in served_settings(args):
+            process, url = start_server(paths, args, max_batch, threads)
             try:
                 load(url, 1, 3, data)  # warm-up
                 for n in clients:
                     cpu = process_cpu_s(process.pid)
                     latencies, wall, failed = load(url, n, args.requests, data)
-                    cpu_ms = 1000 * (process_cpu_s(process.pid) - cpu) / max(1, len(latencies))
-                    name = f"serve {'batching' if max_batch > 1 else 'no batching'}, {n} client(s)"
-                    rows.append(summary(name, latencies, wall) | {"failed": failed, "cpu_ms": cpu_ms})
+                    used = process_cpu_s(process.pid) - cpu
+                    rows.append(summary(f"serve {mode}, {n} client(s)", latencies, wall)
+                                | {"failed": failed, "cpu_ms": 1000 * used / max(1, len(latencies)),
+                                   "cores": used / wall})
                 health = httpx.get(url + "/health").json()
-                rows[-1]["note"] = f"largest batch {health['largest_batch']}"
+                rows[-1]["note"] = (f"largest batch {health['largest_batch']}, {health['inference_threads']} inference "
+                                    f"thread(s), most batches at once {health['most_running_batches']}")
             finally:
                 process.terminate()  # graceful: in-flight requests finish
                 process.wait(60)
 
     print(f"{args.arch}, tasks {args.tasks}, input {args.input_size}, {args.device}, {args.threads} torch "
           f"thread(s), {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, image {IMAGE.name}")
-    print(f"{'setting':44s} {'req':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'cpu ms/req':>10s}")
+    print(f"{'setting':44s} {'req':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'cpu ms/req':>10s} {'cores':>5s}")
     for r in rows:
         extra = (f"  failed {r['failed']}" if r.get("failed") else "") + (f"  ({r['note']})" if r.get("note") else "")
         cpu = f"{r['cpu_ms']:10.1f}" if "cpu_ms" in r else f"{'':10s}"
-        print(f"{r['setting']:44s} {r['requests']:5d} {r['rps']:8.2f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {cpu}{extra}")
+        cores = f"{r['cores']:5.2f}" if "cores" in r else f"{'':5s}"
+        print(f"{r['setting']:44s} {r['requests']:5d} {r['rps']:8.2f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {cpu} "
+              f"{cores}{extra}")
     one = next(r for r in rows if r["setting"].startswith("direct predict()"))
     batched = next(r for r in rows if r["setting"].startswith("direct predict_many"))
     for mode in ("batching", "no batching"):
@@ -212,10 +229,11 @@ def main() -> int:
         print(f"service overhead at 1 client, {mode} (p50 latency vs direct predict()): "
               f"{100 * (served['p50_ms'] / one['p50_ms'] - 1):+.1f}%; CPU per request (the server process, HTTP "
               f"included, vs predict() on a decoded image): {100 * (served['cpu_ms'] / one['cpu_ms'] - 1):+.1f}%")
-    busy = next((r for r in rows if r["setting"] == f"serve batching, {max(clients)} client(s)"), None)
-    if busy is not None:
-        print(f"throughput at {max(clients)} clients with batching vs direct one-at-a-time: "
-              f"{busy['rps'] / one['rps']:.2f}x")
+    for mode, _, threads in served_settings(args):
+        busy = next((r for r in rows if r["setting"] == f"serve {mode}, {max(clients)} client(s)"), None)
+        if busy is not None:
+            print(f"throughput at {max(clients)} clients, {mode} (--inference-threads {threads}) vs direct "
+                  f"one-at-a-time: {busy['rps'] / one['rps']:.2f}x (goal >= 1.50x), {busy['cores']:.2f} cores used")
     # what batching can gain at best on this device: on a CPU a batch costs about the sum of its images
     print(f"ceiling: direct predict_many batch {args.max_batch} vs one-at-a-time: {batched['rps'] / one['rps']:.2f}x")
     return 0

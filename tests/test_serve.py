@@ -504,11 +504,12 @@ def test_inference_threads_option_and_refusals(predictor):
 
     assert resolve_inference_threads("auto", torch.device("cpu")) == min(2, usable_cores())
     assert resolve_inference_threads("auto", torch.device("cuda")) == 1
-    assert resolve_inference_threads("3", torch.device("cpu")) == 3
-    for bad in ("0", "many"):
-        with pytest.raises(UsageError, match="--inference-threads"):
-            resolve_inference_threads(bad, torch.device("cpu"))
-    assert build_parser("serve").parse_args(["serve"]).inference_threads == "auto"
+    parse = build_parser("serve").parse_args
+    assert parse(["serve"]).inference_threads == "auto"
+    assert resolve_inference_threads(parse(["serve", "--inference-threads", "3"]).inference_threads, "cpu") == 3
+    for bad in ("0", "many", "-1"):
+        with pytest.raises(SystemExit):
+            parse(["serve", "--inference-threads", bad])
 
     class Compiled(Flaky):
         compile_settings = object()

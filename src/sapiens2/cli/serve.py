@@ -43,7 +43,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                      help="most concurrent requests gathered into one forward pass (default 8; 1 = no batching)")
     net.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
                      help="how long to wait for more requests to batch with the first (default 5)")
-    net.add_argument("--inference-threads", default="auto", metavar="N|auto",
+    net.add_argument("--inference-threads", default="auto", type=inference_threads_option, metavar="N|auto",
                      help="batches run at once on the one copy of the models (default auto: 2 on a CPU with 2 or "
                           "more cores, else 1). On a CPU a forward with one torch thread uses about one core, so two "
                           "batches at once use two and the throughput under load rises (benchmarks/serve.py); "
@@ -73,20 +73,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def resolve_inference_threads(value: str, device) -> int:
-    """``--inference-threads``: a number, or "auto": 2 on a CPU with 2+ usable cores (two forwards of one thread
-    each use two cores; measured with benchmarks/serve.py), else 1 (a GPU runs one batch at a time anyway)."""
+def inference_threads_option(text: str) -> str | int:
+    """``--inference-threads`` as argparse checks it: "auto" or a whole number >= 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1 or auto, not {text!r}")
+    return int(text)
+
+
+def resolve_inference_threads(value: str | int, device) -> int:
+    """The threads for ``--inference-threads``: "auto" is 2 on a CPU with 2+ usable cores (two forwards of one
+    torch thread each use two cores; measured with benchmarks/serve.py), else 1 (a GPU runs one batch at a time
+    anyway)."""
     from sapiens2.runtime import usable_cores
 
-    if str(value).strip().lower() == "auto":
+    if value == "auto":
         return min(2, usable_cores()) if device.type == "cpu" else 1
-    try:
-        threads = int(value)
-    except ValueError:
-        raise UsageError(f"--inference-threads must be a number or auto, got {value!r}") from None
-    if threads < 1:
-        raise UsageError(f"--inference-threads must be >= 1, got {threads}")
-    return threads
+    return int(value)
 
 
 def share_cpu_threads(inference_threads: int) -> None:
