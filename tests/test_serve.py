@@ -547,7 +547,8 @@ def running(app):
 def test_uvicorn_concurrent_clients_are_batched_and_match_the_predictor(predictor):
     images = [jpeg(48 + 8 * i, 40, seed=i) for i in range(8)]
     forwards_before = predictor.runners["seg"].forward_calls
-    app = create_app(predictor, ServeConfig(max_batch=8, batch_wait_ms=150,
+    # two inference threads: batches may run side by side on the real predictor, answers still match
+    app = create_app(predictor, ServeConfig(max_batch=8, batch_wait_ms=150, inference_threads=2,
                                             output_options=OutputOptions(model_names={})))
     with running(app) as (url, _), httpx.Client(base_url=url, timeout=60) as http:
         assert http.get("/health").json()["status"] == "ok"
