@@ -47,8 +47,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                      help="batches run at once on the one copy of the models (default auto: 2 on a CPU with 2 or "
                           "more cores, else 1). On a CPU a forward with one torch thread uses about one core, so two "
                           "batches at once use two and the throughput under load rises (benchmarks/serve.py); "
-                          "torch's intra-op threads are divided among them. More than 2 makes batches smaller and "
-                          "needs memory for each batch in flight; on a GPU one batch at a time keeps it busy")
+                          "torch's intra-op threads are divided among them (1 keeps them all for one batch: lower "
+                          "latency for a lone client). More than 2 makes batches smaller and needs memory for each "
+                          "batch in flight; on a GPU one batch at a time keeps it busy")
     net.add_argument("--max-queue", type=int, default=64, metavar="N",
                      help="waiting requests beyond which the server answers 503 + Retry-After (default 64)")
     net.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB", help="upload limit (default 50)")

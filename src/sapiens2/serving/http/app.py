@@ -343,7 +343,7 @@ def _answer_bytes(prediction, rgb, tasks, options, store, encoding: str) -> byte
 
 
 def _run_video(predictor, upload, folder: Path, tasks, options, every: int, max_frames: int, smooth: str):
-    """The ``sapiens2 predict`` video job on one uploaded clip (runs on the model's thread)."""
+    """The ``sapiens2 predict`` video job on one uploaded clip (run alone by the batcher: no batch beside it)."""
     from sapiens2.io import VIDEO_EXTENSIONS, InputItem
     from sapiens2.serving.runner import PredictJob, VideoOptions
 

@@ -56,7 +56,7 @@ class PredictionFailed(Sapiens2Error):
 class _Job:
     future: Future
     item: Any = None  # a PredictInput for the batched path
-    call: Callable[[], Any] | None = None  # exclusive work (run alone, on the model's thread)
+    call: Callable[[], Any] | None = None  # exclusive work (run alone, no batch beside it)
     queued_at: float = field(default_factory=time.perf_counter)
 
 
