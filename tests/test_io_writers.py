@@ -202,3 +202,6 @@ def test_picture_png_same_pixels_other_encoding(tmp_path):
         np.testing.assert_array_equal(decoded[..., ::-1], image)
     path = writers_module.write_png(tmp_path / "p.png", image, picture=True)
     assert path.read_bytes() == writers_module.encode_image(image, ".png", picture=True)
+    # the writers write the encoder's buffer itself (no copy to bytes): the same file content
+    path = writers_module.write_image(tmp_path / "p.jpg", image)
+    assert path.read_bytes() == writers_module.encode_image(image, ".jpg")
