@@ -205,3 +205,14 @@ def test_picture_png_same_pixels_other_encoding(tmp_path):
     # the writers write the encoder's buffer itself (no copy to bytes): the same file content
     path = writers_module.write_image(tmp_path / "p.jpg", image)
     assert path.read_bytes() == writers_module.encode_image(image, ".jpg")
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_consumed_picture_reordered_in_place_band_by_band(tmp_path, monkeypatch, channels):
+    image = np.random.default_rng(channels).integers(0, 256, (29, 17, channels), dtype=np.uint8)
+    expected = writers_module.encode_image(image, ".png")  # from a reordered copy; the input untouched
+    monkeypatch.setattr(writers_module, "_REORDER_BAND_BYTES", 1)  # one row per band
+    given = image.copy()
+    path = writers_module.write_png(tmp_path / "c.png", given, consume=True)
+    assert path.read_bytes() == expected
+    np.testing.assert_array_equal(given[..., :3], image[..., 2::-1])  # reordered in place: no copy was made
