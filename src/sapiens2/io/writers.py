@@ -12,7 +12,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -165,10 +165,22 @@ def encode_image(image: np.ndarray, extension: str = ".png", *, jpeg_quality: in
                     label_map=label_map, picture=picture).tobytes()
 
 
-def _encoded(image: np.ndarray, extension: str, *, jpeg_quality: int = 95, png_compression: int = 3,
-             consume: bool = False, label_map: bool = False, picture: bool = False) -> np.ndarray:
-    """:func:`encode_image`'s file content as OpenCV's uint8 array (writers write it without a copy to bytes:
-    a noisy 24 MP picture's PNG is tens of MB)."""
+def _encoded(image: np.ndarray, extension: str, **options) -> np.ndarray:
+    """:func:`encode_image`'s file content as OpenCV's uint8 array."""
+    return _imencode(*_prepared(image, extension, **options))
+
+
+def _imencode(ready: np.ndarray, extension: str, params: list[int]) -> np.ndarray:
+    ok, encoded = cv2.imencode(extension, ready, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {ready.dtype} {ready.shape} image as {extension}")
+    return encoded
+
+
+def _prepared(image: np.ndarray, extension: str, *, jpeg_quality: int = 95, png_compression: int = 3,
+              consume: bool = False, label_map: bool = False, picture: bool = False
+              ) -> tuple[np.ndarray, str, list[int]]:
+    """(the array as OpenCV takes it (BGR order, contiguous), the normalised extension, OpenCV's parameters)."""
     image = np.asarray(image)
     if image.dtype == np.bool_:
         image = image.astype(np.uint8) * 255
@@ -184,10 +196,31 @@ def _encoded(image: np.ndarray, extension: str, *, jpeg_quality: int = 95, png_c
         params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)] + (list(LABEL_MAP_PNG) if label_map else [])
         if picture and not label_map:
             params += list(PICTURE_PNG)
-    ok, encoded = cv2.imencode(extension, np.ascontiguousarray(_to_bgr_order(image, consume)), params)
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.dtype} {image.shape} image as {extension}")
-    return encoded
+    return np.ascontiguousarray(_to_bgr_order(image, consume)), extension, params
+
+
+def _write_encoded(path: PathLike, image: np.ndarray, extension: str, **options) -> Path:
+    """Encode ``image`` into ``path`` atomically, straight into the temporary file (``cv2.imwrite``, the same bytes
+    as ``cv2.imencode``): in memory, OpenCV's buffer grows to about twice the file and is copied once more into an
+    array (a 35 MB cut-out PNG of a 24 MP image: 70 MB more at the peak). Where OpenCV does not write the file
+    (a name it does not take, a full disk, ...), the in-memory encoding through :func:`atomic_open` says why."""
+    path = Path(path)
+    ready, extension, params = _prepared(image, extension, **options)
+    ensure_directory(path.parent)
+    temp = temporary_sibling(path)
+    temp = temp.with_name(temp.name + extension)  # OpenCV picks the format by the extension
+    written = False
+    try:
+        written = bool(cv2.imwrite(str(temp), ready, params))
+        if written:
+            os.replace(temp, path)
+    except (cv2.error, UnicodeError, OSError):
+        written = False
+    finally:
+        if not written:
+            with suppress(OSError):  # e.g. a name too long to exist
+                temp.unlink(missing_ok=True)
+    return path if written else write_bytes(path, _imencode(ready, extension, params).data)
 
 
 def write_image(path: PathLike, image: np.ndarray, *, jpeg_quality: int = 95, png_compression: int = 3) -> Path:
@@ -195,16 +228,15 @@ def write_image(path: PathLike, image: np.ndarray, *, jpeg_quality: int = 95, pn
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"output image path {str(path)!r} has no extension to choose a format")
-    return write_bytes(path, _encoded(image, path.suffix, jpeg_quality=jpeg_quality,
-                                      png_compression=png_compression).data)
+    return _write_encoded(path, image, path.suffix, jpeg_quality=jpeg_quality, png_compression=png_compression)
 
 
 def write_png(path: PathLike, image: np.ndarray, *, compression: int = 3, consume: bool = False,
               label_map: bool = False, picture: bool = False) -> Path:
     """Atomically write a PNG: uint8 or uint16; (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA. ``consume``,
     ``label_map`` and ``picture``: see :func:`encode_image`."""
-    return write_bytes(path, _encoded(image, ".png", png_compression=compression, consume=consume,
-                                      label_map=label_map, picture=picture).data)
+    return _write_encoded(path, image, ".png", png_compression=compression, consume=consume, label_map=label_map,
+                          picture=picture)
 
 
 def write_npy(path: PathLike, array: np.ndarray) -> Path:
