@@ -120,21 +120,24 @@ def test_package_target_checks_name_the_fix():
         current_target("meta")
 
 
-def test_missing_compiler_is_a_clear_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+def test_missing_compiler_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     """No C++ compiler (simulated: inductor's compiler search finds none): the export stops before any work with
     an error naming what to install; nothing is written."""
     import torch._inductor.config as inductor_config
 
     from sapiens2.cli.main import main
+    from sapiens2.profiling.backends import find_backend
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
     ckpt = _checkpoint(tmp_path, "seg", 0)
     out = tmp_path / "seg.pt2"
-    assert main(["export", "--task", "seg", "--checkpoint", str(ckpt), "--format", "aoti", "--input-size", "64x48",
-                 "-o", str(out)]) != 0
+    with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-g++"))}):
+        assert main(["export", "--task", "seg", "--checkpoint", str(ckpt), "--format", "aoti", "--input-size",
+                     "64x48", "-o", str(out)]) != 0
+        refusal = find_backend("aoti").refusal("cpu", "float32")  # a skipped benchmark row
     err = capsys.readouterr().err
     assert "no C++ compiler was found" in err and "apt-get install g++" in err and "--format torch-export" in err
     assert not out.exists() and list(tmp_path.glob(".seg.pt2*")) == []
+    assert "no C++ compiler was found" in refusal
 
 
 def test_aoti_backend_usage(tmp_path, two_block_arch):  # noqa: F811
@@ -147,6 +150,10 @@ def test_aoti_backend_usage(tmp_path, two_block_arch):  # noqa: F811
     assert check_backend_dtype("onnxruntime", "bfloat16") == "float32"
     with pytest.raises(UsageError, match="runs the precision of its exported file"):
         check_backend("aoti", "int8")
+    from sapiens2.profiling.backends import find_backend
+
+    assert find_backend("aoti").refusal("cpu", "float32") is None  # g++ is here
+    assert "does not run int8 on cpu" in find_backend("aoti").refusal("cpu", "int8")
     with pytest.raises(UsageError, match="--format onnx --dtype int8"):
         export_model(build_backbone(two_block_arch, img_size=SMALL), tmp_path / "x.pt2", format="aoti", dtype="int8")
     program = tmp_path / "bb.pt2"
