@@ -28,8 +28,8 @@ a random input already on the device. Backends: torch (eager; bfloat16/float16 b
 quantisation of the Linear layers, CPU only), torch-compile and onnxruntime (the graph `sapiens2 export` writes;
 int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR), aoti (the AOTInductor package `sapiens2
 export --format aoti` writes, compiled once for this machine; needs a C++ compiler) and tensorrt (CUDA: an engine
-built from that graph, float16/bfloat16 by builder flags). Exports are cached by the weights (--export-cache): one export
-serves every batch size and later runs, and int8 is quantised from it."""
+built from that graph, float16/bfloat16 by builder flags). Exports are cached by the weights (--export-cache): one
+export serves every batch size and later runs, and int8 is quantised from it."""
 
 
 def _csv(text: str) -> list[str]:

@@ -47,8 +47,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file or save_pretrained folder")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="file format (default onnx)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="float32 (default); float16; bfloat16 (torch-export, aoti, tensorrt); int8 (onnx: ONNX Runtime dynamic "
-                        "quantisation, static with --calibrate)")
+                   help="float32 (default); float16; bfloat16 (torch-export, aoti, tensorrt); int8 (onnx: ONNX Runtime "
+                        "dynamic quantisation, static with --calibrate)")
     add_input_size(p, help="graph input HxW, multiples of 16 (64 with the 4K tokenizer); default: the size the "
                            "model was trained at")
     p.add_argument("--batch", default="dynamic", metavar="dynamic|N", help="batch dimension (default dynamic)")

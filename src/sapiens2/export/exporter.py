@@ -157,8 +157,8 @@ def export_model(model: nn.Module, output: str | os.PathLike, *, format: str = "
 
     format: "onnx", "torch-export" (.pt2), "aoti" (AOTInductor .pt2 package, compiled for the model's device on this
         machine; needs a C++ compiler) or "tensorrt" (engine; needs TensorRT and CUDA).
-    dtype: "float32", "float16", "bfloat16" (torch-export, aoti) or "int8" (ONNX Runtime quantisation: dynamic, or static
-        calibrated on the images in ``calibrate`` through the task's own preprocessing).
+    dtype: "float32", "float16", "bfloat16" (torch-export, aoti) or "int8" (ONNX Runtime quantisation: dynamic, or
+        static calibrated on the images in ``calibrate`` through the task's own preprocessing).
     input_size: (H, W) of the graph (default: the size the model was trained at). batch: "dynamic" or N.
     The graph takes the normalised float32 NCHW image like the torch model and returns float32 outputs
     (``metadata.OUTPUTS``); the metadata travels inside the file. Raises UsageError for a bad combination,

@@ -16,8 +16,8 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def read_export_metadata(path: str | os.PathLike) -> ExportMetadata:
-    """The metadata of an exported .onnx, .pt2 (torch.export or AOTInductor package) or TensorRT engine (the header before its plan); ExportedModelError
-    for a missing, unreadable or foreign file."""
+    """The metadata of an exported .onnx, .pt2 (torch.export or AOTInductor package) or TensorRT engine (the header
+    before its plan); ExportedModelError for a missing, unreadable or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise ExportedModelError(f"exported model {str(path)!r} does not exist")

@@ -4,7 +4,8 @@ ONNX: ``metadata_props`` key ``sapiens2`` (the JSON) plus flat ``task`` / ``arch
 tools that show metadata (Netron). ``.pt2``: the archive's extra file ``sapiens2.json`` (``torch.export.load(path,
 extra_files={"sapiens2.json": ""})``). AOTInductor packages (also ``.pt2``): AOTInductor's metadata map, key
 ``sapiens2`` (``export/aoti.py``). TensorRT engines: a header before the plan (``export/tensorrt.py``). A consumer
-needs nothing else: the input is the normalised NCHW float32 RGB image ``(pixels_0_255 - mean) / std``, outputs as listed.
+needs nothing else: the input is the normalised NCHW float32 RGB image ``(pixels_0_255 - mean) / std``, outputs as
+listed.
 """
 from __future__ import annotations
 

@@ -20,9 +20,8 @@ from torch import nn
 
 from sapiens2.errors import UsageError
 
-__all__ = ["AOTI", "BACKENDS", "Backend", "BackendOptions", "ONNXRUNTIME", "PRECISIONS", "PreparedModel", "TENSORRT", "TORCH",
-           "TORCH_COMPILE",
-           "backend_names", "find_backend", "quantize_dynamic_int8"]
+__all__ = ["AOTI", "BACKENDS", "Backend", "BackendOptions", "ONNXRUNTIME", "PRECISIONS", "PreparedModel", "TENSORRT",
+           "TORCH", "TORCH_COMPILE", "backend_names", "find_backend", "quantize_dynamic_int8"]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 
