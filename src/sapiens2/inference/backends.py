@@ -30,7 +30,6 @@ from sapiens2.errors import UsageError
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Runtime:
     """One ``backend``: the exported files it takes as the model (suffixes), and the precisions the Predictor's

@@ -165,7 +165,7 @@ TORCH_COMPILE = Backend("torch-compile", "torch.compile (inductor), compiled onc
 
 
 
-def cached_float_export(model, hw: tuple[int, int], options: BackendOptions, *, format: str = "onnx",
+def cached_export(model, hw: tuple[int, int], options: BackendOptions, *, format: str = "onnx",
                         dtype: str = "float32", device: torch.device | str = "cpu") -> tuple[Path, float]:
     """(the dynamic-batch export of ``model`` at ``hw`` in the export cache, seconds spent exporting: 0 on a hit).
     Keyed by a hash of the weights, so every batch size and later run reuses one export. ONNX: float32, exported on
@@ -200,7 +200,7 @@ def _prepare_onnxruntime(model, example, dtype: str, options: BackendOptions) ->
 
     device = example.device
     hw = (int(example.shape[-2]), int(example.shape[-1]))
-    path, seconds = cached_float_export(model, hw, options)
+    path, seconds = cached_export(model, hw, options)
     model.to(device)
     what = f"exported in {seconds:.1f} s" if seconds else "cached export"
     if dtype == "int8":
@@ -252,7 +252,7 @@ def _prepare_tensorrt(model, example, dtype: str, options: BackendOptions) -> Pr
     device = example.device
     target = current_target(device)
     hw = (int(example.shape[-2]), int(example.shape[-1]))
-    onnx_path, seconds = cached_float_export(model, hw, options)
+    onnx_path, seconds = cached_export(model, hw, options)
     model.to(device)
     engine = cache_path(model_task(model), read_identity(onnx_path), hw, dtype=dtype, cache_dir=options.cache_dir,
                         suffix=".engine", target=target)
@@ -280,7 +280,6 @@ TENSORRT = Backend("tensorrt", "TensorRT engine built on this GPU from the expor
                    {"cuda": ("float32", "float16", "bfloat16")}, _prepare_tensorrt, missing=_tensorrt_missing)
 
 
-
 def _prepare_aoti(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
     """The model compiled once by AOTInductor for this machine and the benchmarked device and precision (cached by
     weights, shape, dtype and what the package is tied to), loaded from its package."""
@@ -288,7 +287,7 @@ def _prepare_aoti(model, example, dtype: str, options: BackendOptions) -> Prepar
 
     device = example.device
     hw = (int(example.shape[-2]), int(example.shape[-1]))
-    path, seconds = cached_float_export(model, hw, options, format="aoti", dtype=dtype, device=device)
+    path, seconds = cached_export(model, hw, options, format="aoti", dtype=dtype, device=device)
     model.to(device)
     what = f"compiled in {seconds:.1f} s" if seconds else "cached package"
     return PreparedModel(load_exported(path, device=device),
