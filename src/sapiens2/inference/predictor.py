@@ -236,7 +236,8 @@ class Predictor:
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
     backend: "torch" (default), "onnxruntime" (an exported .onnx given as the model, or the torch model exported
-        once into ``export_cache``; see ``inference.backends``) or "tensorrt". Pre/post-processing is shared.
+        once into ``export_cache``; see ``inference.backends``), "aoti" (an AOTInductor package, or the model
+        compiled once into ``export_cache`` for this machine) or "tensorrt". Pre/post-processing is shared.
     """
 
     def __init__(self, tasks: str | Sequence[str], model: str | os.PathLike | nn.Module | Mapping = "0.4b", *,
@@ -331,7 +332,8 @@ class Predictor:
                                       dtype=self.amp_dtype)
         if is_exported_file(spec):
             raise Sapiens2Error(f"{spec} is an exported model: run it with backend='onnxruntime' (--backend "
-                                "onnxruntime), or give the checkpoint for the torch backend")
+                                "onnxruntime; backend='aoti' for an AOTInductor .pt2), or give the checkpoint for the "
+                                "torch backend")
         if isinstance(spec, nn.Module):
             found = getattr(spec, "task", None)
             if found is not None and found != task:
