@@ -213,6 +213,10 @@ def test_outputs_equal_the_local_job_and_bad_inputs_have_reasons(inputs, local_r
     assert sorted(a["outputs"]) == sorted(f"astronaut_a.{s}" for s in ("pose.json", "pose.png", "seg.png",
                                                                        "seg_vis.png"))
     assert summary.stage_s["decode"] > 0 and summary.stage_s["write"] > 0 and summary.workers == 1
+    (usage,) = summary.worker_usage.values()  # one worker did every shard, with one torch and one OpenCV thread
+    assert (usage.shards, usage.inputs, usage.torch_threads, usage.cv2_threads) == (summary.shards_run, 6, 1, 1)
+    assert usage.cpu_s > 0 and usage.start_cpu_s > 0 and len(summary.spans) == summary.shards_run
+    assert summary.startup_s > 0 and summary.steady[0] > 0 and summary.driver_cpu_s > 0
 
 
 def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inputs, checkpoints, ray_run,
@@ -234,6 +238,9 @@ def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inpu
     calls = _calls(counter)
     assert len(calls) == len(set(calls)) == 8, "every good input (5 images, 3 video frames) predicted exactly once"
     assert summary.workers == 2 and summary.shards_run == 4
+    usage = list(summary.worker_usage.values())  # which worker got which shard is Ray's choice; the counts add up
+    assert 1 <= len(usage) <= 2 and sum(u.shards for u in usage) == 4 and sum(u.inputs for u in usage) == 6 - len(first)
+    assert all((u.torch_threads, u.cv2_threads) == (1, 1) for u in usage)
     assert summary.skipped == len(first) and summary.done == 6 - len(first) and summary.predicted == 6 - len(first)
     assert _manifest(out) == _manifest(reference)
     assert _files(out) == _files(reference)
