@@ -251,7 +251,7 @@ def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inpu
 
 def _shard_and_list(inputs: Path, folder: Path) -> tuple[Path, Path]:
     """A WebDataset shard (as ``sapiens2 curate`` writes: <key>.jpg + <key>.json) holding astronaut_a's bytes, and
-    a .txt list naming astronaut_b (relative to the list) and a bad file."""
+    a .txt list naming astronaut_b (relative to the list), a bad file and a video."""
     import tarfile
 
     from sapiens2.data.shards import add_member
@@ -262,7 +262,7 @@ def _shard_and_list(inputs: Path, folder: Path) -> tuple[Path, Path]:
         add_member(tar, "0001.json", b'{"key": "0001"}')
     listing = folder / "list.txt"
     (folder / "astronaut_b.png").write_bytes((inputs / "astronaut_b.png").read_bytes())
-    listing.write_text(f"# inputs\nastronaut_b.png\n{inputs / 'bad' / 'text.jpg'}\n")
+    listing.write_text(f"# inputs\nastronaut_b.png\n{inputs / 'bad' / 'text.jpg'}\n{inputs / 'clip.mp4'}\n")
     return shard, listing
 
 
@@ -277,7 +277,7 @@ def test_parquet_format_from_the_command_line_with_a_shard_and_a_list(inputs, ch
                "--threads-per-worker", "1"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    assert "inputs: 4 (3 done, 0 skipped, 1 failed)" in printed and "per-stage time" in printed
+    assert "inputs: 5 (3 done, 0 skipped, 2 failed)" in printed and "per-stage time" in printed
     table = read_table_dict(out / "predictions" / "shard-000000.parquet")
     assert [Path(p).name for p in table["input"]] == ["astronaut_c.jpg", "shard.tar#0001.jpg", "astronaut_b.png"]
     for i, name in enumerate(("sub/astronaut_c", "astronaut_a", "astronaut_b")):
@@ -290,9 +290,11 @@ def test_parquet_format_from_the_command_line_with_a_shard_and_a_list(inputs, ch
                                    atol=0.005 + 1e-4)  # the JSON keeps 2 decimals
     rows = _manifest(out)
     assert [r["outputs"] for r in rows if r["status"] == "ok"] == [["predictions/shard-000000.parquet"]] * 3
-    assert [(Path(r["input"]).name, r["status"]) for r in rows][-1] == ("text.jpg", "failed")
-    assert "not an image" in rows[-1]["reason"]
-    assert not list(out.rglob("*.png"))  # nothing per input outside the shard
+    assert [(Path(r["input"]).name, r["status"]) for r in rows][-2:] == [("text.jpg", "failed"), ("clip.mp4", "failed")]
+    assert "not an image" in rows[-2]["reason"] and "--format files" in rows[-1]["reason"]  # a video: files only
+    assert rows[-1]["outputs"] == [] and rows[-1]["shard"] != rows[-2]["shard"]  # its own shard, nothing written
+    assert not list(out.rglob("*.png")) and not list(out.rglob("*.mp4"))  # nothing per input outside the shard
+    assert [p.name for p in (out / "predictions").iterdir()] == ["shard-000000.parquet"]
 
 
 def test_webdataset_shard_holds_the_local_files(inputs, checkpoints, local_run, tmp_path):
