@@ -14,8 +14,9 @@ start-up. Ray's own start (``ray.init``) is outside every figure.
 CPU time per image (process CPU, not wall: what the machine's load does not change much) says whether the
 mechanism scales: local = the benchmark process during the run (its reader and writer threads included); Ray =
 the workers in their shards + the decode tasks + the driver + Ray's long-lived processes (raylet, GCS, task
-workers) during the run. Two workers on two idle cores scale well when their CPU per image is about one worker's
-and both workers were given work (the per-worker line).
+workers) during the run. Two workers on two idle cores scale well when their CPU per image is about one worker's,
+both workers were given work (the per-worker line) and about 2 were busy on average in the steady state (the mean
+number of shards running at once: a dispatch figure, hardly changed by the machine's load).
 
 ``--threads 1`` (default): one torch and OpenCV thread for the local job and every Ray worker, so "2 workers vs 1"
 measures Ray's scaling rather than torch's intra-op scaling; ``--threads 0``: the engines' defaults (all CPUs for
@@ -136,6 +137,7 @@ def main(argv=None) -> None:
             notes = (f"CPU/image: workers {1e3 * worker / n:.1f} ms, decode {1e3 * summary.decode_cpu_s / n:.1f}, "
                      f"driver {1e3 * summary.driver_cpu_s / n:.1f}, Ray processes {1e3 * system / n:.1f}; "
                      f"worker start CPU {sum(u.start_cpu_s for u in summary.worker_usage.values()):.1f} s; "
+                     + (f"steady state {steady[1]:.1f} s, {steady[2]:.2f} workers busy on average; " if steady else "")
                      + "; ".join(f"worker {k + 1}: {u.shards} shards, {u.inputs} images, threads "
                                  f"{u.torch_threads}/{u.cv2_threads}"
                                  for k, u in enumerate(summary.worker_usage.values())))

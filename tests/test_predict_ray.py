@@ -217,6 +217,7 @@ def test_outputs_equal_the_local_job_and_bad_inputs_have_reasons(inputs, local_r
     assert (usage.shards, usage.inputs, usage.torch_threads, usage.cv2_threads) == (summary.shards_run, 6, 1, 1)
     assert usage.cpu_s > 0 and usage.start_cpu_s > 0 and len(summary.spans) == summary.shards_run
     assert summary.startup_s > 0 and summary.steady[0] > 0 and summary.driver_cpu_s > 0
+    assert 0 < summary.steady[2] <= 1 + 1e-6  # one actor runs its shards one at a time
 
 
 def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inputs, checkpoints, ray_run,
@@ -370,3 +371,14 @@ def test_worker_killed_mid_shard_and_changed_input(inputs, checkpoints, local_ru
             == {k: {c: v for c, v in r.items() if c not in drop} for k, r in before.items()})
     record = json.loads((out / "astronaut_b.done.json").read_text())
     assert record["input_file"]["bytes"] == (root / "astronaut_b.png").stat().st_size
+
+
+def test_steady_state_counts_shards_inside_the_window():
+    """From the last worker ready (t=10) to the last shard's end (t=14): a shard half inside counts half its inputs;
+    a shard before the window none; two workers side by side are 2 busy, one alone 1."""
+    from sapiens2.serving.ray_engine.usage import ShardSpan, steady_state
+
+    spans = [ShardSpan(5, 9, 8), ShardSpan(8, 12, 8), ShardSpan(10, 14, 8), ShardSpan(12, 14, 4)]
+    rate, window, busy = steady_state(spans, ready_at=10)
+    assert window == 4 and rate == pytest.approx((4 + 8 + 4) / 4) and busy == pytest.approx((2 + 4 + 2) / 4)
+    assert steady_state(spans, ready_at=14) is None and steady_state([], ready_at=0) is None

@@ -131,8 +131,8 @@ class RaySummary:
         return max(w.ready_at for w in self.worker_usage.values()) - self.started_at
 
     @property
-    def steady(self) -> tuple[float, float] | None:
-        """(inputs/s, seconds) once every worker was ready (:func:`~.usage.steady_state`)."""
+    def steady(self) -> tuple[float, float, float] | None:
+        """(inputs/s, seconds, workers busy) once every worker was ready (:func:`~.usage.steady_state`)."""
         if not self.worker_usage:
             return None
         return steady_state(self.spans, max(w.ready_at for w in self.worker_usage.values()))
@@ -146,7 +146,8 @@ class RaySummary:
         if self.worker_usage:
             steady = self.steady
             out.append(f"start-up: {self.startup_s:.1f} s until the last worker was ready; steady state: "
-                       + (f"{steady[0]:.2f} inputs/s over {steady[1]:.1f} s" if steady else "not reached")
+                       + (f"{steady[0]:.2f} inputs/s over {steady[1]:.1f} s, {steady[2]:.2f} workers busy on "
+                          "average" if steady else "not reached")
                        + f"; CPU: driver {self.driver_cpu_s:.1f} s, decode tasks {self.decode_cpu_s:.1f} s")
             out += [f"  worker {w.line()}" for w in self.worker_usage.values()]
         if self.stage_s:

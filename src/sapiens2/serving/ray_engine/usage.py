@@ -56,10 +56,11 @@ class ShardSpan:
     inputs: int
 
 
-def steady_state(spans: Iterable[ShardSpan], ready_at: float) -> tuple[float, float] | None:
-    """(inputs/s, seconds) over the window from ``ready_at`` (the last worker ready) to the last shard's end: the
-    inputs of each shard counted in proportion to its time inside the window. None when no shard ran in it (a
-    run too small to reach a steady state)."""
+def steady_state(spans: Iterable[ShardSpan], ready_at: float) -> tuple[float, float, float] | None:
+    """(inputs/s, seconds, workers busy) over the window from ``ready_at`` (the last worker ready) to the last
+    shard's end: the inputs of each shard counted in proportion to its time inside the window; "workers busy": the
+    mean number of shards running at once in it (the workers' count when dispatch keeps them all fed, whatever the
+    machine's load). None when no shard ran in it (a run too small to reach a steady state)."""
     spans = list(spans)
     if not spans:
         return None
@@ -67,9 +68,10 @@ def steady_state(spans: Iterable[ShardSpan], ready_at: float) -> tuple[float, fl
     window = end - ready_at
     if window <= 0:
         return None
-    inputs = 0.0
+    inputs = busy = 0.0
     for s in spans:
         inside = min(s.ended, end) - max(s.began, ready_at)
         if inside > 0:
             inputs += s.inputs * inside / max(s.ended - s.began, 1e-9)
-    return (inputs / window, window) if inputs > 0 else None
+            busy += inside
+    return (inputs / window, window, busy / window) if inputs > 0 else None
