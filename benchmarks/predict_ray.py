@@ -148,7 +148,8 @@ def main(argv=None) -> None:
                  log_to_driver=False)
         warm = time.perf_counter()  # Ray Data's own actors (stats, autoscaling) start with a session's first dataset
         on_ray(1, "warm-up")
-        print(f"first Ray run of the session (its one-time start, not counted below): {time.perf_counter() - warm:.1f} s")
+        print(f"first Ray run of the session (its one-time start, not counted below): "
+              f"{time.perf_counter() - warm:.1f} s")
         shutil.rmtree(root / "out", ignore_errors=True)
         runs: dict[str, list[Run]] = {name: [] for name in VARIANTS}
         for _ in range(args.repeats):
@@ -168,10 +169,10 @@ def main(argv=None) -> None:
             print(f"  {name:15s} {m.wall_s:7.1f} {m.startup_s:10.1f} {m.steady_rate:12.2f} {n / m.wall_s:15.2f} "
                   f"{1e3 * m.cpu_per_image_s:10.1f}")
         local_, one, two = (med[name] for name in VARIANTS)
-        print(f"  ray 1 worker / local, steady state:     {one.steady_rate / local_.steady_rate:.2f}  (goal >= 0.90); "
-              f"whole run {local_.wall_s / one.wall_s:.2f}; CPU per image {one.cpu_per_image_s / local_.cpu_per_image_s:.2f}x")
-        print(f"  ray 2 workers / 1 worker, steady state: {two.steady_rate / one.steady_rate:.2f}  (goal >= 1.6); "
-              f"whole run {one.wall_s / two.wall_s:.2f}; CPU per image {two.cpu_per_image_s / one.cpu_per_image_s:.2f}x")
+        for label, a, b, goal in (("ray 1 worker / local,    ", local_, one, "0.90"),
+                                  ("ray 2 workers / 1 worker,", one, two, "1.6")):
+            print(f"  {label} steady state: {b.steady_rate / a.steady_rate:.2f}  (goal >= {goal}); whole run "
+                  f"{a.wall_s / b.wall_s:.2f}; CPU per image {b.cpu_per_image_s / a.cpu_per_image_s:.2f}x")
         for name in VARIANTS[1:]:  # the last repeat's accounting
             print(f"  {name}: {runs[name][-1].notes}")
     finally:

@@ -99,10 +99,11 @@ class RaySummary:
     """What a Ray run did. ``done``: inputs predicted and written by this run; ``skipped``: inputs done by an
     earlier run (committed shards); ``failed``: every failed input with its reason; ``predicted``: inputs given
     to a model in this run; ``stage_s``: seconds per stage summed over the workers (``worker_process``: a worker's
-    process start and imports before it builds its predictor, ``worker_start``: building the predictor, decode,
-    the predictor's stages, write). ``worker_usage``: per model worker that did work, what it was given and its
-    CPU time; ``spans``: when each shard ran; ``started_at``: the run's start (epoch seconds); ``driver_cpu_s``,
-    ``decode_cpu_s``: CPU seconds of the driver and of the decode tasks."""
+    process start and imports before it builds its predictor, from the run's start at the earliest;
+    ``worker_start``: building the predictor; decode, the predictor's stages, write). ``worker_usage``: per model
+    worker that did work, what it was given and its CPU time; ``spans``: when each shard ran; ``started_at``: the
+    run's start (epoch seconds); ``driver_cpu_s``, ``decode_cpu_s``: CPU seconds of the driver and of the decode
+    tasks."""
 
     total: int = 0
     done: int = 0
@@ -326,7 +327,8 @@ def _run_shards(todo, plan: JobPlan, engine: RayOptions, make_predictor, parts_d
                         num_gpus=gpus, fn_constructor_kwargs=dict(
                             make_predictor=make_predictor, plan=plan, fmt=engine.format,
                             output_dir=str(plan.output_dir), parts_dir=str(parts_dir),
-                            commit_budget=stop_after_shards, threads=threads, run=uuid.uuid4().hex))
+                            commit_budget=stop_after_shards, threads=threads, run=uuid.uuid4().hex,
+                            run_started_at=summary.started_at))
     # consumed to its end even when interrupting: a worker that claimed a commit slot may still be writing
     for row in ds.iter_rows():
         if not bool(row["committed"]):

@@ -109,8 +109,10 @@ class ShardPredictor:
     beyond it is left untouched, as if the run had died before it started."""
 
     def __init__(self, make_predictor: Callable[[], Any], plan, fmt: str, output_dir: str, parts_dir: str,
-                 commit_budget: int | None = None, threads: int | None = None, run: str = ""):
-        self.process_s = _process_age()
+                 commit_budget: int | None = None, threads: int | None = None, run: str = "",
+                 run_started_at: float = 0.0):
+        # a process Ray had started before the run (an idle worker it reuses) is only counted from the run's start
+        self.process_s = min(_process_age(), time.time() - run_started_at) if run_started_at else _process_age()
         began = time.perf_counter()
         import cv2
         import torch
