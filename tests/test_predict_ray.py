@@ -213,6 +213,11 @@ def test_outputs_equal_the_local_job_and_bad_inputs_have_reasons(inputs, local_r
     assert sorted(a["outputs"]) == sorted(f"astronaut_a.{s}" for s in ("pose.json", "pose.png", "seg.png",
                                                                        "seg_vis.png"))
     assert summary.stage_s["decode"] > 0 and summary.stage_s["write"] > 0 and summary.workers == 1
+    (usage,) = summary.worker_usage.values()  # one worker did every shard, with one torch and one OpenCV thread
+    assert (usage.shards, usage.inputs, usage.torch_threads, usage.cv2_threads) == (summary.shards_run, 6, 1, 1)
+    assert usage.cpu_s > 0 and usage.start_cpu_s > 0 and len(summary.spans) == summary.shards_run
+    assert summary.startup_s > 0 and summary.steady[0] > 0 and summary.driver_cpu_s > 0
+    assert 0 < summary.steady[2] <= 1 + 1e-6  # one actor runs its shards one at a time
 
 
 def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inputs, checkpoints, ray_run,
@@ -234,6 +239,9 @@ def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inpu
     calls = _calls(counter)
     assert len(calls) == len(set(calls)) == 8, "every good input (5 images, 3 video frames) predicted exactly once"
     assert summary.workers == 2 and summary.shards_run == 4
+    usage = list(summary.worker_usage.values())  # which worker got which shard is Ray's choice; the counts add up
+    assert 1 <= len(usage) <= 2 and sum(u.shards for u in usage) == 4 and sum(u.inputs for u in usage) == 6 - len(first)
+    assert all((u.torch_threads, u.cv2_threads) == (1, 1) for u in usage)
     assert summary.skipped == len(first) and summary.done == 6 - len(first) and summary.predicted == 6 - len(first)
     assert _manifest(out) == _manifest(reference)
     assert _files(out) == _files(reference)
@@ -244,7 +252,7 @@ def test_killed_run_resumes_on_two_workers_without_redoing_or_losing_inputs(inpu
 
 def _shard_and_list(inputs: Path, folder: Path) -> tuple[Path, Path]:
     """A WebDataset shard (as ``sapiens2 curate`` writes: <key>.jpg + <key>.json) holding astronaut_a's bytes, and
-    a .txt list naming astronaut_b (relative to the list) and a bad file."""
+    a .txt list naming astronaut_b (relative to the list), a bad file and a video."""
     import tarfile
 
     from sapiens2.data.shards import add_member
@@ -255,7 +263,7 @@ def _shard_and_list(inputs: Path, folder: Path) -> tuple[Path, Path]:
         add_member(tar, "0001.json", b'{"key": "0001"}')
     listing = folder / "list.txt"
     (folder / "astronaut_b.png").write_bytes((inputs / "astronaut_b.png").read_bytes())
-    listing.write_text(f"# inputs\nastronaut_b.png\n{inputs / 'bad' / 'text.jpg'}\n")
+    listing.write_text(f"# inputs\nastronaut_b.png\n{inputs / 'bad' / 'text.jpg'}\n{inputs / 'clip.mp4'}\n")
     return shard, listing
 
 
@@ -270,7 +278,7 @@ def test_parquet_format_from_the_command_line_with_a_shard_and_a_list(inputs, ch
                "--threads-per-worker", "1"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    assert "inputs: 4 (3 done, 0 skipped, 1 failed)" in printed and "per-stage time" in printed
+    assert "inputs: 5 (3 done, 0 skipped, 2 failed)" in printed and "per-stage time" in printed
     table = read_table_dict(out / "predictions" / "shard-000000.parquet")
     assert [Path(p).name for p in table["input"]] == ["astronaut_c.jpg", "shard.tar#0001.jpg", "astronaut_b.png"]
     for i, name in enumerate(("sub/astronaut_c", "astronaut_a", "astronaut_b")):
@@ -283,9 +291,11 @@ def test_parquet_format_from_the_command_line_with_a_shard_and_a_list(inputs, ch
                                    atol=0.005 + 1e-4)  # the JSON keeps 2 decimals
     rows = _manifest(out)
     assert [r["outputs"] for r in rows if r["status"] == "ok"] == [["predictions/shard-000000.parquet"]] * 3
-    assert [(Path(r["input"]).name, r["status"]) for r in rows][-1] == ("text.jpg", "failed")
-    assert "not an image" in rows[-1]["reason"]
-    assert not list(out.rglob("*.png"))  # nothing per input outside the shard
+    assert [(Path(r["input"]).name, r["status"]) for r in rows][-2:] == [("text.jpg", "failed"), ("clip.mp4", "failed")]
+    assert "not an image" in rows[-2]["reason"] and "--format files" in rows[-1]["reason"]  # a video: files only
+    assert rows[-1]["outputs"] == [] and rows[-1]["shard"] != rows[-2]["shard"]  # its own shard, nothing written
+    assert not list(out.rglob("*.png")) and not list(out.rglob("*.mp4"))  # nothing per input outside the shard
+    assert [p.name for p in (out / "predictions").iterdir()] == ["shard-000000.parquet"]
 
 
 def test_webdataset_shard_holds_the_local_files(inputs, checkpoints, local_run, tmp_path):
@@ -361,3 +371,14 @@ def test_worker_killed_mid_shard_and_changed_input(inputs, checkpoints, local_ru
             == {k: {c: v for c, v in r.items() if c not in drop} for k, r in before.items()})
     record = json.loads((out / "astronaut_b.done.json").read_text())
     assert record["input_file"]["bytes"] == (root / "astronaut_b.png").stat().st_size
+
+
+def test_steady_state_counts_shards_inside_the_window():
+    """From the last worker ready (t=10) to the last shard's end (t=14): a shard half inside counts half its inputs;
+    a shard before the window none; two workers side by side are 2 busy, one alone 1."""
+    from sapiens2.serving.ray_engine.usage import ShardSpan, steady_state
+
+    spans = [ShardSpan(5, 9, 8), ShardSpan(8, 12, 8), ShardSpan(10, 14, 8), ShardSpan(12, 14, 4)]
+    rate, window, busy = steady_state(spans, ready_at=10)
+    assert window == 4 and rate == pytest.approx((4 + 8 + 4) / 4) and busy == pytest.approx((2 + 4 + 2) / 4)
+    assert steady_state(spans, ready_at=14) is None and steady_state([], ready_at=0) is None

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from sapiens2.errors import failure_reason
 from sapiens2.io import DEFAULT_MAX_PIXELS, decode_image, load_image
 from sapiens2.io.identity import file_identity
@@ -34,7 +36,11 @@ def input_identity(path: str) -> tuple[int, int]:
 def decode_shard(row: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  keep_bytes: bool = False) -> dict[str, Any]:
     """Ray task: the shard's images decoded (pickled: one object per shard, arrays of any size). Videos are not
-    read here: the worker that predicts a video reads it frame by frame."""
+    read here: the worker that predicts a video reads it frame by frame. ``decode_cpu_s``: this thread's CPU
+    seconds for the shard. OpenCV runs single-threaded here: decode tasks share the cores with the model workers
+    and run side by side, so one thread each is the most they should take."""
+    cv2.setNumThreads(1)
+    cpu = time.thread_time()
     decoded = []
     for item in json.loads(row["inputs"]):
         start = time.perf_counter()
@@ -56,4 +62,4 @@ def decode_shard(row: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXEL
             decoded.append({"rgb": None, "reason": failure_reason(exc), "decode_s": time.perf_counter() - start,
                             "data": None, "identity": identity})
     return {"shard": row["shard"], "index": row["index"], "inputs": row["inputs"],
-            "payload": pickle.dumps(decoded, protocol=5)}
+            "payload": pickle.dumps(decoded, protocol=5), "decode_cpu_s": time.thread_time() - cpu}

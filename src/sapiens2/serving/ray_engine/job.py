@@ -43,8 +43,9 @@ from ..bookkeeping import InputFailure, JobPlan, VideoOptions
 from ..completion import own_output_filter
 from ..outputs import OutputOptions
 from .formats import FORMATS
-from .inputs import RayInput, list_predict_inputs
 from .formats import PREDICTIONS_DIR
+from .inputs import RayInput, list_predict_inputs
+from .usage import ShardSpan, WorkerUsage, steady_state
 from .worker import (MANIFEST_COLUMNS, ShardPredictor, decode_shard, input_identity, part_path, rows_table,
                      write_journal_entry)
 
@@ -98,8 +99,11 @@ class RaySummary:
     """What a Ray run did. ``done``: inputs predicted and written by this run; ``skipped``: inputs done by an
     earlier run (committed shards); ``failed``: every failed input with its reason; ``predicted``: inputs given
     to a model in this run; ``stage_s``: seconds per stage summed over the workers (``worker_process``: a worker's
-    process start and imports before it builds its predictor, ``worker_start``: building the predictor, decode,
-    the predictor's stages, write)."""
+    process start and imports before it builds its predictor, from the run's start at the earliest;
+    ``worker_start``: building the predictor; decode, the predictor's stages, write). ``worker_usage``: per model
+    worker that did work, what it was given and its CPU time; ``spans``: when each shard ran; ``started_at``: the
+    run's start (epoch seconds); ``driver_cpu_s``, ``decode_cpu_s``: CPU seconds of the driver and of the decode
+    tasks."""
 
     total: int = 0
     done: int = 0
@@ -114,6 +118,25 @@ class RaySummary:
     stage_s: dict[str, float] = field(default_factory=dict)
     manifest: Path | None = None
     interrupted: bool = False
+    worker_usage: dict[str, WorkerUsage] = field(default_factory=dict)
+    spans: list[ShardSpan] = field(default_factory=list)
+    started_at: float = 0.0
+    driver_cpu_s: float = 0.0
+    decode_cpu_s: float = 0.0
+
+    @property
+    def startup_s(self) -> float | None:
+        """Seconds from the run's start until the last worker that did any work had built its model."""
+        if not self.worker_usage:
+            return None
+        return max(w.ready_at for w in self.worker_usage.values()) - self.started_at
+
+    @property
+    def steady(self) -> tuple[float, float, float] | None:
+        """(inputs/s, seconds, workers busy) once every worker was ready (:func:`~.usage.steady_state`)."""
+        if not self.worker_usage:
+            return None
+        return steady_state(self.spans, max(w.ready_at for w in self.worker_usage.values()))
 
     def lines(self) -> list[str]:
         rate = self.predicted / self.wall_s if self.wall_s > 0 else 0.0
@@ -121,6 +144,13 @@ class RaySummary:
                f"ray: {self.shards_run} of {self.shards} shard(s) run on {self.workers} worker(s); "
                f"people found: {self.people}",
                f"time: {self.wall_s:.1f} s, {rate:.2f} inputs/s predicted"]
+        if self.worker_usage:
+            steady = self.steady
+            out.append(f"start-up: {self.startup_s:.1f} s until the last worker was ready; steady state: "
+                       + (f"{steady[0]:.2f} inputs/s over {steady[1]:.1f} s, {steady[2]:.2f} workers busy on "
+                          "average" if steady else "not reached")
+                       + f"; CPU: driver {self.driver_cpu_s:.1f} s, decode tasks {self.decode_cpu_s:.1f} s")
+            out += [f"  worker {w.line()}" for w in self.worker_usage.values()]
         if self.stage_s:
             out.append("per-stage time (summed over workers): "
                        + ", ".join(f"{k} {v:.2f} s" for k, v in self.stage_s.items()))
@@ -238,7 +268,8 @@ def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequenc
     (models, input size, ...), kept in the completion records as by the local job. ``every`` and ``video``: how
     videos are read and post-processed, as by the local job (each video is one shard). Returns the summary; raises
     :class:`PredictInterrupted` when ``stop_after_shards`` stopped the run."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    started_at = time.time()
     engine = engine or RayOptions()
     engine.check()
     require("pyarrow", extra="ray", needed_by="predict --engine ray")
@@ -260,7 +291,8 @@ def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequenc
         if table is not None and _reopen_changed(parts_dir, shard, table, engine.format, paths):
             done_before[shard] = None
     todo = [s for s in specs if done_before[s["shard"]] is None]
-    summary = RaySummary(total=len(items) + len(listing_failures), shards=len(specs), shards_run=len(todo))
+    summary = RaySummary(total=len(items) + len(listing_failures), shards=len(specs), shards_run=len(todo),
+                         started_at=started_at)
     summary.skipped = sum(t.column("status").to_pylist().count("ok") for t in done_before.values() if t is not None)
     if summary.skipped:
         logger.info("skipping %d input(s) of %d committed shard(s) (use --overwrite to redo them)",
@@ -269,12 +301,14 @@ def predict_ray(inputs: Sequence[str | Path], output: str | Path, tasks: Sequenc
         _run_shards(todo, plan, engine, _make_predictor(plan.tasks, predictor), parts_dir, summary,
                     DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, stop_after_shards)
     reset_commit_budget(parts_dir)
+    summary.driver_cpu_s = time.process_time() - cpu
     if summary.interrupted:
         summary.wall_s = time.perf_counter() - start
         raise PredictInterrupted(f"stopped on request after {stop_after_shards} committed shard(s) of "
                                  f"{len(specs)}; run again to finish")
     summary.manifest = _write_manifest(out, specs, parts_dir, listing_failures, len(items), summary)
     summary.wall_s = time.perf_counter() - start
+    summary.driver_cpu_s = time.process_time() - cpu
     return summary
 
 
@@ -293,7 +327,8 @@ def _run_shards(todo, plan: JobPlan, engine: RayOptions, make_predictor, parts_d
                         num_gpus=gpus, fn_constructor_kwargs=dict(
                             make_predictor=make_predictor, plan=plan, fmt=engine.format,
                             output_dir=str(plan.output_dir), parts_dir=str(parts_dir),
-                            commit_budget=stop_after_shards, threads=threads, run=uuid.uuid4().hex))
+                            commit_budget=stop_after_shards, threads=threads, run=uuid.uuid4().hex,
+                            run_started_at=summary.started_at))
     # consumed to its end even when interrupting: a worker that claimed a commit slot may still be writing
     for row in ds.iter_rows():
         if not bool(row["committed"]):
@@ -302,6 +337,10 @@ def _run_shards(todo, plan: JobPlan, engine: RayOptions, make_predictor, parts_d
         summary.predicted += int(row["predicted"])
         summary.skipped += int(row["carried"])
         summary.people += int(row["people"])
+        summary.decode_cpu_s += float(row["decode_cpu_s"])
+        usage = summary.worker_usage.setdefault(str(row["worker"]), WorkerUsage.from_stats(row))
+        usage.add(row)
+        summary.spans.append(ShardSpan(float(row["began"]), float(row["ended"]), int(row["predicted"])))
         for stage, seconds in json.loads(row["stage_s"]).items():
             summary.stage_s[stage] = summary.stage_s.get(stage, 0.0) + seconds
 

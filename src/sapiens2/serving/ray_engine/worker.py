@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,13 +109,18 @@ class ShardPredictor:
     beyond it is left untouched, as if the run had died before it started."""
 
     def __init__(self, make_predictor: Callable[[], Any], plan, fmt: str, output_dir: str, parts_dir: str,
-                 commit_budget: int | None = None, threads: int | None = None, run: str = ""):
-        self.process_s = _process_age()
+                 commit_budget: int | None = None, threads: int | None = None, run: str = "",
+                 run_started_at: float = 0.0):
+        # a process Ray had started before the run (an idle worker it reuses) is only counted from the run's start
+        self.process_s = min(_process_age(), time.time() - run_started_at) if run_started_at else _process_age()
         began = time.perf_counter()
-        if threads:
-            import torch
+        import cv2
+        import torch
 
+        if threads:  # torch's and OpenCV's pools alike: workers sharing the cores must not oversubscribe them
             torch.set_num_threads(int(threads))
+            cv2.setNumThreads(int(threads))
+        self.threads = (torch.get_num_threads(), cv2.getNumThreads())
         self.predictor = make_predictor()
         self.plan = plan.with_pose_settings(self.predictor)  # pose files say how they were made, as locally
         self.fmt = fmt
@@ -123,11 +129,21 @@ class ShardPredictor:
         self.commit_budget = commit_budget
         self.run = run
         self.start_s = time.perf_counter() - began  # the model's loading, reported with the first shard
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.ready_at = time.time()
+        self.start_cpu_s = time.process_time()  # all this process's CPU so far: Ray's start, imports, the model
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        stats = [self.run_shard(str(shard), int(index), str(inputs), bytes(payload))
-                 for shard, index, inputs, payload in zip(batch["shard"], batch["index"], batch["inputs"],
-                                                          batch["payload"])]
+        stats = []
+        for shard, index, inputs, payload, decode_cpu in zip(batch["shard"], batch["index"], batch["inputs"],
+                                                             batch["payload"], batch["decode_cpu_s"]):
+            began, cpu = time.time(), time.process_time()
+            stats.append(self.run_shard(str(shard), int(index), str(inputs), bytes(payload)))
+            stats[-1].update(worker=self.name, ready_at=self.ready_at, began=began, ended=time.time(),
+                             cpu_s=time.process_time() - cpu, start_cpu_s=self.start_cpu_s,
+                             decode_cpu_s=float(decode_cpu), torch_threads=self.threads[0],
+                             cv2_threads=self.threads[1])
+            self.start_cpu_s = 0.0  # reported once
         return {key: np.asarray([s[key] for s in stats], dtype=object) for key in stats[0]}
 
     def _predictions(self, good: list) -> Iterator[tuple[Any, Any]]:
