@@ -396,8 +396,9 @@ class Predictor:
 
         ``overlap``: on the CPU, a batch's post-processing that no later forward needs (dense outputs at the
         image size, seg masks, pose decoding) runs on a worker thread while the model runs on the next batch, and
-        the batch is yielded after the next one's forward. (Not on an accelerator: there that work is queued on
-        the device behind the forward anyway, and the stage clock synchronises the device.)
+        the batch is yielded after the next one's forward; the last batch is post-processed on this thread, with
+        every intra-op thread. (Not on an accelerator: there that work is queued on the device behind the forward
+        anyway, and the stage clock synchronises the device.)
 
         An input that fails (unreadable or missing file, bad boxes, a model error on it) does not stop the stream
         or lose its batch-mates: its Prediction has ``error`` set (the exception; ``ok`` is False) and no results.
@@ -407,23 +408,25 @@ class Predictor:
             raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
         defer = overlap and self.device.type == "cpu"
         with ThreadPoolExecutor(1, thread_name_prefix="s2-post", initializer=_share_cores) as post:
-            behind = None  # the previous batch: (its items, its post-processing's future)
+            behind = None  # the previous batch, past its forward passes: (its items, its post-processing)
             for group in _groups(images, size):
                 if not defer:
                     yield from self._predict_group(group, isolate=True)
                     continue
-                ahead = (group, post.submit(self._start_group(group, isolate=True)))
-                if behind is not None:
-                    yield from self._collect(*behind)
-                behind = ahead
+                # the previous batch's post-processing goes to the worker only now that another forward follows;
+                # the last batch's runs here, with every thread (nothing runs beside it)
+                done = None if behind is None else (behind[0], post.submit(behind[1]).result)
+                behind = (group, self._start_group(group, isolate=True))
+                if done is not None:
+                    yield from self._collect(*done)
             if behind is not None:
                 yield from self._collect(*behind)
 
-    def _collect(self, items: list, future) -> list[Prediction]:
-        """A batch's predictions once its post-processing is done; if that failed, each image is redone alone
-        (here, on the model's thread), so only the culprit fails."""
+    def _collect(self, items: list, finish: Callable[[], list[Prediction]]) -> list[Prediction]:
+        """A batch's predictions once its post-processing (``finish``) is done; if that failed, each image is
+        redone alone (here, on the model's thread), so only the culprit fails."""
         try:
-            return future.result()
+            return finish()
         except Exception as exc:
             log.debug("batch post-processing failed (%s); retrying %d image(s) one at a time", exc, len(items))
             return [self._predict_group([item], isolate=True)[0] for item in items]
