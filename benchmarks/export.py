@@ -1,10 +1,13 @@
-"""Torch eager float32 against ONNX Runtime float32, int8 dynamic and int8 static on this CPU (random weights).
+"""Torch eager float32 against ONNX Runtime float32, int8 dynamic and int8 static, and the AOTInductor package
+(float32; bfloat16 with --aoti-bf16) on this CPU (random weights).
 
     .venv/bin/python benchmarks/export.py [--arch sapiens2_tiny] [--task seg] [--size 512x384] [--repeats 3]
 
-Exports the model three times (float32, int8 dynamic, int8 static calibrated on a few synthetic humans), then times
-one image per forward, interleaving the runtimes round by round so that a busy machine slows them alike; prints
-the best of ``--repeats`` per runtime, its ratio against torch measured in the same run, the exported file sizes,
+Exports the model (float32, int8 dynamic, int8 static calibrated on a few synthetic humans; AOTInductor compiled for
+this CPU), then times one image per forward, interleaving the runtimes round by round so that a busy machine slows
+them alike; prints the best wall time of ``--repeats`` per runtime and the median process CPU time per forward
+(all threads: the work done, less sensitive to a busy machine than wall time), each as a ratio against torch
+measured in the same run, the exported file sizes,
 the load average, the CPU's vector features (AVX2 / AVX-512 VNNI / AMX decide what int8 can gain), and the relative
 L2 error of each ONNX output against torch's. Threads: torch and ONNX Runtime both use ``--threads`` (default: all).
 """
@@ -44,6 +47,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--skip-static", action="store_true")
+    p.add_argument("--skip-aoti", action="store_true", help="no AOTInductor package (compiling takes minutes)")
+    p.add_argument("--aoti-bf16", action="store_true", help="also an AOTInductor bfloat16 package")
     args = p.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
     torch.set_num_threads(args.threads)
@@ -55,32 +60,40 @@ def main() -> int:
     variants = {"onnx fp32": ({}, folder / "fp32.onnx"), "onnx int8 dynamic": ({"dtype": "int8"}, folder / "dyn.onnx")}
     if not args.skip_static:
         variants["onnx int8 static"] = ({"dtype": "int8", "calibrate": calib / "images"}, folder / "static.onnx")
+    if not args.skip_aoti:
+        variants["aoti fp32"] = ({"format": "aoti"}, folder / "fp32.pt2")
+    if args.aoti_bf16:
+        variants["aoti bf16"] = ({"format": "aoti", "dtype": "bfloat16"}, folder / "bf16.pt2")
     runners = {"torch fp32": model}
     for name, (options, path) in variants.items():
         start = time.perf_counter()
-        export_model(model, path, format="onnx", batch=1, **options)
+        export_model(model, path, **{"format": "onnx", "batch": 1, **options})
         size = path.stat().st_size
         print(f"exported {name}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.0f} s", flush=True)
         runners[name] = load_exported(path, threads=args.threads)
     x = torch.randn(1, 3, h, w)
     best = {name: float("inf") for name in runners}
+    cpu = {name: [] for name in runners}
     outs = {}
     for _ in range(args.repeats + 1):  # the first round warms up (not counted)
         for name, run in runners.items():
             with torch.inference_mode():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 out = run(x)
-                elapsed = time.perf_counter() - start
+                elapsed, used = time.perf_counter() - start, time.process_time() - start_cpu
             outs[name] = out if isinstance(out, tuple) else (out,)
             if _ > 0:
                 best[name] = min(best[name], elapsed)
+                cpu[name].append(used)
     ref = outs["torch fp32"]
     print(f"\n{args.arch} {args.task} {h}x{w}, batch 1, {args.threads} threads, best of {args.repeats}; "
           f"load average {os.getloadavg()[0]:.2f}; CPU features: {cpu_features()}")
-    print(f"{'runtime':<20} {'ms/image':>10} {'vs torch':>9} {'rel. L2 err':>12}")
+    cpu = {name: float(np.median(times)) for name, times in cpu.items()}
+    print(f"{'runtime':<20} {'wall ms':>9} {'vs torch':>9} {'CPU ms':>9} {'vs torch':>9} {'rel. L2 err':>12}")
     for name in runners:
         err = max(float((a.double() - b.double()).norm() / b.double().norm()) for a, b in zip(outs[name], ref))
-        print(f"{name:<20} {best[name] * 1e3:>10.1f} {best['torch fp32'] / best[name]:>8.2f}x {err:>12.2e}")
+        print(f"{name:<20} {best[name] * 1e3:>9.1f} {best['torch fp32'] / best[name]:>8.2f}x {cpu[name] * 1e3:>9.1f} "
+              f"{cpu['torch fp32'] / cpu[name]:>8.2f}x {err:>12.2e}")
     return 0
 
 

@@ -1,29 +1,38 @@
 """Throughput and latency of ``sapiens2 serve`` against calling ``Predictor`` directly, in the same run.
 
     .venv/bin/python benchmarks/serve.py [--arch sapiens2_tiny] [--tasks pose] [--input-size 256x192]
-                                         [--clients 1,4,16] [--requests 8] [--device cpu] [--max-batch 16]
+                                         [--clients 1,4,16] [--requests 4] [--rounds 3] [--device cpu]
+                                         [--max-batch 16] [--inference-threads auto]
 
 Writes random-weight official-format checkpoints of ``--arch`` for ``--tasks`` to a temporary folder, then:
 
 1. direct: one ``Predictor`` in this process, ``predict()`` on each decoded image one after another (the
    one-at-a-time baseline), and ``predict_many`` in batches of ``--max-batch`` (the best batching can do);
-2. the real service, ``sapiens2 serve`` started as a subprocess on 127.0.0.1 (a random free port), once with
-   server-side batching (``--max-batch``) and once without (``--max-batch 1``); N concurrent clients (threads
-   with one HTTP connection each) each send ``--requests`` uploads of examples/astronaut.jpg and wait for the
-   answers.
+2. the real service, ``sapiens2 serve`` started as a subprocess on 127.0.0.1 (a random free port), three
+   times: server-side batching (``--max-batch``) with ``--inference-threads`` (default auto: 2 on a CPU with 2+
+   cores), batching with one inference thread (batches one after another), and no batching (``--max-batch 1``)
+   with ``--inference-threads``; N concurrent clients (threads with one HTTP connection each) each send
+   ``--requests`` uploads of examples/astronaut.jpg and wait for the answers.
 
-Reports requests/s, p50/p95 latency and CPU time per request per setting (the server process's user + system
-time from /proc, all threads; direct: this process's): on a machine shared with other jobs the latencies mostly
-measure the others, the CPU time much less so. "service overhead at 1 client" compares the service's
+All three servers run from the start; each of ``--rounds`` rounds measures every setting once, in turn, so that a
+change in the machine's load hits them all alike: requests/s is the median over the rounds, and the ratios
+against one-at-a-time are medians of ratios measured back to back in the same round.
+
+Reports requests/s, p50/p95 latency, CPU time per request and cores used (CPU seconds per wall second) per
+setting (the server process's user + system time from /proc, all threads; direct: this process's), and the most
+batches the server had in the model at once (from /health): on a machine shared with other jobs the latencies
+mostly measure the others, the CPU time much less so. "service overhead at 1 client" compares the service's
 1-client latency with the direct ``predict()`` latency (the service also decodes the upload and writes the
 same files ``sapiens2 predict`` writes); "batching gain" compares 16 clients with batching against direct
-one-at-a-time throughput. Every loop is bounded; only 127.0.0.1 is used.
+one-at-a-time throughput (the goal: >= 1.5x at 16 clients); on a CPU that needs the batches to run on
+more than one core at once (cores used > 1). Every loop is bounded; only 127.0.0.1 is used.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,11 +47,6 @@ IMAGE = ROOT / "examples" / "astronaut.jpg"
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def summary(name: str, latencies: list[float], wall: float) -> dict:
-    return {"setting": name, "requests": len(latencies), "rps": len(latencies) / wall,
-            "p50_ms": 1000 * percentile(latencies, 50), "p95_ms": 1000 * percentile(latencies, 95)}
 
 
 def write_checkpoints(folder: Path, tasks: list[str], arch: str, input_size) -> dict[str, Path]:
@@ -60,34 +64,38 @@ def write_checkpoints(folder: Path, tasks: list[str], arch: str, input_size) -> 
     return paths
 
 
-def direct(paths: dict[str, Path], args, input_size, total: int) -> list[dict]:
-    from sapiens2.io import decode_image
+def direct_predictor(paths: dict[str, Path], args, input_size):
     from sapiens2.inference.predictor import Predictor
+    from sapiens2.io import decode_image
 
     predictor = Predictor(list(paths), model={t: str(p) for t, p in paths.items()}, device=args.device,
                           input_size=input_size, detector="none", batch_size=args.max_batch)
     rgb = decode_image(IMAGE.read_bytes()).rgb
     for _ in range(3):  # warm-up
         predictor.predict(rgb)
+    return predictor, rgb
+
+
+def one_at_a_time(predictor, rgb, total: int) -> tuple[list[float], float, float]:
+    """(latencies, wall s, CPU s) of ``total`` predict() calls one after another."""
     latencies = []
     began, cpu = time.perf_counter(), time.process_time()
     for _ in range(total):
         start = time.perf_counter()
         predictor.predict(rgb)
         latencies.append(time.perf_counter() - start)
-    cpu_ms = 1000 * (time.process_time() - cpu) / total
-    rows = [summary("direct predict() one at a time", latencies, time.perf_counter() - began) | {"cpu_ms": cpu_ms}]
-    began = time.perf_counter()
-    batches = []
-    for _ in range(max(1, total // args.max_batch)):
+    return latencies, time.perf_counter() - began, time.process_time() - cpu
+
+
+def batched(predictor, rgb, size: int, total: int) -> tuple[list[float], float, float, int]:
+    """(batch latencies, wall s, CPU s, images) of predict_many in batches of ``size``."""
+    latencies = []
+    began, cpu = time.perf_counter(), time.process_time()
+    for _ in range(max(1, total // size)):
         start = time.perf_counter()
-        list(predictor.predict_many([rgb] * args.max_batch))
-        batches.append(time.perf_counter() - start)
-    wall = time.perf_counter() - began
-    rows.append({"setting": f"direct predict_many batch {args.max_batch}", "requests": len(batches) * args.max_batch,
-                 "rps": len(batches) * args.max_batch / wall, "p50_ms": 1000 * percentile(batches, 50),
-                 "p95_ms": 1000 * percentile(batches, 95)})
-    return rows
+        list(predictor.predict_many([rgb] * size))
+        latencies.append(time.perf_counter() - start)
+    return latencies, time.perf_counter() - began, time.process_time() - cpu, len(latencies) * size
 
 
 def free_port() -> int:
@@ -96,13 +104,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(paths: dict[str, Path], args, max_batch: int):
+def start_server(paths: dict[str, Path], args, max_batch: int, inference_threads: str):
     import httpx
 
     port = free_port()
     command = [sys.executable, "-m", "sapiens2", "serve", "--device", args.device, "--input-size", args.input_size,
                "--detector", "none", "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(max_batch),
-               "--batch-wait-ms", str(args.batch_wait_ms), "--max-queue", "256"]
+               "--batch-wait-ms", str(args.batch_wait_ms), "--max-queue", "256",
+               "--inference-threads", inference_threads]
     for task, path in paths.items():
         command += ["--checkpoint", f"{task}={path}"]
     log = tempfile.TemporaryFile()
@@ -156,20 +165,57 @@ def load(url: str, clients: int, requests: int, data: bytes) -> tuple[list[float
     return latencies, time.perf_counter() - began, failures[0]
 
 
+def served_settings(args) -> list[tuple[str, int, str]]:
+    """(name, --max-batch, --inference-threads) of the served settings."""
+    return [("batching", args.max_batch, args.inference_threads), ("batching, 1 thread", args.max_batch, "1"),
+            ("no batching", 1, args.inference_threads)]
+
+
+class Tally:
+    """One setting's measurements over the rounds."""
+
+    def __init__(self, name: str):
+        self.name, self.latencies, self.round_rps = name, [], []
+        self.requests = self.failed = 0
+        self.wall = self.cpu = 0.0
+        self.note = ""
+
+    def add(self, latencies: list[float], wall: float, cpu: float, requests: int, failed: int = 0) -> None:
+        self.latencies += latencies
+        self.requests += requests
+        self.wall += wall
+        self.cpu += cpu
+        self.failed += failed
+        self.round_rps.append(requests / wall)
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(self.round_rps)
+
+
+def paired_ratio(a: Tally, b: Tally) -> float:
+    """Median over the rounds of a's throughput / b's, each pair measured back to back."""
+    return statistics.median(x / y for x, y in zip(a.round_rps, b.round_rps))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="sapiens2_tiny")
     parser.add_argument("--tasks", default="pose")
     parser.add_argument("--input-size", default="256x192")
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=8, help="requests per client")
+    parser.add_argument("--requests", type=int, default=4, help="requests per client per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each measures every setting once, in turn (medians, ratios paired by round)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--inference-threads", default="auto",
+                        help="the server's --inference-threads for the first and third settings (default auto)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads, here and in the server (default 1: the HTTP side needs a core too)")
     args = parser.parse_args()
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the server subprocess
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the server subprocesses
     import torch
 
     torch.set_num_threads(args.threads)
@@ -178,46 +224,66 @@ def main() -> int:
     input_size = tuple(int(v) for v in args.input_size.split("x"))
     clients = [int(c) for c in args.clients.split(",")]
     data = IMAGE.read_bytes()
-    rows = []
+    total = max(16, args.requests * 4)
+    one = Tally("direct predict() one at a time")
+    many = Tally(f"direct predict_many batch {args.max_batch}")
+    served = {(mode, n): Tally(f"serve {mode}, {n} client(s)") for mode, _, _ in served_settings(args) for n in clients}
+    servers = {}
     with tempfile.TemporaryDirectory() as folder:
         paths = write_checkpoints(Path(folder), args.tasks.split(","), args.arch, input_size)
-        rows += direct(paths, args, input_size, total=max(16, args.requests * 2))
-        for max_batch in (args.max_batch, 1):
-            process, url = start_server(paths, args, max_batch)
-            try:
-                load(url, 1, 3, data)  # warm-up
+        predictor, rgb = direct_predictor(paths, args, input_size)
+        try:
+            for mode, max_batch, threads in served_settings(args):  # all up at once: idle ones cost nothing
+                servers[mode] = start_server(paths, args, max_batch, threads)
+                load(servers[mode][1], 1, 3, data)  # warm-up
+            for _ in range(args.rounds):  # every setting once per round, so that a change in load hits them all
+                latencies, wall, cpu = one_at_a_time(predictor, rgb, total)
+                one.add(latencies, wall, cpu, total)
+                latencies, wall, cpu, images = batched(predictor, rgb, args.max_batch, total)
+                many.add(latencies, wall, cpu, images)
                 for n in clients:
-                    cpu = process_cpu_s(process.pid)
-                    latencies, wall, failed = load(url, n, args.requests, data)
-                    cpu_ms = 1000 * (process_cpu_s(process.pid) - cpu) / max(1, len(latencies))
-                    name = f"serve {'batching' if max_batch > 1 else 'no batching'}, {n} client(s)"
-                    rows.append(summary(name, latencies, wall) | {"failed": failed, "cpu_ms": cpu_ms})
+                    for mode, (process, url) in servers.items():
+                        before = process_cpu_s(process.pid)
+                        latencies, wall, failed = load(url, n, args.requests, data)
+                        served[mode, n].add(latencies, wall, process_cpu_s(process.pid) - before, len(latencies),
+                                            failed)
+            for mode, (_, url) in servers.items():
                 health = httpx.get(url + "/health").json()
-                rows[-1]["note"] = f"largest batch {health['largest_batch']}"
-            finally:
+                served[mode, max(clients)].note = (
+                    f"largest batch {health['largest_batch']}, {health['inference_threads']} inference thread(s), "
+                    f"most batches at once {health['most_running_batches']}")
+        finally:
+            for process, _ in servers.values():
                 process.terminate()  # graceful: in-flight requests finish
+            for process, _ in servers.values():
                 process.wait(60)
 
     print(f"{args.arch}, tasks {args.tasks}, input {args.input_size}, {args.device}, {args.threads} torch "
-          f"thread(s), {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, image {IMAGE.name}")
-    print(f"{'setting':44s} {'req':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'cpu ms/req':>10s}")
-    for r in rows:
-        extra = (f"  failed {r['failed']}" if r.get("failed") else "") + (f"  ({r['note']})" if r.get("note") else "")
-        cpu = f"{r['cpu_ms']:10.1f}" if "cpu_ms" in r else f"{'':10s}"
-        print(f"{r['setting']:44s} {r['requests']:5d} {r['rps']:8.2f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {cpu}{extra}")
-    one = next(r for r in rows if r["setting"].startswith("direct predict()"))
-    batched = next(r for r in rows if r["setting"].startswith("direct predict_many"))
+          f"thread(s), {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, image {IMAGE.name}, "
+          f"{args.rounds} round(s)")
+    print(f"{'setting':44s} {'req':>5s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'cpu ms/req':>10s} {'cores':>5s}")
+    for t in [one, many, *served.values()]:
+        extra = (f"  failed {t.failed}" if t.failed else "") + (f"  ({t.note})" if t.note else "")
+        cpu = f"{1000 * t.cpu / t.requests:10.1f}" if t is not many else f"{'':10s}"
+        cores = f"{t.cpu / t.wall:5.2f}" if t not in (one, many) else f"{'':5s}"
+        print(f"{t.name:44s} {t.requests:5d} {t.rps:8.2f} {1000 * percentile(t.latencies, 50):8.1f} "
+              f"{1000 * percentile(t.latencies, 95):8.1f} {cpu} {cores}{extra}")
+    one_p50 = percentile(one.latencies, 50)
+    one_cpu = one.cpu / one.requests
     for mode in ("batching", "no batching"):
-        served = next(r for r in rows if r["setting"] == f"serve {mode}, 1 client(s)")
-        print(f"service overhead at 1 client, {mode} (p50 latency vs direct predict()): "
-              f"{100 * (served['p50_ms'] / one['p50_ms'] - 1):+.1f}%; CPU per request (the server process, HTTP "
-              f"included, vs predict() on a decoded image): {100 * (served['cpu_ms'] / one['cpu_ms'] - 1):+.1f}%")
-    busy = next((r for r in rows if r["setting"] == f"serve batching, {max(clients)} client(s)"), None)
-    if busy is not None:
-        print(f"throughput at {max(clients)} clients with batching vs direct one-at-a-time: "
-              f"{busy['rps'] / one['rps']:.2f}x")
-    # what batching can gain at best on this device: on a CPU a batch costs about the sum of its images
-    print(f"ceiling: direct predict_many batch {args.max_batch} vs one-at-a-time: {batched['rps'] / one['rps']:.2f}x")
+        alone = served.get((mode, 1))
+        if alone is not None:
+            print(f"service overhead at 1 client, {mode} (p50 latency vs direct predict()): "
+                  f"{100 * (percentile(alone.latencies, 50) / one_p50 - 1):+.1f}%; CPU per request (the server "
+                  f"process, HTTP included, vs predict() on a decoded image): "
+                  f"{100 * (alone.cpu / alone.requests / one_cpu - 1):+.1f}%")
+    for mode, _, threads in served_settings(args):
+        busy = served[mode, max(clients)]
+        print(f"throughput at {max(clients)} clients, {mode} (--inference-threads {threads}) vs direct "
+              f"one-at-a-time: {paired_ratio(busy, one):.2f}x (goal >= 1.50x), {busy.cpu / busy.wall:.2f} cores used")
+    # what batching alone can gain on this device: on a CPU a batch costs about the sum of its images
+    print(f"ceiling of batching alone: direct predict_many batch {args.max_batch} vs one-at-a-time: "
+          f"{paired_ratio(many, one):.2f}x")
     return 0
 
 

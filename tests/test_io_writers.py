@@ -202,3 +202,38 @@ def test_picture_png_same_pixels_other_encoding(tmp_path):
         np.testing.assert_array_equal(decoded[..., ::-1], image)
     path = writers_module.write_png(tmp_path / "p.png", image, picture=True)
     assert path.read_bytes() == writers_module.encode_image(image, ".png", picture=True)
+    # the writers write the encoder's buffer itself (no copy to bytes): the same file content
+    path = writers_module.write_image(tmp_path / "p.jpg", image)
+    assert path.read_bytes() == writers_module.encode_image(image, ".jpg")
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_consumed_picture_reordered_in_place_band_by_band(tmp_path, monkeypatch, channels):
+    image = np.random.default_rng(channels).integers(0, 256, (29, 17, channels), dtype=np.uint8)
+    expected = writers_module.encode_image(image, ".png")  # from a reordered copy; the input untouched
+    monkeypatch.setattr(writers_module, "_REORDER_BAND_BYTES", 1)  # one row per band
+    given = image.copy()
+    path = writers_module.write_png(tmp_path / "c.png", given, consume=True)
+    assert path.read_bytes() == expected
+    np.testing.assert_array_equal(given[..., :3], image[..., 2::-1])  # reordered in place: no copy was made
+
+
+def test_png_written_in_memory_where_opencv_does_not_write_the_file(tmp_path, monkeypatch):
+    image = np.random.default_rng(3).integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    expected = writers_module.encode_image(image, ".png", png_compression=1, picture=True)
+    direct = writers_module.write_png(tmp_path / "direct.png", image, compression=1, picture=True)
+    assert direct.read_bytes() == expected  # cv2.imwrite into the temporary file: the same bytes
+
+    def refuse(name, *args):  # as OpenCV does for a name or a disk it cannot write to
+        Path(name).write_bytes(b"partial")
+        return False
+
+    monkeypatch.setattr(writers_module.cv2, "imwrite", refuse)
+    given = image.copy()
+    path = writers_module.write_png(tmp_path / "fallback.png", given, compression=1, picture=True, consume=True)
+    assert path.read_bytes() == expected  # reordered to BGR once, not twice
+    assert leftovers(tmp_path) == []
+    monkeypatch.undo()
+    with pytest.raises(OutputWriteError, match="cannot create a file"):  # OpenCV's own refusal: the reason given
+        writers_module.write_png(tmp_path / ("a" * 300 + ".png"), image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["direct.png", "fallback.png"]

@@ -421,6 +421,103 @@ def test_batcher_bounded_queue_and_graceful_close():
         batcher.submit(4)
 
 
+class Meeting:
+    """A stand-in predictor whose calls only return once ``parties`` of them are inside ``predict_many`` at the
+    same time (a barrier: run one after another, they would break it instead)."""
+
+    tasks = ("pose",)
+
+    def __init__(self, parties: int):
+        self.barrier = threading.Barrier(parties, timeout=20)
+        self.hold, self.entered = threading.Event(), threading.Event()
+        self.lock = threading.Lock()
+        self.inside, self.threads = 0, set()
+
+    def predict_many(self, items, batch_size=None):
+        items = list(items)
+        with self.lock:
+            self.inside += 1
+            self.threads.add(threading.current_thread().name)
+        try:
+            if items[0] == "held":
+                self.entered.set()
+                assert self.hold.wait(20)
+            else:
+                self.barrier.wait()
+            return [f"p{item}" for item in items]
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+def test_batcher_runs_batches_at_once_on_its_inference_threads_and_exclusive_work_alone():
+    fake = Meeting(parties=2)
+    batcher = Batcher(fake, max_batch=1, wait_ms=0, inference_threads=2)
+    futures = [batcher.submit(i) for i in range(4)]  # pairs meet at the barrier: two batches in the model at once
+    assert [f.result(30) for f in futures] == ["p0", "p1", "p2", "p3"]
+    assert len(fake.threads) == 2 and batcher.stats.most_running == 2 and batcher.stats.batches == 4
+    held = batcher.submit("held")  # in the model until released
+    assert fake.entered.wait(20)
+    seen = []
+    exclusive = batcher.run_exclusive(lambda: seen.append(fake.inside) or "done")
+    after = batcher.submit(5)  # queued behind the exclusive job: must not start beside it
+    deadline = time.monotonic() + 20
+    while batcher.waiting > 1:  # until the batcher has taken the exclusive job (and waits for the held batch)
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert not exclusive.done() and seen == []
+    fake.barrier = threading.Barrier(1)  # from here on, batches pass alone
+    fake.hold.set()
+    assert held.result(30) == "pheld" and exclusive.result(30) == "done" and after.result(30) == "p5"
+    assert seen == [0]  # the exclusive job ran with no batch in the model
+    batcher.close()
+    assert batcher.stats.running == 0 and batcher.stats.calls == 1
+    with pytest.raises(Exception, match=">= 1"):
+        Batcher(fake, inference_threads=0)
+
+
+def test_concurrent_predictor_calls_match_one_at_a_time(predictor):
+    """The real Predictor from two threads at once (what two inference threads do) gives exactly what it gives
+    called alone: nothing in the models or the runners is shared between calls."""
+    images = [decode_image(jpeg(48 + 8 * i, 40, seed=i)).rgb for i in range(4)]
+    alone = [list(predictor.predict_many(images[i:i + 2], batch_size=2)) for i in (0, 2)]
+    start = threading.Barrier(2, timeout=20)
+
+    def run(i):
+        start.wait()
+        return list(predictor.predict_many(images[i:i + 2], batch_size=2))
+
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(run, (0, 2)))
+    for a, b in zip(sum(alone, []), sum(together, [])):
+        assert a.ok and b.ok
+        np.testing.assert_array_equal(a.pose.keypoints, b.pose.keypoints)
+        np.testing.assert_array_equal(a.seg.mask, b.seg.mask)
+        np.testing.assert_array_equal(a.normal.normals, b.normal.normals)
+        assert set(a.timings) == set(b.timings)
+
+
+def test_inference_threads_option_and_refusals(predictor):
+    from sapiens2.cli.serve import resolve_inference_threads
+    from sapiens2.errors import UsageError
+    from sapiens2.runtime import usable_cores
+
+    assert resolve_inference_threads("auto", torch.device("cpu")) == min(2, usable_cores())
+    assert resolve_inference_threads("auto", torch.device("cuda")) == 1
+    parse = build_parser("serve").parse_args
+    assert parse(["serve"]).inference_threads == "auto"
+    assert resolve_inference_threads(parse(["serve", "--inference-threads", "3"]).inference_threads, "cpu") == 3
+    for bad in ("0", "many", "-1"):
+        with pytest.raises(SystemExit):
+            parse(["serve", "--inference-threads", bad])
+
+    class Compiled(Flaky):
+        compile_settings = object()
+
+    with pytest.raises(UsageError, match="one batch at a time"):
+        create_app(Compiled(predictor), ServeConfig(inference_threads=2))
+
+
 # ------------------------------------------------------------------------------------------------ real uvicorn
 def free_port() -> int:
     with socket.socket() as s:
@@ -450,7 +547,8 @@ def running(app):
 def test_uvicorn_concurrent_clients_are_batched_and_match_the_predictor(predictor):
     images = [jpeg(48 + 8 * i, 40, seed=i) for i in range(8)]
     forwards_before = predictor.runners["seg"].forward_calls
-    app = create_app(predictor, ServeConfig(max_batch=8, batch_wait_ms=150,
+    # two inference threads: batches may run side by side on the real predictor, answers still match
+    app = create_app(predictor, ServeConfig(max_batch=8, batch_wait_ms=150, inference_threads=2,
                                             output_options=OutputOptions(model_names={})))
     with running(app) as (url, _), httpx.Client(base_url=url, timeout=60) as http:
         assert http.get("/health").json()["status"] == "ok"

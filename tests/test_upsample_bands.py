@@ -134,11 +134,17 @@ def _pictures():
     normals = rng.normal(size=hw + (3,)).astype(np.float32)
     normals[3, 4] = np.nan
     depth = rng.random(hw).astype(np.float32) * 3
+    depth[5, :7] = [np.nan, np.inf, -np.inf, 9.0, -2.0, 0.0, 1e-3]  # non-finite values; the range from one band
     mask = rng.random(hw) > 0.2
+    mask[5, 3:5] = True
+    albedo = rng.random(hw + (3,)).astype(np.float32)
+    albedo[7, 2] = np.nan
     alpha = rng.random(hw).astype(np.float32)
     fg = rng.random(hw + (3,)).astype(np.float32) * alpha[..., None]
-    return (overlay_segmentation(image, labels), normals_to_rgb(normals, mask), depth_to_rgb(depth, mask),
-            albedo_to_uint8(rng.random(hw + (3,)).astype(np.float32), mask), mask_to_uint8(alpha),
+    return (overlay_segmentation(image, labels), normals_to_rgb(normals, mask), normals_to_rgb(normals),
+            depth_to_rgb(depth, mask), depth_to_rgb(depth), depth_to_rgb(depth, mask.astype(np.uint8)),
+            depth_to_rgb(depth, value_range=(0.5, 2.0), background=(9, 8, 7)), depth_to_rgb(depth, ~mask & False),
+            albedo_to_uint8(albedo, mask), albedo_to_uint8(albedo), albedo_to_uint8(image, mask), mask_to_uint8(alpha),
             matte_composite(image, alpha, foreground=fg), matte_composite(image, alpha, background=image[::-1]),
             matte_cutout(image, alpha, foreground=fg), matte_cutout(image, alpha))
 

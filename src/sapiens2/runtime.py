@@ -13,12 +13,13 @@ share it without pulling in models or pipelines.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 from sapiens2.errors import DeviceError, UsageError
 
 __all__ = ["PIXEL_MEAN", "PIXEL_STD", "autocast", "autocast_dtype", "available_devices", "normalise_pixels",
-           "parse_precision", "pixel_norm_constants", "resolve_device"]
+           "parse_precision", "pixel_norm_constants", "resolve_device", "usable_cores"]
 
 # The official normalisation of every Sapiens2 model: RGB channel order, 0-255 scale.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -29,6 +30,15 @@ _PRECISION_NAMES = {"auto": "auto", "fp32": "float32", "float32": "float32", "bf
                     "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16"}
 
 _DEVICE = re.compile(r"^(?P<type>cpu|cuda|mps)(?::(?P<index>\d+))?$")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: the affinity mask (which containers and taskset narrow) where the
+    system has one, else every core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _mps_available(torch) -> bool:

@@ -26,9 +26,10 @@ its share of the device's matmul ceiling (a large matmul timed in the same preci
 during the timed calls, and the error against PyTorch float32. Times are the best of --iters calls of the model on
 a random input already on the device. Backends: torch (eager; bfloat16/float16 by autocast; int8 = torch's dynamic
 quantisation of the Linear layers, CPU only), torch-compile and onnxruntime (the graph `sapiens2 export` writes;
-int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR) and tensorrt (CUDA: an engine built
-from that graph, float16/bfloat16 by builder flags). Exports are cached by the weights (--export-cache): one export
-serves every batch size and later runs, and int8 is quantised from it."""
+int8 = ONNX Runtime's dynamic quantisation, static with --calibrate DIR), aoti (the AOTInductor package `sapiens2
+export --format aoti` writes, compiled once for this machine; needs a C++ compiler) and tensorrt (CUDA: an engine
+built from that graph, float16/bfloat16 by builder flags). Exports are cached by the weights (--export-cache): one
+export serves every batch size and later runs, and int8 is quantised from it."""
 
 
 def _csv(text: str) -> list[str]:
@@ -96,7 +97,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     bench.add_argument("--calibrate", default=None, metavar="DIR",
                        help="onnxruntime int8: static quantisation calibrated on the images in DIR (default dynamic)")
     bench.add_argument("--export-cache", default=None, metavar="DIR",
-                       help="onnxruntime/tensorrt: where exports are kept, keyed by the weights (default: "
+                       help="onnxruntime/aoti/tensorrt: where exports are kept, keyed by the weights (default: "
                             "$SAPIENS2_EXPORT_CACHE or ~/.cache/sapiens2/exports); one export serves every batch size")
     bench.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                        help="skip timing the matmul ceiling (no %% of ceiling column)")

@@ -1,4 +1,5 @@
-"""``sapiens2 export``: a backbone or task model to ONNX (float32 / float16 / int8), torch.export .pt2 or TensorRT."""
+"""``sapiens2 export``: a backbone or task model to ONNX (float32 / float16 / int8), torch.export .pt2, an
+AOTInductor .pt2 package or TensorRT."""
 from __future__ import annotations
 
 import argparse
@@ -13,14 +14,20 @@ examples:
   sapiens2 export --task seg --checkpoint seg.safetensors --format onnx --dtype int8 -o seg_int8.onnx
   sapiens2 export --task seg --checkpoint seg.safetensors --dtype int8 --calibrate photos/ -o seg_int8_static.onnx
   sapiens2 export --task backbone --model sapiens2-pretrain-1b-4k --format torch-export -o backbone_4k.pt2
+  sapiens2 export --task seg --model 0.4b --format aoti -o seg_0.4b_aoti.pt2
   sapiens2 export --task normal --model 1b --format tensorrt --dtype float16 --batch 8 -o normal.engine
   sapiens2 predict --backend onnxruntime --checkpoint pose=pose_0.4b.onnx photos/ -o out/
+  sapiens2 predict --backend aoti --checkpoint seg=seg_0.4b_aoti.pt2 photos/ -o out/
 
 The file takes the normalised float32 NCHW RGB image ((pixels - mean) / std, mean/std in its metadata) and returns
 float32 outputs; its metadata (task, arch, input size, mean/std, keypoint or class names, output layout, dtype,
-opset) is inside the file (ONNX metadata_props "sapiens2"; .pt2 extra file sapiens2.json; engines: a header before
-the TensorRT plan, with the GPU and TensorRT version the engine is tied to). TensorRT: the ONNX graph is float32
-and --dtype float16/bfloat16 sets the builder's precision flags; build on the GPU that will run the engine.
+opset) is inside the file (ONNX metadata_props "sapiens2"; .pt2 extra file sapiens2.json; AOTInductor packages:
+their metadata map, key "sapiens2"; engines: a header before the TensorRT plan, with the GPU and TensorRT version the
+engine is tied to). --format aoti compiles the model ahead of time with AOTInductor for this machine's CPU (needs a
+C++ compiler; minutes for large models): the package runs where its code can (same OS and machine, the CPU features
+it was compiled with), without Python tracing or a compiler; sapiens2 predict --backend aoti loads it. TensorRT: the
+ONNX graph is float32 and --dtype float16/bfloat16 sets the builder's precision flags; build on the GPU that will run
+the engine.
 Quantise an existing float32 export without exporting again: sapiens2.export.exporter.quantize_exported."""
 
 
@@ -29,7 +36,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     from sapiens2.export.metadata import FORMATS
     from sapiens2.models.heads.task_table import task_names
 
-    p.usage = ("%(prog)s --task TASK (--model NAME | --checkpoint PATH) [--format onnx|torch-export|tensorrt] "
+    p.usage = ("%(prog)s --task TASK (--model NAME | --checkpoint PATH) [--format onnx|torch-export|aoti|tensorrt] "
                "[--dtype DTYPE] [--input-size HxW] [--batch dynamic|N] [--calibrate DIR] -o FILE")
     p.epilog = EPILOG
     p.add_argument("-t", "--task", required=True, metavar="TASK",
@@ -40,8 +47,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", metavar="PATH", help="local checkpoint file or save_pretrained folder")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="file format (default onnx)")
     p.add_argument("--dtype", default="float32", choices=DTYPES,
-                   help="float32 (default); float16; bfloat16 (torch-export, tensorrt); int8 (onnx: ONNX Runtime dynamic "
-                        "quantisation, static with --calibrate)")
+                   help="float32 (default); float16; bfloat16 (torch-export, aoti, tensorrt); int8 (onnx: ONNX Runtime "
+                        "dynamic quantisation, static with --calibrate)")
     add_input_size(p, help="graph input HxW, multiples of 16 (64 with the 4K tokenizer); default: the size the "
                            "model was trained at")
     p.add_argument("--batch", default="dynamic", metavar="dynamic|N", help="batch dimension (default dynamic)")

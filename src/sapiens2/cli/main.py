@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "pretrain": ("pretrain", "pretrain a backbone: masked reconstruction + self-distillation"),
     "curate": ("curate", "curate an image collection into pretraining shards (Ray Data)"),
     "benchmark": ("benchmark", "time the models per backend, precision and batch size (JSON + Markdown table)"),
-    "export": ("export", "export a model to ONNX (int8 too), torch.export .pt2 or TensorRT"),
+    "export": ("export", "export a model to ONNX (int8 too), torch.export .pt2, AOTInductor or TensorRT"),
 }
 
 

@@ -97,10 +97,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="progress bar (default: when stderr is a terminal)")
     add_engine_options(p)  # --engine ray and its options
     deploy = p.add_argument_group("deployment")
-    deploy.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
+    deploy.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "aoti", "tensorrt"),
                         help="runtime: torch (default), onnxruntime (a --checkpoint TASK=model.onnx from `sapiens2 "
                              "export`, or the model exported once into ~/.cache/sapiens2/exports; needs "
-                             "sapiens2[onnx])")
+                             "sapiens2[onnx]), aoti (an AOTInductor .pt2 from `sapiens2 export --format aoti`, or "
+                             "the model compiled once into that cache; compiling needs a C++ compiler)")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -43,6 +43,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                      help="most concurrent requests gathered into one forward pass (default 8; 1 = no batching)")
     net.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
                      help="how long to wait for more requests to batch with the first (default 5)")
+    net.add_argument("--inference-threads", default="auto", type=inference_threads_option, metavar="N|auto",
+                     help="batches run at once on the one copy of the models (default auto: 2 on a CPU with 2 or "
+                          "more cores, else 1). On a CPU a forward with one torch thread uses about one core, so two "
+                          "batches at once use two and the throughput under load rises (benchmarks/serve.py); "
+                          "torch's intra-op threads are divided among them (1 keeps them all for one batch: lower "
+                          "latency for a lone client). More than 2 makes batches smaller and needs memory for each "
+                          "batch in flight; on a GPU one batch at a time keeps it busy")
     net.add_argument("--max-queue", type=int, default=64, metavar="N",
                      help="waiting requests beyond which the server answers 503 + Retry-After (default 64)")
     net.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB", help="upload limit (default 50)")
@@ -67,6 +74,38 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def inference_threads_option(text: str) -> str | int:
+    """``--inference-threads`` as argparse checks it: "auto" or a whole number >= 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1 or auto, not {text!r}")
+    return int(text)
+
+
+def resolve_inference_threads(value: str | int, device) -> int:
+    """The threads for ``--inference-threads``: "auto" is 2 on a CPU with 2+ usable cores (two forwards of one
+    torch thread each use two cores; measured with benchmarks/serve.py), else 1 (a GPU runs one batch at a time
+    anyway)."""
+    from sapiens2.runtime import usable_cores
+
+    if value == "auto":
+        return min(2, usable_cores()) if device.type == "cpu" else 1
+    return int(value)
+
+
+def share_cpu_threads(inference_threads: int) -> None:
+    """Divide torch's intra-op threads among the concurrent batches (at least one each), so that they do not
+    oversubscribe the cores: with one thread an op runs in the calling thread, and the batches run side by side."""
+    import torch
+
+    before = torch.get_num_threads()
+    each = max(1, before // inference_threads)
+    if each != before:
+        torch.set_num_threads(each)
+    logger.info("%d inference threads, %d torch thread(s) each", inference_threads, each)
+
+
 def build_service(args: argparse.Namespace):
     """(app, config) for parsed options: checks them, loads the models (may download), builds the app."""
     from sapiens2.serving.http.app import ServeConfig, create_app, require_fastapi
@@ -84,11 +123,15 @@ def build_service(args: argparse.Namespace):
     input_size = parse_input_size(args.input_size)
     from sapiens2.runtime import resolve_device
 
-    resolve_device(args.device)  # an unavailable --device is a usage error, found before any model is loaded
+    device = resolve_device(args.device)  # an unavailable --device: a usage error before any model is loaded
+    inference_threads = resolve_inference_threads(args.inference_threads, device)
     args.batch_size = args.max_batch  # a gathered batch is one forward (Predictor batches pose crops alike)
     predictor = build_predictor(args, tasks, models, input_size)
+    if device.type == "cpu" and inference_threads > 1:
+        share_cpu_threads(inference_threads)
     config = ServeConfig(
-        max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+        max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, inference_threads=inference_threads,
+        max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_video_frames=args.max_video_frames, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         results_dir=args.results_dir, keep_results=args.keep_results,

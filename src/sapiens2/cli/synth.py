@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from sapiens2.cli.common import add_progress, progress_enabled
@@ -32,11 +31,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def default_workers(num: int) -> int:
     """One process per usable core (the affinity mask, which containers and taskset narrow), never more than
     samples: rendering is CPU-bound and samples are independent."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, num))
+    from sapiens2.runtime import usable_cores
+
+    return max(1, min(usable_cores(), num))
 
 
 def run(args: argparse.Namespace) -> int:

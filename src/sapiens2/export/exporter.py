@@ -1,4 +1,5 @@
-"""Writing exported files: ONNX (float32 / float16 / int8 dynamic or static), torch.export ``.pt2``, TensorRT.
+"""Writing exported files: ONNX (float32 / float16 / int8 dynamic or static), torch.export ``.pt2``, AOTInductor
+``.pt2`` packages, TensorRT.
 
 Every format starts from one ``torch.export.export`` of :class:`ExportWrapper` (the model, its input cast to the
 export dtype, its outputs cast back to float32 as a tuple). ONNX uses the current (dynamo) exporter on that
@@ -31,6 +32,7 @@ DTYPES = ("float32", "float16", "bfloat16", "int8")
 # Which dtypes each format writes: ONNX Runtime's CPU kernels have no bfloat16 MatMul; torch.export keeps torch's
 # own quantisation out of scope (int8 is ONNX Runtime's).
 FORMAT_DTYPES = {"onnx": ("float32", "float16", "int8"), "torch-export": ("float32", "float16", "bfloat16"),
+                 "aoti": ("float32", "float16", "bfloat16"),
                  "tensorrt": ("float32", "float16", "bfloat16")}  # TensorRT: builder precision flags
 ONNX_EXTRA = "pip install 'sapiens2[onnx]'"
 MAX_BATCH = 4096  # the dynamic batch dimension's upper bound
@@ -96,7 +98,8 @@ def check_combination(format: str, dtype: str) -> None:
     if dtype not in FORMAT_DTYPES[format]:
         hint = {("onnx", "bfloat16"): "ONNX Runtime has no bfloat16 kernels for MatMul/Conv on CPU; use float32, "
                                       "int8 (quantised) or float16 (GPU), or --format torch-export",
-                ("torch-export", "int8"): "int8 is ONNX Runtime quantisation: use --format onnx --dtype int8"}
+                ("torch-export", "int8"): "int8 is ONNX Runtime quantisation: use --format onnx --dtype int8",
+                ("aoti", "int8"): "int8 is ONNX Runtime quantisation: use --format onnx --dtype int8"}
         why = hint.get((format, dtype), f"{format} supports {', '.join(FORMAT_DTYPES[format])}")
         raise UsageError(f"--format {format} --dtype {dtype} is not supported: {why}")
 
@@ -152,9 +155,10 @@ def export_model(model: nn.Module, output: str | os.PathLike, *, format: str = "
     """Export a Sapiens2 backbone or task model (an ``nn.Module`` from ``load_model`` / ``load_backbone`` /
     ``build_model``) to ``output``.
 
-    format: "onnx", "torch-export" (.pt2) or "tensorrt" (engine; needs TensorRT and CUDA).
-    dtype: "float32", "float16", "bfloat16" (torch-export) or "int8" (ONNX Runtime quantisation: dynamic, or static
-        calibrated on the images in ``calibrate`` through the task's own preprocessing).
+    format: "onnx", "torch-export" (.pt2), "aoti" (AOTInductor .pt2 package, compiled for the model's device on this
+        machine; needs a C++ compiler) or "tensorrt" (engine; needs TensorRT and CUDA).
+    dtype: "float32", "float16", "bfloat16" (torch-export, aoti) or "int8" (ONNX Runtime quantisation: dynamic, or
+        static calibrated on the images in ``calibrate`` through the task's own preprocessing).
     input_size: (H, W) of the graph (default: the size the model was trained at). batch: "dynamic" or N.
     The graph takes the normalised float32 NCHW image like the torch model and returns float32 outputs
     (``metadata.OUTPUTS``); the metadata travels inside the file. Raises UsageError for a bad combination,
@@ -181,6 +185,11 @@ def export_model(model: nn.Module, output: str | os.PathLike, *, format: str = "
         from .tensorrt import require_tensorrt
 
         require_tensorrt()
+    if format == "aoti":  # no compiler, or a device AOTInductor does not compile for: say so before exporting
+        from .aoti import current_target, require_compiler
+
+        require_compiler()
+        current_target(next(model.parameters()).device)
     meta = ExportMetadata(
         task=task, arch=backbone.arch.name, input_size=hw, batch=batch, format=format, dtype=dtype,
         outputs=OUTPUTS[task], mean=tuple(PIXEL_MEAN), std=tuple(PIXEL_STD), use_tokenizer=backbone.use_tokenizer,
@@ -198,6 +207,10 @@ def export_model(model: nn.Module, output: str | os.PathLike, *, format: str = "
     if format == "torch-export":
         with atomic_path(output) as temp:
             torch.export.save(program, str(temp), extra_files={PT2_EXTRA_FILE: meta.to_json()})
+    elif format == "aoti":
+        from .aoti import compile_package
+
+        meta = compile_package(program, meta, output, device=next(model.parameters()).device)
     elif format == "onnx":
         proto = to_onnx_proto(program, meta)
         if dtype == "int8":

@@ -16,8 +16,8 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def read_export_metadata(path: str | os.PathLike) -> ExportMetadata:
-    """The metadata of an exported .onnx, .pt2 or TensorRT engine (the header before its plan); ExportedModelError
-    for a missing, unreadable or foreign file."""
+    """The metadata of an exported .onnx, .pt2 (torch.export or AOTInductor package) or TensorRT engine (the header
+    before its plan); ExportedModelError for a missing, unreadable or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise ExportedModelError(f"exported model {str(path)!r} does not exist")
@@ -50,11 +50,13 @@ def _onnx_props(path: Path) -> dict[str, str]:
 def _pt2_metadata(path: Path) -> ExportMetadata:
     import zipfile
 
+    from .aoti import package_metadata_text
+
     if not zipfile.is_zipfile(path):
         raise ExportedModelError(f"{path} is not a torch.export archive (.pt2); {REEXPORT} --format torch-export")
     with zipfile.ZipFile(path) as archive:
         found = [n for n in archive.namelist() if n.endswith("/extra/" + PT2_EXTRA_FILE) or n == PT2_EXTRA_FILE]
-        text = archive.read(found[0]).decode() if found else None
+        text = archive.read(found[0]).decode() if found else package_metadata_text(archive)
     return _parse(text, path)
 
 
@@ -138,12 +140,17 @@ def onnx_providers(device: torch.device | str = "cpu") -> list[str]:
 
 def load_exported(path: str | os.PathLike, *, task: str | None = None, input_size: tuple[int, int] | None = None,
                   device: torch.device | str = "cpu", threads: int | None = None) -> ExportedModel:
-    """Load an exported .onnx (ONNX Runtime session) or .pt2 (``torch.export.load``) after checking its metadata
+    """Load an exported .onnx (ONNX Runtime session), .pt2 (``torch.export.load``; an AOTInductor package:
+    ``aoti_load_package``, on ``device``) or TensorRT engine after checking its metadata
     against ``task`` / ``input_size``; ExportedModelError (naming the fix) for a corrupt, foreign or mismatched
     file, MissingExtraError when onnxruntime is missing."""
     path = Path(path)
     meta = read_export_metadata(path)
     check_metadata(meta, path, task=task, input_size=input_size)
+    if meta.format == "aoti":
+        from .aoti import package_runner
+
+        return ExportedModel(path, meta, package_runner(path, meta, device))
     if path.suffix.lower() == ".pt2":
         return ExportedModel(path, meta, _pt2_runner(path))
     if meta.format == "tensorrt":

@@ -2,8 +2,10 @@
 
 ONNX: ``metadata_props`` key ``sapiens2`` (the JSON) plus flat ``task`` / ``arch`` / ``input_size`` copies for
 tools that show metadata (Netron). ``.pt2``: the archive's extra file ``sapiens2.json`` (``torch.export.load(path,
-extra_files={"sapiens2.json": ""})``). TensorRT engines: a header before the plan (``export/tensorrt.py``). A consumer needs nothing
-else: the input is the normalised NCHW float32 RGB image ``(pixels_0_255 - mean) / std``, outputs as listed.
+extra_files={"sapiens2.json": ""})``). AOTInductor packages (also ``.pt2``): AOTInductor's metadata map, key
+``sapiens2`` (``export/aoti.py``). TensorRT engines: a header before the plan (``export/tensorrt.py``). A consumer
+needs nothing else: the input is the normalised NCHW float32 RGB image ``(pixels_0_255 - mean) / std``, outputs as
+listed.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ FORMAT_VERSION = 1
 METADATA_KEY = "sapiens2"
 PT2_EXTRA_FILE = "sapiens2.json"
 BACKBONE = "backbone"  # the task name of an exported backbone (features)
-FORMATS = ("onnx", "torch-export", "tensorrt")
-SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "tensorrt": ".engine"}
+FORMATS = ("onnx", "torch-export", "aoti", "tensorrt")
+SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "aoti": ".pt2", "tensorrt": ".engine"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ExportMetadata:
     arch: str
     input_size: tuple[int, int]  # (H, W)
     batch: str | int  # "dynamic" or a fixed batch size
-    format: str  # onnx | torch-export | tensorrt
+    format: str  # onnx | torch-export | aoti | tensorrt
     dtype: str  # float32 | float16 | bfloat16 | int8
     outputs: tuple[OutputSpec, ...]
     mean: tuple[float, float, float]
@@ -55,7 +57,7 @@ class ExportMetadata:
     names: tuple[str, ...] = ()  # keypoint names (pose) or class names (seg)
     source: dict = field(default_factory=dict)  # what was exported (checkpoint identity)
     versions: dict = field(default_factory=dict)  # sapiens2 / torch / exporter versions
-    engine: dict = field(default_factory=dict)  # TensorRT: the GPU, compute capability and version it is built for
+    engine: dict = field(default_factory=dict)  # TensorRT / aoti: the GPU or CPU (and versions) it is built for
     format_version: int = FORMAT_VERSION
     input_layout: str = "image: (B, 3, H, W) float32, RGB, (pixels_0_255 - mean) / std"
 

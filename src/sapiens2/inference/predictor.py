@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -73,7 +74,11 @@ class StageClock:
 
 
 class ModelRunner:
-    """One task model on the device: uint8 batches -> normalised tensors -> outputs (inference mode, autocast)."""
+    """One task model on the device: uint8 batches -> normalised tensors -> outputs (inference mode, autocast).
+
+    Eager runners may be called from several threads at once (``sapiens2 serve`` runs concurrent batches): the
+    models keep no state between calls, inference mode and autocast are per thread, and so is ``clock``.
+    """
 
     def __init__(self, model: nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
                  input_hw: tuple[int, int], compile_settings=None, max_batch: int = 1):
@@ -81,7 +86,8 @@ class ModelRunner:
         self.device = device
         self.amp_dtype = amp_dtype
         self.input_hw = input_hw
-        self.clock: StageClock | None = None
+        self._local = threading.local()  # the clock of the call running on this thread
+        self._count_lock = threading.Lock()
         self.forward_calls = 0
         # --compile (inference.compile): compiled once per padded batch shape, cached by torch
         self.compile_settings = compile_settings
@@ -92,8 +98,21 @@ class ModelRunner:
 
             self._compiled = compile_model(model, compile_settings)
 
+    @property
+    def clock(self) -> StageClock | None:
+        return getattr(self._local, "clock", None)
+
+    @clock.setter
+    def clock(self, clock: StageClock | None) -> None:
+        self._local.clock = clock
+
+    def _count_forward(self) -> None:
+        with self._count_lock:
+            self.forward_calls += 1
+
     def _stage(self, name: str):
-        return self.clock.stage(name) if self.clock is not None else contextlib.nullcontext()
+        clock = self.clock
+        return clock.stage(name) if clock is not None else contextlib.nullcontext()
 
     def to_input(self, images_uint8) -> torch.Tensor:
         with self._stage("pre"):
@@ -103,7 +122,7 @@ class ModelRunner:
         if self._compiled is not None:
             return self._forward_compiled(batch)
         with self._stage("forward"), torch.inference_mode(), autocast(self.device, self.amp_dtype):
-            self.forward_calls += 1
+            self._count_forward()
             out = self.model(batch)
         if isinstance(out, tuple):
             return tuple(o.float() for o in out)
@@ -119,7 +138,7 @@ class ModelRunner:
         if size > n:
             batch = torch.cat([batch, batch[-1:].expand(size - n, *batch.shape[1:])])
         with self._stage("forward"), torch.inference_mode(), autocast(self.device, self.amp_dtype):
-            self.forward_calls += 1
+            self._count_forward()
             if self.compile_settings.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             out = self._compiled(batch)
@@ -237,7 +256,8 @@ class Predictor:
     mask_with_seg: blank the background of normal / pointmap / albedo with the seg foreground; default: when
         seg is among the tasks. Seg runs once per image either way.
     backend: "torch" (default), "onnxruntime" (an exported .onnx given as the model, or the torch model exported
-        once into ``export_cache``; see ``inference.backends``) or "tensorrt". Pre/post-processing is shared.
+        once into ``export_cache``; see ``inference.backends``), "aoti" (an AOTInductor package, or the model
+        compiled once into ``export_cache`` for this machine) or "tensorrt". Pre/post-processing is shared.
     """
 
     def __init__(self, tasks: str | Sequence[str], model: str | os.PathLike | nn.Module | Mapping = "0.4b", *,
@@ -332,7 +352,8 @@ class Predictor:
                                       dtype=self.amp_dtype)
         if is_exported_file(spec):
             raise Sapiens2Error(f"{spec} is an exported model: run it with backend='onnxruntime' (--backend "
-                                "onnxruntime), or give the checkpoint for the torch backend")
+                                "onnxruntime; backend='aoti' for an AOTInductor .pt2), or give the checkpoint for the "
+                                "torch backend")
         if isinstance(spec, nn.Module):
             found = getattr(spec, "task", None)
             if found is not None and found != task:

@@ -20,9 +20,8 @@ from torch import nn
 
 from sapiens2.errors import UsageError
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "ONNXRUNTIME", "PRECISIONS", "PreparedModel", "TENSORRT", "TORCH",
-           "TORCH_COMPILE",
-           "backend_names", "find_backend", "quantize_dynamic_int8"]
+__all__ = ["AOTI", "BACKENDS", "Backend", "BackendOptions", "ONNXRUNTIME", "PRECISIONS", "PreparedModel", "TENSORRT",
+           "TORCH", "TORCH_COMPILE", "backend_names", "find_backend", "quantize_dynamic_int8"]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 
@@ -166,18 +165,28 @@ TORCH_COMPILE = Backend("torch-compile", "torch.compile (inductor), compiled onc
 
 
 
-def cached_float_export(model, hw: tuple[int, int], options: BackendOptions) -> tuple[Path, float]:
-    """(the float32 dynamic-batch ONNX export of ``model`` at ``hw`` in the export cache, seconds spent exporting:
-    0 on a hit). Keyed by a hash of the weights, so every batch size, precision and later run reuses one export."""
+def cached_export(model, hw: tuple[int, int], options: BackendOptions, *, format: str = "onnx",
+                        dtype: str = "float32", device: torch.device | str = "cpu") -> tuple[Path, float]:
+    """(the dynamic-batch export of ``model`` at ``hw`` in the export cache, seconds spent exporting: 0 on a hit).
+    Keyed by a hash of the weights, so every batch size and later run reuses one export. ONNX: float32, exported on
+    the CPU (int8 and TensorRT start from it); aoti: a package in ``dtype`` compiled for ``device`` (the key holds
+    the machine it is tied to)."""
     from sapiens2.export import export_model
     from sapiens2.export.cache import cache_path, module_identity
     from sapiens2.export.exporter import model_task
+    from sapiens2.export.metadata import SUFFIXES
 
     identity = module_identity(model)
-    path = cache_path(model_task(model), identity, hw, cache_dir=options.cache_dir)
+    target = None
+    if format == "aoti":
+        from sapiens2.export.aoti import current_target
+
+        target = current_target(device)
+    path = cache_path(model_task(model), identity, hw, dtype=dtype, cache_dir=options.cache_dir,
+                      suffix=SUFFIXES[format], target=target)
     if path.is_file():
         return path, 0.0
-    result = export_model(model.cpu().float(), path, format="onnx", dtype="float32", input_size=hw, source=identity)
+    result = export_model(model.to(device).float(), path, format=format, dtype=dtype, input_size=hw, source=identity)
     return path, result.seconds
 
 
@@ -191,7 +200,7 @@ def _prepare_onnxruntime(model, example, dtype: str, options: BackendOptions) ->
 
     device = example.device
     hw = (int(example.shape[-2]), int(example.shape[-1]))
-    path, seconds = cached_float_export(model, hw, options)
+    path, seconds = cached_export(model, hw, options)
     model.to(device)
     what = f"exported in {seconds:.1f} s" if seconds else "cached export"
     if dtype == "int8":
@@ -243,7 +252,7 @@ def _prepare_tensorrt(model, example, dtype: str, options: BackendOptions) -> Pr
     device = example.device
     target = current_target(device)
     hw = (int(example.shape[-2]), int(example.shape[-1]))
-    onnx_path, seconds = cached_float_export(model, hw, options)
+    onnx_path, seconds = cached_export(model, hw, options)
     model.to(device)
     engine = cache_path(model_task(model), read_identity(onnx_path), hw, dtype=dtype, cache_dir=options.cache_dir,
                         suffix=".engine", target=target)
@@ -270,7 +279,38 @@ TENSORRT = Backend("tensorrt", "TensorRT engine built on this GPU from the expor
                                "builder flags), cached per GPU and TensorRT version",
                    {"cuda": ("float32", "float16", "bfloat16")}, _prepare_tensorrt, missing=_tensorrt_missing)
 
-BACKENDS: tuple[Backend, ...] = (TORCH, TORCH_COMPILE, ONNXRUNTIME, TENSORRT)
+
+def _prepare_aoti(model, example, dtype: str, options: BackendOptions) -> PreparedModel:
+    """The model compiled once by AOTInductor for this machine and the benchmarked device and precision (cached by
+    weights, shape, dtype and what the package is tied to), loaded from its package."""
+    from sapiens2.export import load_exported
+
+    device = example.device
+    hw = (int(example.shape[-2]), int(example.shape[-1]))
+    path, seconds = cached_export(model, hw, options, format="aoti", dtype=dtype, device=device)
+    model.to(device)
+    what = f"compiled in {seconds:.1f} s" if seconds else "cached package"
+    return PreparedModel(load_exported(path, device=device),
+                         note=f"AOTInductor {dtype}: {what}, {path.stat().st_size / 2**20:.1f} MiB")
+
+
+def _aoti_missing() -> str | None:
+    from sapiens2.errors import ExportError
+    from sapiens2.export.aoti import require_compiler
+
+    try:
+        require_compiler()
+    except ExportError as exc:
+        return str(exc)
+    return None
+
+
+AOTI = Backend("aoti", "AOTInductor package (sapiens2 export --format aoti): compiled ahead of time for this machine, "
+                       "bfloat16/float16 compiled in; cached by weights, shape and machine",
+               {"cpu": ("float32", "bfloat16"), "cuda": ("float32", "bfloat16", "float16")},
+               _prepare_aoti, missing=_aoti_missing)
+
+BACKENDS: tuple[Backend, ...] = (TORCH, TORCH_COMPILE, ONNXRUNTIME, AOTI, TENSORRT)
 
 
 def backend_names() -> tuple[str, ...]:

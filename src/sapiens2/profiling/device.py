@@ -3,7 +3,6 @@ which fast paths exist (AVX2, AVX-512, AVX-512 VNNI and BF16, AMX), the cores th
 thread count; or the GPU's name, compute capability and memory."""
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,8 +77,7 @@ def describe_device(device) -> DeviceInfo:
     if device.type == "mps":
         return DeviceInfo("mps", f"Apple GPU ({platform.machine()})", torch_version=torch.__version__)
     name, flags = _cpuinfo()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count()
-    return DeviceInfo("cpu", name, cpu_features(flags), cores, torch.get_num_threads(), torch_version=torch.__version__)
+    from sapiens2.runtime import usable_cores
+
+    return DeviceInfo("cpu", name, cpu_features(flags), usable_cores(), torch.get_num_threads(),
+                      torch_version=torch.__version__)

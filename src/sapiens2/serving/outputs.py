@@ -77,7 +77,7 @@ def write_png(path: Path, image: np.ndarray, *, consume: bool = False, label_map
               picture: bool = False) -> Path:
     """``consume``: a picture made for this file only, reordered to BGR in place (no full-size copy).
     ``label_map``: class ids (:data:`sapiens2.io.writers.LABEL_MAP_PNG`: faster, smaller, same pixels).
-    ``picture``: a photo-like overlay (:data:`sapiens2.io.writers.PICTURE_PNG`: faster, smaller, same pixels)."""
+    ``picture``: a photo-like overlay (:data:`sapiens2.io.writers.PICTURE_PNG`: faster, same pixels)."""
     return _write_png(path, image, compression=PNG_COMPRESSION, consume=consume, label_map=label_map,
                       picture=picture)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ._arrays import as_colour, row_bands, valid_mask
+from ._arrays import as_colour, check_map, row_bands
 
 
 def normals_to_rgb(normals: np.ndarray, mask: np.ndarray | None = None, *,
@@ -16,15 +16,26 @@ def normals_to_rgb(normals: np.ndarray, mask: np.ndarray | None = None, *,
     normals = np.asarray(normals, dtype=np.float32)
     if normals.ndim != 3 or normals.shape[2] != 3:
         raise ValueError(f"normals must have shape (H, W, 3), got {normals.shape}")
-    mask = None if mask is None else valid_mask(mask, normals.shape[:2])
+    mask = _mask_or_none(mask, normals.shape[:2])
     fill = as_colour(background, "background").astype(np.uint8)
     rgb = np.empty(normals.shape, np.uint8)
     for rows in row_bands(*normals.shape[:2]):
         part = normals[rows]
-        keep = np.isfinite(part).all(axis=2) if mask is None else mask[rows] & np.isfinite(part).all(axis=2)
+        keep = _kept(mask, rows, np.isfinite(part).all(axis=2))
         rgb[rows] = np.rint((np.clip(np.nan_to_num(part), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
         rgb[rows][~keep] = fill
     return rgb
+
+
+def _mask_or_none(mask: np.ndarray | None, hw: tuple[int, int]) -> np.ndarray | None:
+    """``mask`` checked against the image size, not copied: its rows are read band by band (a full-size boolean
+    copy and its negation were 2 bytes per pixel of a 24 MP picture's peak)."""
+    return None if mask is None else check_map(mask, hw, "mask")
+
+
+def _kept(mask: np.ndarray | None, rows: slice, finite: np.ndarray) -> np.ndarray:
+    """The pixels of band ``rows`` to draw: finite and, when a mask is given, inside it."""
+    return finite if mask is None else finite & mask[rows].astype(bool, copy=False)
 
 
 def depth_to_rgb(depth: np.ndarray, mask: np.ndarray | None = None, *, colormap: int = cv2.COLORMAP_INFERNO,
@@ -40,27 +51,33 @@ def depth_to_rgb(depth: np.ndarray, mask: np.ndarray | None = None, *, colormap:
         depth = depth[..., 0]
     if depth.ndim != 2:
         raise ValueError(f"depth must have shape (H, W), got {depth.shape}")
-    keep = valid_mask(mask, depth.shape) & np.isfinite(depth)
+    mask = _mask_or_none(mask, depth.shape)
     bands = list(row_bands(*depth.shape))
-    if value_range is not None:
-        near, far = map(float, value_range)
-    elif keep.any():  # min and max band by band: no copy of the valid depths
-        near = min(float(depth[r][keep[r]].min()) for r in bands if keep[r].any())
-        far = max(float(depth[r][keep[r]].max()) for r in bands if keep[r].any())
-    else:
-        near, far = 0.0, 1.0
+    near, far = tuple(map(float, value_range)) if value_range is not None else _valid_range(depth, mask, bands)
     span = far - near
-    index = np.empty(depth.shape, np.uint8)
+    fill = as_colour(background, "background").astype(np.uint8)
+    rgb = np.empty(depth.shape + (3,), np.uint8)
+    # band by band, the colour map too: no full-size index, mask or float copies (a 24 MP picture drawn whole
+    # held 5 bytes per pixel of them beside its 3)
     for rows in bands:
         if span > 0:
             nearness = np.clip((far - np.nan_to_num(depth[rows], nan=far)) / span, 0.0, 1.0)
         else:  # a flat depth (or empty mask): everything is "near"
             nearness = np.ones_like(depth[rows])
-        index[rows] = np.rint(nearness * 255.0).astype(np.uint8)
-    rgb = cv2.applyColorMap(index, colormap)
-    cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=rgb)
-    rgb[~keep] = as_colour(background, "background").astype(np.uint8)
+        colours = cv2.applyColorMap(np.rint(nearness * 255.0).astype(np.uint8), colormap)
+        rgb[rows] = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB, dst=colours)
+        rgb[rows][~_kept(mask, rows, np.isfinite(depth[rows]))] = fill
     return rgb
+
+
+def _valid_range(depth: np.ndarray, mask: np.ndarray | None, bands: list[slice]) -> tuple[float, float]:
+    """(min, max) of the finite depths inside ``mask``, band by band (no copy of them); (0, 1) when there are none."""
+    near, far = np.inf, -np.inf
+    for rows in bands:
+        values = depth[rows][_kept(mask, rows, np.isfinite(depth[rows]))]
+        if values.size:
+            near, far = min(near, float(values.min())), max(far, float(values.max()))
+    return (near, far) if near <= far else (0.0, 1.0)
 
 
 def albedo_to_uint8(albedo: np.ndarray, mask: np.ndarray | None = None, *, background=(0, 0, 0)) -> np.ndarray:
@@ -71,16 +88,18 @@ def albedo_to_uint8(albedo: np.ndarray, mask: np.ndarray | None = None, *, backg
     albedo = np.asarray(albedo)
     if albedo.ndim != 3 or albedo.shape[2] != 3:
         raise ValueError(f"albedo must have shape (H, W, 3), got {albedo.shape}")
-    keep = valid_mask(mask, albedo.shape[:2])
-    if albedo.dtype == np.uint8:
-        rgb = albedo.copy()
-    else:
-        rgb = np.empty(albedo.shape, np.uint8)
-        for rows in row_bands(*albedo.shape[:2]):
+    mask = _mask_or_none(mask, albedo.shape[:2])
+    fill = as_colour(background, "background").astype(np.uint8)
+    rgb = np.empty(albedo.shape, np.uint8)
+    for rows in row_bands(*albedo.shape[:2]):
+        if albedo.dtype == np.uint8:
+            rgb[rows] = albedo[rows]
+            finite = np.ones(rgb[rows].shape[:2], bool)
+        else:
             part = albedo[rows].astype(np.float32)
-            keep[rows] &= np.isfinite(part).all(axis=2)
+            finite = np.isfinite(part).all(axis=2)
             rgb[rows] = np.rint(np.clip(np.nan_to_num(part), 0.0, 1.0) * 255.0).astype(np.uint8)
-    rgb[~keep] = as_colour(background, "background").astype(np.uint8)
+        rgb[rows][~_kept(mask, rows, finite)] = fill
     return rgb
 
 

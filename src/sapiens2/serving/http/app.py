@@ -46,6 +46,7 @@ class ServeConfig:
 
     max_batch: int = 8
     batch_wait_ms: float = 5.0
+    inference_threads: int = 1  # batches run at once (batching.py); the CLI picks 2 on a CPU with 2+ cores
     max_queue: int = 64
     max_upload_mb: float = 50.0
     max_pixels: int = 50_000_000
@@ -75,6 +76,17 @@ def require_fastapi():
     return fastapi
 
 
+def check_concurrency(predictor, inference_threads: int) -> None:
+    """Refuse concurrent batches on a predictor that cannot take them: a compiled model (CUDA graphs replay into
+    shared buffers) or a TensorRT engine (one execution context)."""
+    from sapiens2.errors import UsageError
+
+    if inference_threads > 1 and (getattr(predictor, "compile_settings", None) is not None
+                                  or getattr(predictor, "backend", "torch") == "tensorrt"):
+        raise UsageError(f"{inference_threads} inference threads need an eager torch or onnxruntime predictor: "
+                         "compiled models and TensorRT engines run one batch at a time (use 1)")
+
+
 def static_dir() -> Path:
     return Path(str(resources.files("sapiens2.serving.http") / "static"))
 
@@ -99,7 +111,8 @@ def models_info(predictor, config: ServeConfig) -> dict[str, Any]:
                         "input_size": {"height": hw[0], "width": hw[1]} if hw else None}
     info = {"tasks": list(predictor.tasks), "models": models,
             "device": str(getattr(predictor, "device", "unknown")), "devices": available_devices(),
-            "max_batch": config.max_batch, "max_upload_mb": config.max_upload_mb, "max_pixels": config.max_pixels,
+            "max_batch": config.max_batch, "inference_threads": config.inference_threads,
+            "max_upload_mb": config.max_upload_mb, "max_pixels": config.max_pixels,
             "max_video_frames": config.max_video_frames, **config.info}
     if "pose" in predictor.tasks:  # what the page draws the skeleton with (the pose files hold names and links)
         from sapiens2.data.specs import keypoint_info
@@ -131,11 +144,13 @@ def create_app(predictor, config: ServeConfig | None = None):
     described = getattr(predictor, "pose_settings", None)
     if "pose" in served and isinstance(described, dict) and not options.pose_settings:
         options = dataclasses.replace(options, pose_settings=dict(described))  # as PredictJob records them
+    check_concurrency(predictor, config.inference_threads)
     own_results = config.results_dir is None
     results_root = Path(tempfile.mkdtemp(prefix="sapiens2-serve-")) if own_results else Path(config.results_dir)
     store = ResultStore(results_root, keep=config.keep_results)
     batcher = Batcher(predictor, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
-                      max_queue=config.max_queue, wait_for_announced=True)
+                      max_queue=config.max_queue, wait_for_announced=True,
+                      inference_threads=config.inference_threads)
     info = models_info(predictor, config)
     started = time.time()
 
@@ -203,7 +218,9 @@ def create_app(predictor, config: ServeConfig | None = None):
         stats = batcher.stats
         return {"status": "ok", "tasks": served, "uptime_s": round(time.time() - started, 1),
                 "queue": batcher.waiting, "max_queue": config.max_queue, "batches": stats.batches,
-                "batched_requests": stats.items, "largest_batch": stats.largest}
+                "batched_requests": stats.items, "largest_batch": stats.largest,
+                "inference_threads": batcher.inference_threads, "running_batches": stats.running,
+                "most_running_batches": stats.most_running}
 
     @app.get("/v1/models", summary="tasks, models, archs, devices, precision, input sizes")
     async def models():
@@ -326,7 +343,7 @@ def _answer_bytes(prediction, rgb, tasks, options, store, encoding: str) -> byte
 
 
 def _run_video(predictor, upload, folder: Path, tasks, options, every: int, max_frames: int, smooth: str):
-    """The ``sapiens2 predict`` video job on one uploaded clip (runs on the model's thread)."""
+    """The ``sapiens2 predict`` video job on one uploaded clip (run alone by the batcher: no batch beside it)."""
     from sapiens2.io import VIDEO_EXTENSIONS, InputItem
     from sapiens2.serving.runner import PredictJob, VideoOptions
 
@@ -360,4 +377,5 @@ def _version() -> str:
         return "unknown"
 
 
-__all__ = ["ServeConfig", "create_app", "models_info", "offline_docs_assets", "require_fastapi", "static_dir"]
+__all__ = ["ServeConfig", "check_concurrency", "create_app", "models_info", "offline_docs_assets", "require_fastapi",
+           "static_dir"]

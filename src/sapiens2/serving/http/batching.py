@@ -1,9 +1,14 @@
 """Server-side batching: requests from many clients become one ``predict_many`` call (one forward per task).
 
-One worker thread owns the predictor, so the model never runs on the event loop and never runs twice at once
-(torch models are not safe to call from several threads, and one process holds one copy of the weights). The
-worker takes the first waiting request, then gathers more for up to ``wait_ms`` or until ``max_batch`` are in
-hand, and runs them together. Work that must run alone (a video job) goes through the same queue as a callable.
+One dispatcher thread gathers batches: it waits for a free inference thread, takes the first waiting request,
+then gathers more for up to ``wait_ms`` or until ``max_batch`` are in hand, and hands the batch to one of
+``inference_threads`` threads, so the model never runs on the event loop. With one inference thread batches run
+one after another (as on a GPU, where one device queue runs them anyway). With more, that many batches run at
+once on the same predictor (one copy of the weights): on a CPU one forward with one intra-op thread uses about one
+core, and torch releases the GIL inside its ops, so two batches use two cores; a batch's pre- and post-processing
+also overlaps the other's forward. Requests arriving while every inference thread is busy wait in the queue and
+make the next batch larger. Work that must run alone (a video job) goes through the same queue as a callable and
+runs once every in-flight batch has finished, with no batch beside it.
 The queue is bounded: a full queue raises :class:`ServerBusy` at once (the HTTP layer answers 503 with
 Retry-After) instead of letting waiting requests pile up without limit.
 
@@ -21,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +56,7 @@ class PredictionFailed(Sapiens2Error):
 class _Job:
     future: Future
     item: Any = None  # a PredictInput for the batched path
-    call: Callable[[], Any] | None = None  # exclusive work (run alone, on the model's thread)
+    call: Callable[[], Any] | None = None  # exclusive work (run alone, no batch beside it)
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -64,6 +69,8 @@ class BatchStats:
     largest: int = 0
     calls: int = 0
     sizes: list[int] = field(default_factory=list)  # the last few batch sizes
+    running: int = 0  # batches in the predictor now
+    most_running: int = 0  # most batches that were in the predictor at once (> 1: inference threads overlapped)
 
     def add(self, size: int) -> None:
         self.batches += 1
@@ -71,19 +78,28 @@ class BatchStats:
         self.largest = max(self.largest, size)
         self.sizes = (self.sizes + [size])[-64:]
 
+    def started(self) -> None:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+
+    def finished(self) -> None:
+        self.running -= 1
+
 
 class Batcher:
-    """Gather :meth:`submit`-ted inputs into ``predictor.predict_many`` calls on one worker thread.
+    """Gather :meth:`submit`-ted inputs into ``predictor.predict_many`` calls run on ``inference_threads`` threads.
 
     ``max_batch``: most inputs per call (1 turns batching off: one request, one call). ``wait_ms``: how long the
-    worker waits for more inputs after the first one. ``max_queue``: waiting inputs beyond which :meth:`submit`
-    raises :class:`ServerBusy`.
+    dispatcher waits for more inputs after the first one. ``max_queue``: waiting inputs beyond which :meth:`submit`
+    raises :class:`ServerBusy`. ``inference_threads``: most ``predict_many`` calls running at once (the predictor
+    must allow concurrent calls when > 1; :class:`~sapiens2.inference.predictor.Predictor` does in eager mode).
     """
 
     def __init__(self, predictor: Any, *, max_batch: int = 8, wait_ms: float = 5.0, max_queue: int = 64,
-                 wait_for_announced: bool = False):
-        if max_batch < 1 or max_queue < 1:
-            raise Sapiens2Error(f"max_batch and max_queue must be >= 1, got {max_batch} and {max_queue}")
+                 wait_for_announced: bool = False, inference_threads: int = 1):
+        if max_batch < 1 or max_queue < 1 or inference_threads < 1:
+            raise Sapiens2Error(f"max_batch, max_queue and inference_threads must be >= 1, got {max_batch}, "
+                                f"{max_queue} and {inference_threads}")
         self.predictor = predictor
         self.max_batch = int(max_batch)
         self.wait_s = max(0.0, float(wait_ms)) / 1000.0
@@ -94,7 +110,12 @@ class Batcher:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=int(max_queue))
         self._closing = False
         self.stats = BatchStats()
-        self._thread = threading.Thread(target=self._work, name="s2-model", daemon=True)
+        self.inference_threads = int(inference_threads)
+        # a slot per inference thread: the dispatcher takes one before gathering a batch, the batch frees it
+        self._slots = threading.Semaphore(self.inference_threads)
+        self._stats_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.inference_threads, thread_name_prefix="s2-model")
+        self._thread = threading.Thread(target=self._work, name="s2-batcher", daemon=True)
         self._thread.start()
 
     @property
@@ -120,7 +141,7 @@ class Batcher:
         return self._put(_Job(Future(), item=item))
 
     def run_exclusive(self, call: Callable[[], Any]) -> Future:
-        """Queue ``call`` to run alone on the model's thread (e.g. a video job using the predictor)."""
+        """Queue ``call`` to run alone, no batch beside it (e.g. a video job using the predictor)."""
         return self._put(_Job(Future(), call=call))
 
     def _put(self, job: _Job) -> Future:
@@ -133,7 +154,7 @@ class Batcher:
         return job.future
 
     def close(self, timeout: float | None = 60.0) -> None:
-        """Stop taking work, finish what is queued (graceful shutdown), stop the worker."""
+        """Stop taking work, finish what is queued and running (graceful shutdown), stop the threads."""
         if self._closing:
             return
         self._closing = True
@@ -170,40 +191,68 @@ class Batcher:
         held: _Job | None = None
         stop = False
         while True:
+            self._slots.acquire()  # a free inference thread first: meanwhile arriving requests wait and batch up
             job = held if held is not None else (None if stop else self._queue.get())
             held = None
             if job is None:
+                self._slots.release()
                 break
             if job.call is not None:
                 self._run_call(job)
                 continue
             batch, held, stop_now = self._gather(job)
             stop = stop or stop_now
-            self._run_batch(batch)
+            self._dispatch(batch)
             if stop and held is None:
                 # the stop marker was met while gathering: finish anything queued after it first
                 while True:
                     try:
                         rest = self._queue.get_nowait()
                     except queue.Empty:
-                        return
+                        break
                     if rest is not None:
-                        self._run_call(rest) if rest.call is not None else self._run_batch([rest])
+                        self._slots.acquire()
+                        self._run_call(rest) if rest.call is not None else self._dispatch([rest])
+                break
+        self._pool.shutdown(wait=True)  # the batches still running finish
 
     def _run_call(self, job: _Job) -> None:
-        if not job.future.set_running_or_notify_cancel():
-            return
-        self.stats.calls += 1
+        """Run an exclusive job on this thread once every in-flight batch is done (holding all the slots, so no
+        batch starts beside it). Called holding one slot; returns having released them all."""
+        for _ in range(self.inference_threads - 1):
+            self._slots.acquire()
         try:
-            job.future.set_result(job.call())
-        except BaseException as exc:  # the caller gets it; the worker keeps serving
-            job.future.set_exception(exc)
+            if not job.future.set_running_or_notify_cancel():
+                return
+            self.stats.calls += 1
+            try:
+                job.future.set_result(job.call())
+            except BaseException as exc:  # the caller gets it; the batcher keeps serving
+                job.future.set_exception(exc)
+        finally:
+            for _ in range(self.inference_threads):
+                self._slots.release()
 
-    def _run_batch(self, batch: Sequence[_Job]) -> None:
+    def _dispatch(self, batch: Sequence[_Job]) -> None:
+        """Hand ``batch`` to an inference thread (called holding the slot it frees when done)."""
         batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
         if not batch:
+            self._slots.release()
             return
-        self.stats.add(len(batch))
+        with self._stats_lock:
+            self.stats.add(len(batch))
+            self.stats.started()
+        self._pool.submit(self._run_batch, batch)
+
+    def _run_batch(self, batch: Sequence[_Job]) -> None:
+        try:
+            self._predict(batch)
+        finally:
+            with self._stats_lock:
+                self.stats.finished()
+            self._slots.release()
+
+    def _predict(self, batch: Sequence[_Job]) -> None:
         try:
             # batch_size = the whole group: one forward per task for everything gathered
             predictions = list(self.predictor.predict_many([job.item for job in batch], batch_size=len(batch)))
