@@ -50,9 +50,9 @@ DEFAULT_PLY_MAX_POINTS = 200_000
 # The seg overlay (``*.seg_vis.png``) of a larger image is a preview of at most this many pixels (seg_preview): a 4K
 # screen (3840x2160), what a person looks at. The data files (class ids, probabilities) stay at full resolution.
 PREVIEW_MAX_PIXELS = 3840 * 2160
-# The pictures (pose drawing, normal, albedo, cutout) are written as ``picture`` PNGs: same pixels, measured on the
-# pipeline benchmark's outputs 1.4-2.2x less encoding CPU, files 0.9-1.1x the size. Not the depth picture: its
-# flat colour areas compress far better with the default filters (1.8x smaller), for little time saved.
+# The pictures (pose drawing, normal, albedo, cutout) are written as ``picture`` PNGs: same pixels; measured on the
+# pipeline benchmark's outputs (4 images, the matting composite for the cutout): 2.1-3.6x less encoding CPU, files
+# 0.98-1.09x the size. Not the depth picture: its flat colour areas compress far better with the default filters.
 MAX_DEPTH_MM = 65535  # uint16 ceiling: 65.535 m
 
 # suffix -> whether it is a visualisation (skipped for video frames, where the task's mp4 shows it)
