@@ -148,11 +148,26 @@ class ModelRunner:
         return outs if isinstance(out, tuple) else outs[0]
 
 
-def _share_cores() -> None:
-    """For the post-processing worker, which runs beside the forward pass (that one already uses every intra-op
-    thread): half the threads (the count is per thread with OpenMP), so the two do not oversubscribe the cores,
-    where every OpenMP join waits for a descheduled thread."""
-    torch.set_num_threads(max(1, torch.get_num_threads() // 2))
+@contextlib.contextmanager
+def _beside_forward():
+    """Half the intra-op threads on this thread while the model runs on another (the count is per thread with
+    OpenMP): the post-processing and the forward pass do not oversubscribe the cores, where every OpenMP join
+    waits for a descheduled thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // 2))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _finished(items: list, finish: Callable[[], list[Prediction]]) -> list[Prediction] | None:
+    """A batch's predictions once its post-processing (``finish``) is done, or None if that failed."""
+    try:
+        return finish()
+    except Exception as exc:
+        log.debug("batch post-processing failed (%s); retrying %d image(s) one at a time", exc, len(items))
+        return None
 
 
 def _groups(items: Iterable, size: int) -> Iterator[list]:
@@ -415,11 +430,11 @@ class Predictor:
         """Predictions in input order, ``batch_size`` images per model forward; the iterable is consumed lazily
         (at most one batch of images is held; two with ``overlap``).
 
-        ``overlap``: on the CPU, a batch's post-processing that no later forward needs (dense outputs at the
-        image size, seg masks, pose decoding) runs on a worker thread while the model runs on the next batch, and
-        the batch is yielded after the next one's forward; the last batch is post-processed on this thread, with
-        every intra-op thread. (Not on an accelerator: there that work is queued on the device behind the forward
-        anyway, and the stage clock synchronises the device.)
+        ``overlap``: on the CPU, the model runs on a worker thread and a batch's post-processing that no later
+        forward needs (dense outputs at the image size, seg masks, pose decoding) runs on this thread while the
+        model runs on the next batch; the batch is yielded then (its consumer writes its files beside that
+        forward too). The last batch is post-processed with every intra-op thread. (Not on an accelerator: there
+        that work is queued on the device behind the forward anyway, and the stage clock synchronises the device.)
 
         An input that fails (unreadable or missing file, bad boxes, a model error on it) does not stop the stream
         or lose its batch-mates: its Prediction has ``error`` set (the exception; ``ok`` is False) and no results.
@@ -428,29 +443,31 @@ class Predictor:
         if size < 1:
             raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
         defer = overlap and self.device.type == "cpu"
-        with ThreadPoolExecutor(1, thread_name_prefix="s2-post", initializer=_share_cores) as post:
+        if not defer:
+            for group in _groups(images, size):
+                yield from self._predict_group(group, isolate=True)
+            return
+        # the model runs on its own thread (the caller's intra-op thread count), so that this thread can
+        # post-process and hand out one batch (whose files the caller writes) while the next one is in the model
+        with ThreadPoolExecutor(1, thread_name_prefix="s2-model", initializer=torch.set_num_threads,
+                                initargs=(torch.get_num_threads(),)) as model:
             behind = None  # the previous batch, past its forward passes: (its items, its post-processing)
             for group in _groups(images, size):
-                if not defer:
-                    yield from self._predict_group(group, isolate=True)
-                    continue
-                # the previous batch's post-processing goes to the worker only now that another forward follows;
-                # the last batch's runs here, with every thread (nothing runs beside it)
-                done = None if behind is None else (behind[0], post.submit(behind[1]).result)
-                behind = (group, self._start_group(group, isolate=True))
-                if done is not None:
-                    yield from self._collect(*done)
-            if behind is not None:
-                yield from self._collect(*behind)
+                ahead = model.submit(self._start_group, group, isolate=True)
+                if behind is not None:
+                    with _beside_forward():
+                        done = _finished(*behind)
+                    if done is None:  # redone image by image once the model thread is free (one at a time)
+                        ahead.result()
+                        done = self._one_by_one(behind[0])
+                    yield from done
+                behind = (group, ahead.result())
+            if behind is not None:  # the last batch: nothing runs beside it, every thread
+                yield from _finished(*behind) or self._one_by_one(behind[0])
 
-    def _collect(self, items: list, finish: Callable[[], list[Prediction]]) -> list[Prediction]:
-        """A batch's predictions once its post-processing (``finish``) is done; if that failed, each image is
-        redone alone (here, on the model's thread), so only the culprit fails."""
-        try:
-            return finish()
-        except Exception as exc:
-            log.debug("batch post-processing failed (%s); retrying %d image(s) one at a time", exc, len(items))
-            return [self._predict_group([item], isolate=True)[0] for item in items]
+    def _one_by_one(self, items: list) -> list[Prediction]:
+        """A batch whose post-processing failed, each image redone alone, so only the culprit fails."""
+        return [self._predict_group([item], isolate=True)[0] for item in items]
 
     def _load_input(self, item) -> _Loaded:
         request = item if isinstance(item, PredictInput) else PredictInput(item)
