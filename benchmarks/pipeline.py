@@ -16,8 +16,8 @@ A warm-up run on one image precedes the timed runs (first-call allocator and ker
 ``--repeats N`` each task is timed N times and the run with the lowest share is reported. The per-stage columns are
 the job summary's ``stage_s`` (seconds summed over images): ``read`` and ``write`` are busy time on the reader and
 writer pools (beside the model, not on its thread), ``wait`` the job's thread waiting for them; ``post`` is
-mostly busy time on the Predictor's post-processing worker (beside the next batch's forward; the last batch's is
-not overlapped); a column is blank where the code measured has no such stage. ``outside s`` is wall minus
+mostly beside the next batch's forward (the Predictor runs the model on a worker thread meanwhile; the last
+batch's post-processing is not overlapped); a column is blank where the code measured has no such stage. ``outside s`` is wall minus
 forward: on a loaded machine the forward slows and the share falls, the seconds do not. The load average is
 printed with the table (shared machines).
 On a CPU the forward pass dominates; on a GPU the rest of the pipeline has to keep up with it.
