@@ -15,8 +15,11 @@ functions by own time, the forward pass included, so compare against it).
 A warm-up run on one image precedes the timed runs (first-call allocator and kernel selection costs); with
 ``--repeats N`` each task is timed N times and the run with the lowest share is reported. The per-stage columns are
 the job summary's ``stage_s`` (seconds summed over images): ``read`` and ``write`` are busy time on the reader and
-writer pools (beside the model, not on its thread), ``wait`` the job's thread waiting for them; a column is blank
-where the code measured has no such stage. The load average is printed with the table (shared machines).
+writer pools (beside the model, not on its thread), ``wait`` the job's thread waiting for them; ``post`` is
+mostly beside the next batch's forward (the Predictor runs the model on a worker thread meanwhile; the last
+batch's post-processing is not overlapped); a column is blank where the code measured has no such stage. ``outside s`` is wall minus
+forward: on a loaded machine the forward slows and the share falls, the seconds do not. The load average is
+printed with the table (shared machines).
 On a CPU the forward pass dominates; on a GPU the rest of the pipeline has to keep up with it.
 """
 from __future__ import annotations
@@ -135,11 +138,12 @@ def main() -> None:
         print(f"best of {max(1, args.repeats)} run(s) per task; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
         columns = ("read", "load", "pre", "forward", "post", "write", "wait_read", "wait_write")
         print(f"{'task':9} {'images':>6} {'wall s':>7} " + " ".join(f"{c:>10}" for c in columns)
-              + f" {'outside forward':>15}")
+              + f" {'outside s':>9} {'outside forward':>15}")
         for task, n, wall, forward, stages, share in rows:
             flag = "" if share <= 0.10 else "  (above the 10% bar)"
             cells = " ".join(f"{stages[c]:>10.2f}" if c in stages else f"{'':>10}" for c in columns)
-            print(f"{task:9} {n:>6} {wall:>7.2f} {cells} {share:>14.1%}{flag}")
+            # the seconds outside the forward pass: on a loaded machine the forward slows and the share falls
+            print(f"{task:9} {n:>6} {wall:>7.2f} {cells} {wall - forward:>9.2f} {share:>14.1%}{flag}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -145,3 +145,35 @@ def test_predict_many_yields_failed_items_and_keeps_the_rest(models, tmp_path):
     np.testing.assert_array_equal(one.pose.keypoints, preds[0].pose.keypoints)
     with pytest.raises(Sapiens2Error):  # a single predict still raises
         p.predict(str(tmp_path / "missing.png"))
+
+
+def test_overlapped_stream_gives_the_same_predictions_and_isolates_post_failures(models, monkeypatch):
+    """``overlap=True`` post-processes a batch while the model runs on the next: same numbers, same order; a
+    failure there fails only its image (its batch is redone image by image, once the model is free)."""
+    import sapiens2.inference.predictor as predictor_module
+
+    p = Predictor(["seg", "pose", "normal"], model=models, device="cpu", input_size=INPUT_HW, batch_size=2,
+                  detector="none")
+    sizes = [(50, 70), (80, 40), (64, 64), (40, 30), (70, 50), (30, 60)]
+    inputs = [PredictInput(_image(*hw, seed=i), frame_index=i) for i, hw in enumerate(sizes)]
+    plain = list(p.predict_many(inputs))
+    real = predictor_module.instance_masks
+
+    def broken(mask, boxes):  # the seg results of the fourth image (second batch, beside the third's forward)
+        if mask.shape == sizes[3]:
+            raise RuntimeError("post-processing failed")
+        return real(mask, boxes)
+
+    monkeypatch.setattr(predictor_module, "instance_masks", broken)
+    overlapped = list(p.predict_many(inputs, overlap=True))
+    assert [pr.frame_index for pr in overlapped] == [0, 1, 2, 3, 4, 5]
+    assert [pr.ok for pr in overlapped] == [True, True, True, False, True, True]
+    assert "post-processing failed" in str(overlapped[3].error)
+    alone = p.predict(inputs[2])  # the third image was redone alone (a batch of one: its own numbers)
+    for a, b in zip(plain[:2] + [alone] + plain[4:], overlapped[:3] + overlapped[4:]):
+        np.testing.assert_array_equal(a.seg.mask, b.seg.mask)
+        np.testing.assert_array_equal(a.seg.instance_masks, b.seg.instance_masks)
+        np.testing.assert_array_equal(a.pose.keypoints, b.pose.keypoints)
+        np.testing.assert_array_equal(a.pose.scores, b.pose.scores)
+        np.testing.assert_array_equal(a.normal.normals, b.normal.normals)
+        assert b.timings["post"] > 0 and set(b.timings) >= {"pre", "forward", "post"}

@@ -13,7 +13,8 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from sapiens2.models.heads.task_table import resolve_task, task_names
 from sapiens2.runtime import autocast, parse_precision, resolve_device  # resolve_device re-exported
 from sapiens2.tasks.image_tasks import IMAGE_TASKS, one_image_output
 from sapiens2.tasks.pose.pipeline import (SEG_BOX_SOURCE, BoxSource, PoseImage, as_detections, make_box_source,
-                                         run_top_down)
+                                         start_top_down)
 from sapiens2.tasks.preprocess import ImageInput, as_rgb_image, to_model_batch
 from sapiens2.tasks.results import Prediction, SegResult
 from sapiens2.tasks.seg import instance_masks, seg_input, upsampled_argmax, upsampled_softmax
@@ -145,6 +146,40 @@ class ModelRunner:
             # float32 copies: a replayed CUDA graph overwrites its outputs at the next call
             outs = tuple(o[:n].float().clone() for o in outs)
         return outs if isinstance(out, tuple) else outs[0]
+
+
+@contextlib.contextmanager
+def _beside_forward():
+    """Half the intra-op threads on this thread while the model runs on another (the count is per thread with
+    OpenMP): the post-processing and the forward pass do not oversubscribe the cores, where every OpenMP join
+    waits for a descheduled thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // 2))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _finished(items: list, finish: Callable[[], list[Prediction]]) -> list[Prediction] | None:
+    """A batch's predictions once its post-processing (``finish``) is done, or None if that failed."""
+    try:
+        return finish()
+    except Exception as exc:
+        log.debug("batch post-processing failed (%s); retrying %d image(s) one at a time", exc, len(items))
+        return None
+
+
+def _groups(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter), read lazily."""
+    group: list = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 @dataclass
@@ -387,10 +422,19 @@ class Predictor:
 
     __call__ = predict
 
-    def predict_many(self, images: Iterable[ImageInput | PredictInput], *, batch_size: int | None = None
-                     ) -> Iterator[Prediction]:
+    #: ``predict_many(..., overlap=True)`` is offered (the batch job asks for it)
+    overlaps_batches = True
+
+    def predict_many(self, images: Iterable[ImageInput | PredictInput], *, batch_size: int | None = None,
+                     overlap: bool = False) -> Iterator[Prediction]:
         """Predictions in input order, ``batch_size`` images per model forward; the iterable is consumed lazily
-        (at most one batch of images is held).
+        (at most one batch of images is held; two with ``overlap``).
+
+        ``overlap``: on the CPU, the model runs on a worker thread and a batch's post-processing that no later
+        forward needs (dense outputs at the image size, seg masks, pose decoding) runs on this thread while the
+        model runs on the next batch; the batch is yielded then (its consumer writes its files beside that
+        forward too). The last batch is post-processed with every intra-op thread. (Not on an accelerator: there
+        that work is queued on the device behind the forward anyway, and the stage clock synchronises the device.)
 
         An input that fails (unreadable or missing file, bad boxes, a model error on it) does not stop the stream
         or lose its batch-mates: its Prediction has ``error`` set (the exception; ``ok`` is False) and no results.
@@ -398,14 +442,32 @@ class Predictor:
         size = self.batch_size if batch_size is None else int(batch_size)
         if size < 1:
             raise Sapiens2Error(f"batch_size must be >= 1, got {batch_size}")
-        group: list = []
-        for item in images:
-            group.append(item)
-            if len(group) == size:
+        defer = overlap and self.device.type == "cpu"
+        if not defer:
+            for group in _groups(images, size):
                 yield from self._predict_group(group, isolate=True)
-                group = []
-        if group:
-            yield from self._predict_group(group, isolate=True)
+            return
+        # the model runs on its own thread (the caller's intra-op thread count), so that this thread can
+        # post-process and hand out one batch (whose files the caller writes) while the next one is in the model
+        with ThreadPoolExecutor(1, thread_name_prefix="s2-model", initializer=torch.set_num_threads,
+                                initargs=(torch.get_num_threads(),)) as model:
+            behind = None  # the previous batch, past its forward passes: (its items, its post-processing)
+            for group in _groups(images, size):
+                ahead = model.submit(self._start_group, group, isolate=True)
+                if behind is not None:
+                    with _beside_forward():
+                        done = _finished(*behind)
+                    if done is None:  # redone image by image once the model thread is free (one at a time)
+                        ahead.result()
+                        done = self._one_by_one(behind[0])
+                    yield from done
+                behind = (group, ahead.result())
+            if behind is not None:  # the last batch: nothing runs beside it, every thread
+                yield from _finished(*behind) or self._one_by_one(behind[0])
+
+    def _one_by_one(self, items: list) -> list[Prediction]:
+        """A batch whose post-processing failed, each image redone alone, so only the culprit fails."""
+        return [self._predict_group([item], isolate=True)[0] for item in items]
 
     def _load_input(self, item) -> _Loaded:
         request = item if isinstance(item, PredictInput) else PredictInput(item)
@@ -443,6 +505,11 @@ class Predictor:
     def _predict_group(self, items: list, *, isolate: bool = False) -> list[Prediction]:
         """Predictions for ``items``; an error raises, or with ``isolate`` becomes that item's failed Prediction
         (a model error on the group is retried one item at a time, so only the culprit fails)."""
+        return self._start_group(items, isolate=isolate, defer=False)()
+
+    def _start_group(self, items: list, *, isolate: bool, defer: bool = True) -> Callable[[], list[Prediction]]:
+        """``_predict_group`` up to the group's last forward pass; returns the rest: with ``defer``, the
+        post-processing that no later forward needs (to run on another thread), then the predictions."""
         clock = StageClock(self.device)
         results: list[Prediction | None] = [None] * len(items)
         loaded: list[tuple[int, _Loaded]] = []
@@ -454,42 +521,75 @@ class Predictor:
                     if not isolate:
                         raise
                     results[i] = self._failed(item, exc)
+        later: list[Callable[[], None]] | None = [] if defer else None
+        preds = None
         if loaded:
             try:
-                preds = self._predict_loaded([im for _, im in loaded], clock)
+                preds = self._predict_loaded([im for _, im in loaded], clock, later)
             except Exception as exc:
                 if not isolate:
                     raise
+                later = None
                 if len(loaded) == 1:
                     preds = [self._failed(items[loaded[0][0]], exc)]
                 else:
                     log.debug("batch failed (%s); retrying %d image(s) one at a time", exc, len(loaded))
                     preds = [self._predict_group([items[i]], isolate=True)[0] for i, _ in loaded]
-            for (i, _), pred in zip(loaded, preds):
-                results[i] = pred
-        return results
 
-    def _predict_loaded(self, images: list[_Loaded], clock: StageClock) -> list[Prediction]:
+        def finish() -> list[Prediction]:
+            if later:
+                post = StageClock(self.device)
+                with post.stage("post"):
+                    for work in later:
+                        work()
+                for pred in preds:
+                    pred.timings["post"] = pred.timings.get("post", 0.0) + post.totals["post"] / len(preds)
+            for (i, _), pred in zip(loaded, preds or ()):
+                results[i] = pred
+            return results
+
+        return finish
+
+    def _predict_loaded(self, images: list[_Loaded], clock: StageClock, later=None) -> list[Prediction]:
         for runner in self.runners.values():
             runner.clock = clock
         try:
-            return self._predict_images(images, clock)
+            return self._predict_images(images, clock, later)
         finally:
             for runner in self.runners.values():
                 runner.clock = None
 
-    def _predict_images(self, images: list[_Loaded], clock: StageClock) -> list[Prediction]:
+    @staticmethod
+    def _post(clock: StageClock, later: list | None, work: Callable[[], None]) -> None:
+        """Post-processing that nothing later in the group needs: now (timed as "post"), or queued in ``later``."""
+        if later is not None:
+            later.append(work)
+            return
+        with clock.stage("post"):
+            work()
+
+    def _predict_images(self, images: list[_Loaded], clock: StageClock, later: list | None = None
+                        ) -> list[Prediction]:
+        """The group's forward passes, in run order; the post-processing that no later step needs goes through
+        :meth:`_post` (into ``later`` when given)."""
         preds = [Prediction(image_size=im.hw, source=im.source, frame_index=im.frame_index) for im in images]
         masks: list[np.ndarray | None] = [None] * len(images)
         seg_logits = None
+        masked = [t for t in self.tasks if t in IMAGE_TASKS and IMAGE_TASKS[t].masked_by_seg]
 
         if "seg" in self.runners:
             hw = self.runners["seg"].input_hw
             with clock.stage("pre"):
                 batch = [seg_input(im.rgb, hw) for im in images]
             seg_logits = self._run("seg", batch)
-            with clock.stage("post"):
-                masks = [upsampled_argmax(seg_logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
+
+            def seg_masks(logits=seg_logits) -> None:
+                masks[:] = [upsampled_argmax(logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
+
+            # the masks are needed now by seg boxes for pose and by the foreground masking of dense tasks
+            needed = (bool(masked and self.mask_with_seg) or any(isinstance(im.boxes, str) for im in images)
+                      or ("pose" in self.tasks and self.box_source is not None and self.box_source.needs_seg))
+            self._post(clock, None if needed else later, seg_masks)
 
         person_boxes: list[np.ndarray | None] = [None] * len(images)
         if "pose" in self.tasks:
@@ -503,12 +603,16 @@ class Predictor:
                         found = self.box_source.boxes(im.rgb, im.source, masks[i])
                         pose_items.append(PoseImage(im.rgb, found, self.box_source.label))
             hw = self.runners["pose"].input_hw
-            results = run_top_down(self.runners["pose"], pose_items, input_size=(hw[1], hw[0]),
-                                   batch_size=self.batch_size, flip_test=self.flip_test,
-                                   fallback_whole_image=self.fallback_whole_image, clock=clock)
-            for i, result in enumerate(results):
-                preds[i].pose = result
-                person_boxes[i] = result.boxes
+            pending = start_top_down(self.runners["pose"], pose_items, input_size=(hw[1], hw[0]),
+                                     batch_size=self.batch_size, flip_test=self.flip_test,
+                                     fallback_whole_image=self.fallback_whole_image, clock=clock)
+            person_boxes = list(pending.boxes)
+
+            def pose_results() -> None:
+                for i, result in enumerate(pending.finish()):
+                    preds[i].pose = result
+
+            self._post(clock, later, pose_results)
         else:
             for i, im in enumerate(images):
                 given = self._given_boxes(im, masks[i])
@@ -516,14 +620,15 @@ class Predictor:
                     person_boxes[i] = given[0].boxes
 
         if "seg" in self.tasks:
-            with clock.stage("post"):
+            def seg_results(logits=seg_logits) -> None:
                 for i, im in enumerate(images):
-                    probs = upsampled_softmax(seg_logits[i], im.hw) if self.return_probabilities else None
+                    probs = upsampled_softmax(logits[i], im.hw) if self.return_probabilities else None
                     inst = instance_masks(masks[i], person_boxes[i]) if person_boxes[i] is not None else None
                     preds[i].seg = SegResult(mask=masks[i], probabilities=probs, instance_masks=inst)
+
+            self._post(clock, later, seg_results)
         del seg_logits
 
-        masked = [t for t in self.tasks if t in IMAGE_TASKS and IMAGE_TASKS[t].masked_by_seg]
         # the foreground mask is one byte per pixel: made only if a task uses it
         blank = [(m > 0) if (masked and self.mask_with_seg and m is not None) else None for m in masks]
         for task in self.tasks:
@@ -534,10 +639,13 @@ class Predictor:
             with clock.stage("pre"):
                 prepared = [io.prepare(im.rgb, hw) for im in images]
             out = self._run(task, [p[0] for p in prepared])
-            with clock.stage("post"):
+
+            def task_results(task=task, io=io, out=out, prepared=prepared) -> None:
                 for i, im in enumerate(images):
                     mask = blank[i] if io.masked_by_seg else None
                     preds[i].set(task, io.finish(one_image_output(out, i), prepared[i][1], im.hw, mask))
+
+            self._post(clock, later, task_results)
             del out
 
         share = {name: seconds / len(images) for name, seconds in clock.totals.items()}

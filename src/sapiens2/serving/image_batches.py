@@ -66,6 +66,14 @@ def prefetch_images(predict_job: RunningJob, jobs, summary: JobSummary, bar) -> 
             yield item, base, loaded
 
 
+def _predictions(predictor, requests):
+    """The predictor's stream; a batch's post-processing overlapping the next batch's forward pass where the
+    predictor offers it (the Predictor: ``overlaps_batches``), since the job only needs predictions in order."""
+    if getattr(predictor, "overlaps_batches", False):
+        return predictor.predict_many(requests, overlap=True)
+    return predictor.predict_many(requests)
+
+
 def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer: ThreadPoolExecutor, bar) -> None:
     inflight: deque[tuple[InputItem, Path, Any]] = deque()
     writes: deque[tuple[InputItem, Future]] = deque()
@@ -120,7 +128,7 @@ def run_image_batches(predict_job: RunningJob, jobs, summary: JobSummary, writer
     source = feed()
     while True:
         try:
-            for prediction in predict_job.predictor.predict_many(source):
+            for prediction in _predictions(predict_job.predictor, source):
                 accept(inflight.popleft(), prediction)
             break
         except (KeyboardInterrupt, SystemExit):

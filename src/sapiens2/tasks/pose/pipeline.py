@@ -26,7 +26,8 @@ from sapiens2.tasks.results import PoseResult
 if TYPE_CHECKING:  # torch is only needed by the runner that the caller passes in
     import torch
 
-__all__ = ["BoxSource", "PoseImage", "as_detections", "make_box_source", "run_top_down", "SEG_BOX_SOURCE"]
+__all__ = ["BoxSource", "PendingPose", "PoseImage", "as_detections", "make_box_source", "run_top_down",
+           "start_top_down", "SEG_BOX_SOURCE"]
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +199,67 @@ def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tupl
     "pre" (cropping) and "post" (decoding); the runner times its own transfer and forward. ``keypoints``: decode
     only these heatmap channels (indices or a boolean mask, see ``decode_udp_heatmaps``); the results then hold
     those keypoints, in that order."""
+    pending = start_top_down(runner, items, input_size=input_size, batch_size=batch_size, flip_test=flip_test,
+                             fallback_whole_image=fallback_whole_image, padding=padding, clock=clock,
+                             keypoints=keypoints)
+    stage = clock.stage if clock is not None else (lambda name: contextlib.nullcontext())
+    with stage("post"):
+        return pending.finish()
+
+
+@dataclass
+class PendingPose:
+    """A pose run past its last forward pass: the boxes are known, the last batch of heatmaps is not decoded yet
+    (the caller may decode it while the model runs on the next images: :meth:`finish`)."""
+
+    per_image: list[tuple[np.ndarray, np.ndarray, str, bool]]  # (boxes, scores, label, whole-image fallback)
+    decoded: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]  # (image, person) -> (keypoints, scores)
+    last: tuple | None  # (the batch's (image, person) keys, heatmaps, centres, sizes) or None
+    input_size: tuple[int, int]
+    keypoints: object  # the channel subset decoded (None: all)
+    count: int  # keypoints per person
+
+    @property
+    def boxes(self) -> list[np.ndarray]:
+        return [boxes for boxes, *_ in self.per_image]
+
+    def finish(self) -> list[PoseResult]:
+        """Decode the last batch and build each image's :class:`PoseResult`."""
+        if self.last is not None:
+            _decode_batch(self.decoded, *self.last, self.input_size, self.keypoints)
+            self.last = None
+        results = []
+        for i, (boxes, box_scores, label, fallback) in enumerate(self.per_image):
+            points = np.zeros((0, self.count, 2), np.float32)
+            scores = np.zeros((0, self.count), np.float32)
+            if len(boxes):
+                points = np.stack([self.decoded[(i, j)][0] for j in range(len(boxes))])
+                scores = np.stack([self.decoded[(i, j)][1] for j in range(len(boxes))])
+            results.append(PoseResult(boxes=boxes, box_scores=box_scores, keypoints=points, scores=scores,
+                                      box_source=label, whole_image_fallback=fallback))
+        return results
+
+
+def _decode_batch(decoded: dict, keys: list[tuple[int, int]], heatmaps, centers: np.ndarray, sizes: np.ndarray,
+                  input_size: tuple[int, int], subset) -> None:
+    kp, sc = _decode(heatmaps, input_size, keypoints=subset)
+    kp = decoded_to_image(kp, centers, sizes, input_size)
+    for n, key in enumerate(keys):
+        decoded[key] = (kp[n].astype(np.float32), sc[n])
+
+
+def start_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tuple[int, int] = POSE_INPUT_SIZE,
+                   batch_size: int = 8, flip_test: bool = False, fallback_whole_image: bool = True,
+                   padding: float = BOX_PADDING, clock=None, keypoints=None) -> PendingPose:
+    """:func:`run_top_down` up to its last forward pass (same arguments): every batch but the last is decoded
+    (one batch of heatmaps is held at a time), the last is left to :meth:`PendingPose.finish`."""
     stage = clock.stage if clock is not None else (lambda name: contextlib.nullcontext())
     per_image = [_final_boxes(item, fallback_whole_image) for item in items]
     jobs = [(i, j) for i, (boxes, *_) in enumerate(per_image) for j in range(len(boxes))]
-    subset = keypoints
-    count = _NUM_KEYPOINTS if subset is None else int(np.count_nonzero(subset) if np.asarray(subset).dtype == bool
-                                                      else np.asarray(subset).size)
-    keypoints = [np.zeros((0, count, 2), np.float32) for _ in per_image]
-    scores = [np.zeros((0, count), np.float32) for _ in per_image]
-    decoded: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    count = _NUM_KEYPOINTS if keypoints is None else int(np.count_nonzero(keypoints)
+                                                         if np.asarray(keypoints).dtype == bool
+                                                         else np.asarray(keypoints).size)
+    pending = PendingPose(per_image, {}, None, input_size, keypoints, count)
     for start in range(0, len(jobs), max(1, int(batch_size))):
         chunk = jobs[start:start + batch_size]
         with stage("pre"):
@@ -217,20 +270,12 @@ def run_top_down(runner: PoseRunner, items: list[PoseImage], *, input_size: tupl
                 crops.append(got.crops)
                 centers.append(got.centers)
                 sizes.append(got.sizes)
+        if pending.last is not None:  # decoded before the next forward: at most one batch of heatmaps is held
+            with stage("post"):
+                _decode_batch(pending.decoded, *pending.last, input_size, keypoints)
         x = runner.to_input(np.concatenate(crops))
         heatmaps = runner.forward(x)
         if flip_test:
             heatmaps = flip_test_average(heatmaps.float(), runner.forward(x.flip(-1)).float())
-        with stage("post"):
-            kp, sc = _decode(heatmaps, input_size, keypoints=subset)
-            kp = decoded_to_image(kp, np.concatenate(centers), np.concatenate(sizes), input_size)
-            for n, key in enumerate(sorted(chunk)):
-                decoded[key] = (kp[n].astype(np.float32), sc[n])
-    results = []
-    for i, (boxes, box_scores, label, fallback) in enumerate(per_image):
-        if len(boxes):
-            keypoints[i] = np.stack([decoded[(i, j)][0] for j in range(len(boxes))])
-            scores[i] = np.stack([decoded[(i, j)][1] for j in range(len(boxes))])
-        results.append(PoseResult(boxes=boxes, box_scores=box_scores, keypoints=keypoints[i], scores=scores[i],
-                                  box_source=label, whole_image_fallback=fallback))
-    return results
+        pending.last = (sorted(chunk), heatmaps, np.concatenate(centers), np.concatenate(sizes))
+    return pending
