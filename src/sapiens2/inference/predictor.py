@@ -30,7 +30,7 @@ from sapiens2.tasks.pose.pipeline import (SEG_BOX_SOURCE, BoxSource, PoseImage, 
                                          run_top_down)
 from sapiens2.tasks.preprocess import ImageInput, as_rgb_image, to_model_batch
 from sapiens2.tasks.results import Prediction, SegResult
-from sapiens2.tasks.seg import instance_masks, seg_input, upsampled_argmax, upsampled_softmax
+from sapiens2.tasks.seg import coarse_argmax, instance_masks, seg_input, upsampled_argmax, upsampled_softmax
 
 __all__ = ["Predictor", "PredictInput", "StageClock", "ModelRunner", "resolve_device", "PREDICT_TASKS"]
 
@@ -218,6 +218,9 @@ class Predictor:
         seg is among the tasks. Seg runs once per image either way.
     backend: "torch" (default), "onnxruntime" (an exported .onnx given as the model, or the torch model exported
         once into ``export_cache``; see ``inference.backends``) or "tensorrt". Pre/post-processing is shared.
+    coarse_seg: seg class ids made at the image size shrunk to the seg input's pixel count and enlarged
+        nearest-neighbour (``tasks.seg.coarse_argmax``): a preview for live mode, several times cheaper than the
+        official upsampling of every class to every pixel; default False (official).
     """
 
     def __init__(self, tasks: str | Sequence[str], model: str | os.PathLike | nn.Module | Mapping = "0.4b", *,
@@ -227,8 +230,9 @@ class Predictor:
                  fallback_whole_image: bool = True, rope_dtype: str = "bf16",
                  cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  compile: bool | str | object = False,
-                 backend: str = "torch", export_cache: str | os.PathLike | None = None):
+                 backend: str = "torch", export_cache: str | os.PathLike | None = None, coarse_seg: bool = False):
         self.tasks = _parse_tasks(tasks)
+        self.coarse_seg = bool(coarse_seg)
         # -- deployment backends (issue 15): checked before anything is loaded
         from sapiens2.inference.backends import check_backend
 
@@ -468,7 +472,10 @@ class Predictor:
                 batch = [seg_input(im.rgb, hw) for im in images]
             seg_logits = self._run("seg", batch)
             with clock.stage("post"):
-                masks = [upsampled_argmax(seg_logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
+                if self.coarse_seg:
+                    masks = [coarse_argmax(seg_logits[i], im.hw, hw[0] * hw[1]) for i, im in enumerate(images)]
+                else:
+                    masks = [upsampled_argmax(seg_logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
 
         person_boxes: list[np.ndarray | None] = [None] * len(images)
         if "pose" in self.tasks:

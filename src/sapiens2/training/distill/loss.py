@@ -24,11 +24,16 @@ def _pose_kd(student: Tensor, soft: Tensor, config: DistillConfig) -> Tensor:
 
 
 def _seg_kd(student: Tensor, soft: Tensor, config: DistillConfig) -> Tensor:
-    """KL(teacher || student) of the per-pixel class distributions at temperature T, times T^2, mean over pixels."""
+    """KL(teacher || student) of the per-pixel class distributions at temperature T, times T^2, mean over pixels;
+    plus ``hard_weight`` x the cross-entropy to the teacher's argmax (its hard labels: the softened KL alone spends
+    the student's small capacity on the teacher's non-maximal classes, the argmax is what mIoU scores)."""
     t = float(config.temperature)
     log_p = F.log_softmax(student / t, dim=1)
     log_q = F.log_softmax(soft / t, dim=1)
-    return (log_q.exp() * (log_q - log_p)).sum(1).mean() * (t * t)
+    loss = (log_q.exp() * (log_q - log_p)).sum(1).mean() * (t * t)
+    if config.hard_weight:
+        loss = loss + config.hard_weight * F.cross_entropy(student, soft.argmax(1))
+    return loss
 
 
 @dataclass(frozen=True)
