@@ -176,3 +176,17 @@ def test_distill_cli_refuses_bad_teacher_spec(tmp_path, capsys):
     assert cli_main(["distill", "--teacher", "normal=x.safetensors", "--data", str(tmp_path), "-o",
                      str(tmp_path / "o")]) == 2
     assert "distillation covers pose, seg" in capsys.readouterr().err
+
+
+def test_seg_hard_label_term_is_cross_entropy_to_the_teacher_argmax():
+    from sapiens2.training.distill.config import DistillConfig
+    from sapiens2.training.distill.loss import DISTILL_TABLE
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 29, 8, 6, generator=g)
+    kd = DISTILL_TABLE["seg"].kd
+    # the student equal to its teacher: nothing left to match in the KL, the hard term is the teacher's own CE
+    assert float(kd(teacher, teacher, DistillConfig(temperature=2.0))) == pytest.approx(0.0, abs=1e-6)
+    hard = float(kd(teacher, teacher, DistillConfig(temperature=2.0, hard_weight=0.5)))
+    expected = 0.5 * float(torch.nn.functional.cross_entropy(teacher, teacher.argmax(1)))
+    assert hard == pytest.approx(expected, rel=1e-5) and hard > 0.1
