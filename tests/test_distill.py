@@ -176,3 +176,26 @@ def test_distill_cli_refuses_bad_teacher_spec(tmp_path, capsys):
     assert cli_main(["distill", "--teacher", "normal=x.safetensors", "--data", str(tmp_path), "-o",
                      str(tmp_path / "o")]) == 2
     assert "distillation covers pose, seg" in capsys.readouterr().err
+
+
+
+def test_seg_hard_label_term_is_the_task_loss_on_the_teacher_argmax():
+    from sapiens2.training.distill.config import DistillConfig
+    from sapiens2.training.distill.loss import DistillLoss
+    from sapiens2.training.losses import build_task_loss
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 29, 8, 6, generator=g)
+    task_loss = build_task_loss("seg")
+    # the student equal to its teacher: nothing left to match in the KL; the hard terms are the seg loss's (CE and
+    # Dice) on the teacher's argmax, named apart from ground truth's
+    total, terms = DistillLoss("seg", task_loss, DistillConfig(temperature=2.0, hard_weight=0.5))(
+        teacher, {"soft": teacher})
+    _, expected = task_loss(teacher, {"seg": teacher.argmax(1)})
+    assert float(terms["loss_kd"]) == pytest.approx(0.0, abs=1e-6)
+    assert set(terms) == {"loss_kd"} | {f"{k}_teacher" for k in expected} and len(expected) >= 2
+    for k, v in expected.items():
+        assert float(terms[f"{k}_teacher"]) == pytest.approx(0.5 * float(v), rel=1e-5)
+    assert float(total) == pytest.approx(sum(float(v) for v in terms.values()), rel=1e-6) and float(total) > 0.1
+    _, off = DistillLoss("seg", task_loss, DistillConfig(temperature=2.0))(teacher, {"soft": teacher})
+    assert set(off) == {"loss_kd"}  # hard_weight 0 (the default): the KL alone

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sapiens2.models.task_model import build_model
 from sapiens2.inference.predictor import Predictor
 from sapiens2.tasks.preprocess import to_model_batch
-from sapiens2.tasks.seg import instance_masks, seg_input, upsampled_argmax, upsampled_softmax
+from sapiens2.tasks.seg import coarse_argmax, instance_masks, seg_input, upsampled_argmax, upsampled_softmax
 
 INPUT_HW = (128, 96)
 
@@ -38,6 +38,24 @@ def test_seg_end_to_end_matches_torch_reference(seg_model):
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
     np.testing.assert_allclose(probs, ref.softmax(1)[0].numpy(), atol=1e-6)
     assert seg.instance_masks is None  # no person boxes known
+
+
+def test_coarse_argmax_is_the_argmax_at_the_shrunk_size_enlarged(seg_model):
+    logits = torch.randn(29, 16, 12, generator=torch.Generator().manual_seed(3))
+    # small enough: the official ids exactly
+    np.testing.assert_array_equal(coarse_argmax(logits, (40, 30), 40 * 30), upsampled_argmax(logits, (40, 30)).numpy())
+    # a 160x240 frame at 40x60's pixel count: ids of the 40x60 argmax, each repeated over a 4x4 block
+    coarse = coarse_argmax(logits, (160, 240), 40 * 60)
+    small = upsampled_argmax(logits, (40, 60)).numpy()
+    assert coarse.shape == (160, 240) and coarse.dtype == np.uint8
+    np.testing.assert_array_equal(coarse, np.repeat(np.repeat(small, 4, 0), 4, 1))
+    official = upsampled_argmax(logits, (160, 240)).numpy()
+    assert 0.5 < (coarse == official).mean() < 1.0  # a preview: the same ids but along class boundaries
+    img = _image(256, 192)
+    pred = Predictor("seg", model=seg_model, device="cpu", input_size=INPUT_HW, coarse_seg=True).predict(img)
+    with torch.inference_mode():
+        ref = seg_model(to_model_batch(seg_input(img, INPUT_HW)[None]))[0]
+    np.testing.assert_array_equal(pred.seg.mask, coarse_argmax(ref, (256, 192), INPUT_HW[0] * INPUT_HW[1]))
 
 
 def test_chunked_argmax_equals_full_argmax_including_ties():

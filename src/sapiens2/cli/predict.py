@@ -334,6 +334,8 @@ def build_predictor(args: argparse.Namespace, tasks: list[str], models: dict, in
         kwargs["compile"] = args.compile_mode or True
     if getattr(args, "backend", "torch") != "torch":
         kwargs["backend"] = args.backend
+    if getattr(args, "live", False):  # the seg mask is only drawn in live mode: a preview (Predictor's coarse_seg)
+        kwargs["coarse_seg"] = True
     return Predictor(tasks, **kwargs)
 
 

@@ -32,7 +32,7 @@ from sapiens2.tasks.pose.pipeline import (SEG_BOX_SOURCE, BoxSource, PoseImage, 
                                          start_top_down)
 from sapiens2.tasks.preprocess import ImageInput, as_rgb_image, to_model_batch
 from sapiens2.tasks.results import Prediction, SegResult
-from sapiens2.tasks.seg import instance_masks, seg_input, upsampled_argmax, upsampled_softmax
+from sapiens2.tasks.seg import coarse_argmax, instance_masks, seg_input, upsampled_argmax, upsampled_softmax
 
 __all__ = ["Predictor", "PredictInput", "StageClock", "ModelRunner", "resolve_device", "PREDICT_TASKS"]
 
@@ -273,6 +273,9 @@ class Predictor:
     backend: "torch" (default), "onnxruntime" (an exported .onnx given as the model, or the torch model exported
         once into ``export_cache``; see ``inference.backends``), "aoti" (an AOTInductor package, or the model
         compiled once into ``export_cache`` for this machine) or "tensorrt". Pre/post-processing is shared.
+    coarse_seg: seg class ids made at the image size shrunk to the seg input's pixel count and enlarged
+        nearest-neighbour (``tasks.seg.coarse_argmax``): a preview for live mode, several times cheaper than the
+        official upsampling of every class to every pixel; default False (official).
     """
 
     def __init__(self, tasks: str | Sequence[str], model: str | os.PathLike | nn.Module | Mapping = "0.4b", *,
@@ -282,8 +285,9 @@ class Predictor:
                  fallback_whole_image: bool = True, rope_dtype: str = "bf16",
                  cache_dir: str | os.PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  compile: bool | str | object = False,
-                 backend: str = "torch", export_cache: str | os.PathLike | None = None):
+                 backend: str = "torch", export_cache: str | os.PathLike | None = None, coarse_seg: bool = False):
         self.tasks = _parse_tasks(tasks)
+        self.coarse_seg = bool(coarse_seg)
         # -- deployment backends (issue 15): checked before anything is loaded
         from sapiens2.inference.backends import check_backend
 
@@ -584,7 +588,10 @@ class Predictor:
             seg_logits = self._run("seg", batch)
 
             def seg_masks(logits=seg_logits) -> None:
-                masks[:] = [upsampled_argmax(logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
+                if self.coarse_seg:
+                    masks[:] = [coarse_argmax(logits[i], im.hw, hw[0] * hw[1]) for i, im in enumerate(images)]
+                else:
+                    masks[:] = [upsampled_argmax(logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
 
             # the masks are needed now by seg boxes for pose and by the foreground masking of dense tasks
             needed = (bool(masked and self.mask_with_seg) or any(isinstance(im.boxes, str) for im in images)

@@ -22,7 +22,7 @@ from sapiens2.tasks import upsample as banding
 from sapiens2.tasks.upsample import (BandUpsampler, band_threads, band_workers, class_candidates, first_argmax,
                                     rows_per_band)
 
-__all__ = ["seg_input", "upsampled_argmax", "upsampled_softmax", "instance_masks", "seg_result",
+__all__ = ["seg_input", "upsampled_argmax", "coarse_argmax", "upsampled_softmax", "instance_masks", "seg_result",
            "UPSAMPLE_BUDGET"]
 
 # Elements of upsampled logits handled at once (float32: 64M elements = 256 MB).
@@ -82,6 +82,20 @@ def upsampled_argmax(logits: torch.Tensor, image_hw: tuple[int, int], budget: in
             torch.maximum(best_val, plane, out=best_val)
         del up
     return best_idx
+
+
+def coarse_argmax(logits: torch.Tensor, image_hw: tuple[int, int], max_pixels: int) -> np.ndarray:
+    """(H, W) uint8 class ids for a preview: :func:`upsampled_argmax` at ``image_hw`` shrunk (aspect kept) to at
+    most ``max_pixels``, enlarged to ``image_hw`` nearest-neighbour. Live mode uses it with the seg input's pixel
+    count: upsampling all 29 classes to every pixel of a 640x480 frame cost twice the seg student's forward, while
+    the logits hold no detail finer than the input (the same ids except along class boundaries)."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    scale = min(1.0, (max_pixels / max(1, h * w)) ** 0.5)
+    small = (max(1, round(h * scale)), max(1, round(w * scale)))
+    ids = upsampled_argmax(logits, small).cpu().numpy()
+    if small == (h, w):
+        return ids
+    return cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def _banded_argmax(up: BandUpsampler, max_elements: int, workers: int = 1) -> torch.Tensor:

@@ -16,6 +16,7 @@ class DistillConfig:
     gt_weight: float = 1.0  # weight of the task's own loss where ground truth is present (0 = soft targets only)
     use_labels: bool = True  # False: ignore the labels of an annotated dataset (boxes still cut the pose crops)
     temperature: float = 1.0  # seg: softmax temperature of the KL term (scaled by T^2)
+    hard_weight: float = 0.0  # seg: weight of the task loss (CE + Dice) on the teacher's argmax, beside the KL term
     flip_prob: float = 0.5  # unlabelled images: horizontal flips (the teacher sees the same flipped input)
 
     @property
