@@ -149,7 +149,8 @@ def test_predict_many_yields_failed_items_and_keeps_the_rest(models, tmp_path):
 
 def test_overlapped_stream_gives_the_same_predictions_and_isolates_post_failures(models, monkeypatch):
     """``overlap=True`` post-processes a batch while the model runs on the next: same numbers, same order; a
-    failure there fails only its image (its batch is redone image by image, once the model is free)."""
+    failure there fails only its image (it and the rest of its batch are redone image by image; the images
+    before it were handed out already, with their batch's numbers)."""
     import sapiens2.inference.predictor as predictor_module
 
     p = Predictor(["seg", "pose", "normal"], model=models, device="cpu", input_size=INPUT_HW, batch_size=2,
@@ -169,11 +170,32 @@ def test_overlapped_stream_gives_the_same_predictions_and_isolates_post_failures
     assert [pr.frame_index for pr in overlapped] == [0, 1, 2, 3, 4, 5]
     assert [pr.ok for pr in overlapped] == [True, True, True, False, True, True]
     assert "post-processing failed" in str(overlapped[3].error)
-    alone = p.predict(inputs[2])  # the third image was redone alone (a batch of one: its own numbers)
-    for a, b in zip(plain[:2] + [alone] + plain[4:], overlapped[:3] + overlapped[4:]):
+    for a, b in zip(plain[:3] + plain[4:], overlapped[:3] + overlapped[4:]):
         np.testing.assert_array_equal(a.seg.mask, b.seg.mask)
         np.testing.assert_array_equal(a.seg.instance_masks, b.seg.instance_masks)
         np.testing.assert_array_equal(a.pose.keypoints, b.pose.keypoints)
         np.testing.assert_array_equal(a.pose.scores, b.pose.scores)
         np.testing.assert_array_equal(a.normal.normals, b.normal.normals)
         assert b.timings["post"] > 0 and set(b.timings) >= {"pre", "forward", "post"}
+
+
+def test_overlapped_stream_hands_out_each_image_before_its_batch_mates_are_post_processed(models, monkeypatch):
+    """With ``overlap=True`` a prediction is yielded as soon as its own post-processing is done, so its consumer
+    (the job's writers) works beside its batch-mates' post-processing, the last batch's included."""
+    import sapiens2.inference.predictor as predictor_module
+
+    p = Predictor(["seg", "pose"], model=models, device="cpu", input_size=INPUT_HW, batch_size=2, detector="none")
+    sizes = [(50, 70), (80, 40), (64, 64), (40, 30)]
+    events = []
+    real = predictor_module.instance_masks
+
+    def logged(mask, boxes):  # per image, in its seg result
+        events.append(("post", sizes.index(mask.shape)))
+        return real(mask, boxes)
+
+    monkeypatch.setattr(predictor_module, "instance_masks", logged)
+    inputs = [PredictInput(_image(*hw, seed=i), frame_index=i) for i, hw in enumerate(sizes)]
+    for prediction in p.predict_many(inputs, overlap=True):
+        assert prediction.ok
+        events.append(("out", prediction.frame_index))
+    assert events == [(kind, k) for k in range(4) for kind in ("post", "out")]

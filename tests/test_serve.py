@@ -343,7 +343,7 @@ def test_the_model_options_are_the_same_parser_as_predict():
                  "seg_probs"):
         assert sub[dest].option_strings == predict[dest].option_strings and sub[dest].help == predict[dest].help
     args = build_parser("serve").parse_args(["serve", "--task", "pose"])
-    assert (args.host, args.port, args.max_batch, args.max_upload_mb) == ("127.0.0.1", 8000, 8, 50.0)
+    assert (args.host, args.port, args.max_batch, args.max_upload_mb) == ("127.0.0.1", 8000, "auto", 50.0)
 
 
 def test_missing_extra_names_the_install_command(monkeypatch, capsys):
@@ -497,8 +497,8 @@ def test_concurrent_predictor_calls_match_one_at_a_time(predictor):
         assert set(a.timings) == set(b.timings)
 
 
-def test_inference_threads_option_and_refusals(predictor):
-    from sapiens2.cli.serve import resolve_inference_threads
+def test_inference_threads_and_max_batch_options_and_refusals(predictor):
+    from sapiens2.cli.serve import resolve_inference_threads, resolve_max_batch
     from sapiens2.errors import UsageError
     from sapiens2.runtime import usable_cores
 
@@ -507,9 +507,13 @@ def test_inference_threads_option_and_refusals(predictor):
     parse = build_parser("serve").parse_args
     assert parse(["serve"]).inference_threads == "auto"
     assert resolve_inference_threads(parse(["serve", "--inference-threads", "3"]).inference_threads, "cpu") == 3
-    for bad in ("0", "many", "-1"):
-        with pytest.raises(SystemExit):
-            parse(["serve", "--inference-threads", bad])
+    assert resolve_max_batch("auto", torch.device("cpu")) == 1  # batches cost per image on a CPU: no gathering
+    assert resolve_max_batch("auto", torch.device("cuda")) == 8
+    assert resolve_max_batch(parse(["serve", "--max-batch", "4"]).max_batch, torch.device("cpu")) == 4
+    for option in ("--inference-threads", "--max-batch"):
+        for bad in ("0", "many", "-1"):
+            with pytest.raises(SystemExit):
+                parse(["serve", option, bad])
 
     class Compiled(Flaky):
         compile_settings = object()
@@ -614,6 +618,7 @@ def test_video_clip_returns_tracked_json_lines(client, tmp_path):
     rid = r.headers["x-result-id"]
     files = client.get(f"/v1/results/{rid}/").json()["files"]
     assert "image.pose.mp4" in files and "image.summary.json" in files and "image.mp4" not in files
+    assert client.get("/v1/models").json()["max_video_pixels"] == 300 * 3840 * 2160  # the CLI's default
     bad = client.post("/v1/predict/video", content=b"not a video at all", headers={"content-type": "video/mp4"})
     assert bad.status_code == 422 and bad.json()["error"]
     assert client.post("/v1/predict/video", params={"tasks": "seg"}, content=b"x").status_code == 400
@@ -649,3 +654,29 @@ def test_the_serve_command_starts_logs_and_stops_on_sigint(checkpoints, tmp_path
     assert "this machine only" in text and "--host 0.0.0.0" in text
     access = [json.loads(line.split(" ", 1)[1]) for line in text.splitlines() if line.startswith("INFO {")]
     assert {"method": "POST", "path": "/v1/predict", "status": 200}.items() <= access[-1].items()
+
+
+def test_a_clip_over_the_frames_times_pixels_limit_is_refused_before_decoding(predictor, tmp_path):
+    from sapiens2.serving.http.uploads import UploadError, check_video_work
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (40, 32))
+    for i in range(6):
+        writer.write(np.full((32, 40, 3), 40 * i, np.uint8))
+    writer.release()
+    assert check_video_work(clip, "clip.mp4", every=1, max_frames=300, max_video_pixels=6 * 40 * 32) == 6
+    assert check_video_work(clip, "clip.mp4", every=2, max_frames=300, max_video_pixels=0) == 3
+    with pytest.raises(UploadError, match=r"6 frames of 40x32 are 0 megapixels.*--max-video-pixels") as refused:
+        check_video_work(clip, "clip.mp4", every=1, max_frames=300, max_video_pixels=6 * 40 * 32 - 1)
+    assert refused.value.status == 413
+    app = create_app(predictor, ServeConfig(max_batch=1, max_video_pixels=4 * 40 * 32))
+    calls = predictor.runners["pose"].forward_calls
+    with TestClient(app) as local:
+        over = local.post("/v1/predict/video", params={"tasks": "pose"}, content=clip.read_bytes(),
+                          headers={"content-type": "video/mp4"})
+        assert over.status_code == 413 and "--max-video-pixels" in over.json()["error"]
+        assert predictor.runners["pose"].forward_calls == calls  # nothing was predicted
+        within = local.post("/v1/predict/video", params={"tasks": "pose", "every": 2}, content=clip.read_bytes(),
+                            headers={"content-type": "video/mp4"})  # 3 of the 6 frames: 3 x 40 x 32 pixels
+        assert within.status_code == 200, within.text
+        assert len(within.text.splitlines()) == 1 + 3

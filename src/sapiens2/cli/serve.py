@@ -39,11 +39,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     net = p.add_argument_group("service")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     net.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    net.add_argument("--max-batch", type=int, default=8, metavar="N",
-                     help="most concurrent requests gathered into one forward pass (default 8; 1 = no batching)")
+    net.add_argument("--max-batch", default="auto", type=count_or_auto, metavar="N|auto",
+                     help="most concurrent requests gathered into one forward pass (1 = no batching; default auto: "
+                          "8 on a GPU or MPS, 1 on a CPU, where a batch costs as much per image as single images or "
+                          "more and two inference threads side by side do better; benchmarks/serve.py)")
     net.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
                      help="how long to wait for more requests to batch with the first (default 5)")
-    net.add_argument("--inference-threads", default="auto", type=inference_threads_option, metavar="N|auto",
+    net.add_argument("--inference-threads", default="auto", type=count_or_auto, metavar="N|auto",
                      help="batches run at once on the one copy of the models (default auto: 2 on a CPU with 2 or "
                           "more cores, else 1). On a CPU a forward with one torch thread uses about one core, so two "
                           "batches at once use two and the throughput under load rises (benchmarks/serve.py); "
@@ -58,6 +60,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                           "same option as predict's (default 50000000; 0 = no limit)")
     net.add_argument("--max-video-frames", type=int, default=300, metavar="N",
                      help="most frames processed per uploaded clip (default 300)")
+    net.add_argument("--max-video-pixels", type=int, default=300 * 3840 * 2160, metavar="N",
+                     help="refuse a clip (413) whose frames to process hold more than N pixels in all, frames x "
+                          "width x height as the container reports them, before a frame is decoded (default "
+                          "2488320000: 300 frames of 3840x2160; 0 = no limit)")
     net.add_argument("--results-dir", default=None, metavar="DIR",
                      help="where result files are kept (default: a temporary folder removed at exit)")
     net.add_argument("--keep-results", type=int, default=200, metavar="N", help="newest results kept (default 200)")
@@ -74,13 +80,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def inference_threads_option(text: str) -> str | int:
-    """``--inference-threads`` as argparse checks it: "auto" or a whole number >= 1."""
+def count_or_auto(text: str) -> str | int:
+    """An option that is "auto" or a whole number >= 1, as argparse checks it."""
     if text.strip().lower() == "auto":
         return "auto"
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a whole number >= 1 or auto, not {text!r}")
     return int(text)
+
+
+def resolve_max_batch(value: str | int, device) -> int:
+    """``--max-batch``: "auto" is 8 on an accelerator (a batch fills it) and 1 on a CPU. Measured there with the
+    tiny arch, 1 thread: a batch of 8 costs 94 ms per image at 512x384 against 87 ms alone, and
+    ``predict_many`` in batches of 16 gives 0.83x the images/s of single images; the server's throughput at 16
+    clients was 1.27x one-at-a-time with batches of up to 16 and 1.36x without (two inference threads)."""
+    if value == "auto":
+        return 1 if device.type == "cpu" else 8
+    return int(value)
 
 
 def resolve_inference_threads(value: str | int, device) -> int:
@@ -112,11 +128,11 @@ def build_service(args: argparse.Namespace):
     from sapiens2.serving.outputs import OutputOptions
 
     require_fastapi()  # before loading models: a missing extra should fail in a second, not after a download
-    for name in ("max_batch", "max_queue", "max_video_frames", "keep_results"):
+    for name in ("max_queue", "max_video_frames", "keep_results"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.max_upload_mb <= 0 or args.max_pixels < 0:
-        raise UsageError("--max-upload-mb must be > 0 and --max-pixels >= 0 (0 = no limit)")
+    if args.max_upload_mb <= 0 or args.max_pixels < 0 or args.max_video_pixels < 0:
+        raise UsageError("--max-upload-mb must be > 0, --max-pixels and --max-video-pixels >= 0 (0 = no limit)")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535, got {args.port}")
     tasks, models = resolve_models(args, parse_tasks(args.task))
@@ -125,6 +141,7 @@ def build_service(args: argparse.Namespace):
 
     device = resolve_device(args.device)  # an unavailable --device: a usage error before any model is loaded
     inference_threads = resolve_inference_threads(args.inference_threads, device)
+    args.max_batch = resolve_max_batch(args.max_batch, device)
     args.batch_size = args.max_batch  # a gathered batch is one forward (Predictor batches pose crops alike)
     predictor = build_predictor(args, tasks, models, input_size)
     if device.type == "cpu" and inference_threads > 1:
@@ -133,7 +150,7 @@ def build_service(args: argparse.Namespace):
         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, inference_threads=inference_threads,
         max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
-        max_video_frames=args.max_video_frames, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_video_frames=args.max_video_frames, max_video_pixels=args.max_video_pixels, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         results_dir=args.results_dir, keep_results=args.keep_results,
         output_options=OutputOptions(seg_probabilities=args.seg_probs,
                                      model_names={t: _model_name(m, t) for t, m in models.items()}),

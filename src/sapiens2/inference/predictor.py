@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -161,13 +161,14 @@ def _beside_forward():
         torch.set_num_threads(before)
 
 
-def _finished(items: list, finish: Callable[[], list[Prediction]]) -> list[Prediction] | None:
-    """A batch's predictions once its post-processing (``finish``) is done, or None if that failed."""
-    try:
-        return finish()
-    except Exception as exc:
-        log.debug("batch post-processing failed (%s); retrying %d image(s) one at a time", exc, len(items))
-        return None
+@dataclass
+class _Later:
+    """Post-processing deferred past a group's forward passes: work over the whole group (pose decoding, batched
+    across people and images), then work per image (by its position in the group), so that each prediction can be
+    handed out (and its files written) as soon as its own work is done."""
+
+    group: list[Callable[[], None]] = field(default_factory=list)
+    each: list[Callable[[int], None]] = field(default_factory=list)
 
 
 def _groups(items: Iterable, size: int) -> Iterator[list]:
@@ -436,9 +437,12 @@ class Predictor:
 
         ``overlap``: on the CPU, the model runs on a worker thread and a batch's post-processing that no later
         forward needs (dense outputs at the image size, seg masks, pose decoding) runs on this thread while the
-        model runs on the next batch; the batch is yielded then (its consumer writes its files beside that
-        forward too). The last batch is post-processed with every intra-op thread. (Not on an accelerator: there
-        that work is queued on the device behind the forward anyway, and the stage clock synchronises the device.)
+        model runs on the next batch; each image is yielded as soon as its own part is done (its consumer writes
+        its files beside that forward and beside its batch-mates' post-processing; in the last batch, which
+        nothing runs beside, that is all the overlap there is). The last batch is post-processed with every
+        intra-op thread. A post-processing failure fails only its image (it and the rest of its batch are redone
+        one at a time). (Not on an accelerator: there that work is queued on the device behind the forward
+        anyway, and the stage clock synchronises the device.)
 
         An input that fails (unreadable or missing file, bad boxes, a model error on it) does not stop the stream
         or lose its batch-mates: its Prediction has ``error`` set (the exception; ``ok`` is False) and no results.
@@ -460,18 +464,26 @@ class Predictor:
                 ahead = model.submit(self._start_group, group, isolate=True)
                 if behind is not None:
                     with _beside_forward():
-                        done = _finished(*behind)
-                    if done is None:  # redone image by image once the model thread is free (one at a time)
-                        ahead.result()
-                        done = self._one_by_one(behind[0])
-                    yield from done
+                        yield from self._drain(*behind, ahead)
                 behind = (group, ahead.result())
             if behind is not None:  # the last batch: nothing runs beside it, every thread
-                yield from _finished(*behind) or self._one_by_one(behind[0])
+                yield from self._drain(*behind, None)
 
-    def _one_by_one(self, items: list) -> list[Prediction]:
-        """A batch whose post-processing failed, each image redone alone, so only the culprit fails."""
-        return [self._predict_group([item], isolate=True)[0] for item in items]
+    def _drain(self, items: list, finish: Callable[[], Iterator[Prediction]], ahead) -> Iterator[Prediction]:
+        """A batch's predictions, each as soon as its post-processing is done. If that fails, the image and the
+        rest of the batch are redone one at a time once the model thread is free (``ahead``: the forward running
+        there), so only the culprit fails."""
+        done = 0
+        try:
+            for prediction in finish():
+                yield prediction
+                done += 1
+        except Exception as exc:
+            log.debug("post-processing failed (%s); redoing %d image(s) one at a time", exc, len(items) - done)
+            if ahead is not None:
+                ahead.result()
+            for item in items[done:]:
+                yield self._predict_group([item], isolate=True)[0]
 
     def _load_input(self, item) -> _Loaded:
         request = item if isinstance(item, PredictInput) else PredictInput(item)
@@ -509,11 +521,13 @@ class Predictor:
     def _predict_group(self, items: list, *, isolate: bool = False) -> list[Prediction]:
         """Predictions for ``items``; an error raises, or with ``isolate`` becomes that item's failed Prediction
         (a model error on the group is retried one item at a time, so only the culprit fails)."""
-        return self._start_group(items, isolate=isolate, defer=False)()
+        return list(self._start_group(items, isolate=isolate, defer=False)())
 
-    def _start_group(self, items: list, *, isolate: bool, defer: bool = True) -> Callable[[], list[Prediction]]:
+    def _start_group(self, items: list, *, isolate: bool, defer: bool = True
+                     ) -> Callable[[], Iterator[Prediction]]:
         """``_predict_group`` up to the group's last forward pass; returns the rest: with ``defer``, the
-        post-processing that no later forward needs (to run on another thread), then the predictions."""
+        post-processing that no later forward needs (to run on another thread), yielding each prediction in
+        order as soon as its own part is done."""
         clock = StageClock(self.device)
         results: list[Prediction | None] = [None] * len(items)
         loaded: list[tuple[int, _Loaded]] = []
@@ -525,7 +539,7 @@ class Predictor:
                     if not isolate:
                         raise
                     results[i] = self._failed(item, exc)
-        later: list[Callable[[], None]] | None = [] if defer else None
+        later: _Later | None = _Later() if defer else None
         preds = None
         if loaded:
             try:
@@ -540,21 +554,31 @@ class Predictor:
                     log.debug("batch failed (%s); retrying %d image(s) one at a time", exc, len(loaded))
                     preds = [self._predict_group([items[i]], isolate=True)[0] for i, _ in loaded]
 
-        def finish() -> list[Prediction]:
-            if later:
+        def finish() -> Iterator[Prediction]:
+            share = 0.0  # each image's part of the group's work
+            if later is not None and later.group:
                 post = StageClock(self.device)
                 with post.stage("post"):
-                    for work in later:
+                    for work in later.group:
                         work()
-                for pred in preds:
-                    pred.timings["post"] = pred.timings.get("post", 0.0) + post.totals["post"] / len(preds)
-            for (i, _), pred in zip(loaded, preds or ()):
-                results[i] = pred
-            return results
+                share = post.totals["post"] / len(preds)
+            position = {i: k for k, (i, _) in enumerate(loaded)}
+            for i in range(len(items)):
+                k = position.get(i)
+                if k is not None:
+                    if later is not None and (later.group or later.each):
+                        post = StageClock(self.device)
+                        with post.stage("post"):
+                            for work in later.each:
+                                work(k)
+                        preds[k].timings["post"] = preds[k].timings.get("post", 0.0) + share + post.totals["post"]
+                    results[i] = preds[k]
+                yield results[i]
 
         return finish
 
-    def _predict_loaded(self, images: list[_Loaded], clock: StageClock, later=None) -> list[Prediction]:
+    def _predict_loaded(self, images: list[_Loaded], clock: StageClock, later: _Later | None = None
+                        ) -> list[Prediction]:
         for runner in self.runners.values():
             runner.clock = clock
         try:
@@ -564,15 +588,20 @@ class Predictor:
                 runner.clock = None
 
     @staticmethod
-    def _post(clock: StageClock, later: list | None, work: Callable[[], None]) -> None:
-        """Post-processing that nothing later in the group needs: now (timed as "post"), or queued in ``later``."""
+    def _post(clock: StageClock, later: _Later | None, work: Callable, images: int = 0) -> None:
+        """Post-processing that nothing later in the group needs: now (timed as "post"), or queued in ``later``.
+        ``images``: ``work`` takes an image's position and is run for each of that many (else once, no argument)."""
         if later is not None:
-            later.append(work)
+            (later.each if images else later.group).append(work)
             return
         with clock.stage("post"):
-            work()
+            if images:
+                for k in range(images):
+                    work(k)
+            else:
+                work()
 
-    def _predict_images(self, images: list[_Loaded], clock: StageClock, later: list | None = None
+    def _predict_images(self, images: list[_Loaded], clock: StageClock, later: _Later | None = None
                         ) -> list[Prediction]:
         """The group's forward passes, in run order; the post-processing that no later step needs goes through
         :meth:`_post` (into ``later`` when given)."""
@@ -587,16 +616,16 @@ class Predictor:
                 batch = [seg_input(im.rgb, hw) for im in images]
             seg_logits = self._run("seg", batch)
 
-            def seg_masks(logits=seg_logits) -> None:
+            def seg_mask(i: int, logits=seg_logits) -> None:
                 if self.coarse_seg:
-                    masks[:] = [coarse_argmax(logits[i], im.hw, hw[0] * hw[1]) for i, im in enumerate(images)]
+                    masks[i] = coarse_argmax(logits[i], images[i].hw, hw[0] * hw[1])
                 else:
-                    masks[:] = [upsampled_argmax(logits[i], im.hw).cpu().numpy() for i, im in enumerate(images)]
+                    masks[i] = upsampled_argmax(logits[i], images[i].hw).cpu().numpy()
 
             # the masks are needed now by seg boxes for pose and by the foreground masking of dense tasks
             needed = (bool(masked and self.mask_with_seg) or any(isinstance(im.boxes, str) for im in images)
                       or ("pose" in self.tasks and self.box_source is not None and self.box_source.needs_seg))
-            self._post(clock, None if needed else later, seg_masks)
+            self._post(clock, None if needed else later, seg_mask, len(images))
 
         person_boxes: list[np.ndarray | None] = [None] * len(images)
         if "pose" in self.tasks:
@@ -627,13 +656,12 @@ class Predictor:
                     person_boxes[i] = given[0].boxes
 
         if "seg" in self.tasks:
-            def seg_results(logits=seg_logits) -> None:
-                for i, im in enumerate(images):
-                    probs = upsampled_softmax(logits[i], im.hw) if self.return_probabilities else None
-                    inst = instance_masks(masks[i], person_boxes[i]) if person_boxes[i] is not None else None
-                    preds[i].seg = SegResult(mask=masks[i], probabilities=probs, instance_masks=inst)
+            def seg_result(i: int, logits=seg_logits) -> None:
+                probs = upsampled_softmax(logits[i], images[i].hw) if self.return_probabilities else None
+                inst = instance_masks(masks[i], person_boxes[i]) if person_boxes[i] is not None else None
+                preds[i].seg = SegResult(mask=masks[i], probabilities=probs, instance_masks=inst)
 
-            self._post(clock, later, seg_results)
+            self._post(clock, later, seg_result, len(images))
         del seg_logits
 
         # the foreground mask is one byte per pixel: made only if a task uses it
@@ -647,12 +675,11 @@ class Predictor:
                 prepared = [io.prepare(im.rgb, hw) for im in images]
             out = self._run(task, [p[0] for p in prepared])
 
-            def task_results(task=task, io=io, out=out, prepared=prepared) -> None:
-                for i, im in enumerate(images):
-                    mask = blank[i] if io.masked_by_seg else None
-                    preds[i].set(task, io.finish(one_image_output(out, i), prepared[i][1], im.hw, mask))
+            def task_result(i: int, task=task, io=io, out=out, prepared=prepared) -> None:
+                mask = blank[i] if io.masked_by_seg else None
+                preds[i].set(task, io.finish(one_image_output(out, i), prepared[i][1], images[i].hw, mask))
 
-            self._post(clock, later, task_results)
+            self._post(clock, later, task_result, len(images))
             del out
 
         share = {name: seconds / len(images) for name, seconds in clock.totals.items()}

@@ -146,7 +146,9 @@ LABEL_MAP_PNG = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMW
 # same with a flat blended region, a noisy class-colour overlay), zlib level 1, CPU time: 0.20-0.27 s against
 # 0.36-0.42 s with the run-length strategy and the Paeth filter (chosen before: 1.6-1.7x faster than the default,
 # 17% smaller) and 0.67-0.73 s with the default, for files 9-15% larger than with run-length + Paeth (12.4 MB
-# against 10.7; 11.8 against 10.2; 12.0 against 11.1) and about the default's size. Same pixels.
+# against 10.7; 11.8 against 10.2; 12.0 against 11.1) and about the default's size. Same pixels. Also the uint16
+# depth map: at 1024x768, 10.8 ms against 20.7 (default filters, level 1) for a smooth one, same size; 13.4 ms
+# against 41.9 for a noise-like one (random weights), 2% smaller.
 PICTURE_PNG = (cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY, cv2.IMWRITE_PNG_FILTER,
                cv2.IMWRITE_PNG_FILTER_SUB)
 

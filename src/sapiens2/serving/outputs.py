@@ -370,9 +370,9 @@ def _write_pointmap(out: OutPath, prediction: Prediction, image_rgb: np.ndarray,
     if path := out(".pointmap.npy"):
         write_npy(path, np.asarray(result.pointmap, dtype=np.float32))
     if path := out(".depth.png"):
-        write_png(path, depth_millimetres(result.depth, valid))
+        write_png(path, depth_millimetres(result.depth, valid), picture=True)  # smooth: encoded as a picture
     if path := out(".depth_vis.png"):
-        write_png(path, render_task(prediction, image_rgb, "pointmap", valid=valid), consume=True)
+        write_png(path, render_task(prediction, image_rgb, "pointmap", valid=valid), consume=True, picture=True)
     if path := out(".ply"):
         _write_pointcloud(path, prediction, image_rgb, valid, options.ply_max_points)
 

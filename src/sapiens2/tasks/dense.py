@@ -125,7 +125,8 @@ def normal_result(output: torch.Tensor, padding: Padding, image_hw: tuple[int, i
     """Raw normal output (3, h, w) of one image -> unit normals (H, W, 3) at the original size."""
     mask = _check_mask(mask, image_hw)
     n = output.float()
-    n = n / n.norm(dim=0, keepdim=True).clamp(min=_NORMAL_EPS)
+    # the length as a sum of channel planes: torch's norm over the leading dim of 3 took 30x longer (70 ms at 1 MP)
+    n = n / (n * n).sum(dim=0, keepdim=True).sqrt_().clamp_(min=_NORMAL_EPS)
     normals = upsample_to_hwc(crop_padding(n, padding), image_hw, _finisher(mask, _unit_length))
     return NormalResult(normals=normals, mask=mask)
 

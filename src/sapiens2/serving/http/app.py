@@ -25,7 +25,8 @@ from sapiens2.serving.outputs import OutputOptions
 
 from .batching import Batcher, PredictionFailed, ServerBusy
 from .results import BASE_NAME, ResultNotFound, ResultStore, media_type, prediction_answer
-from .uploads import UploadError, decode_upload, parse_boxes, parse_task_list, parse_upload, read_body
+from .uploads import (UploadError, check_video_work, decode_upload, parse_boxes, parse_task_list, parse_upload,
+                      read_body)
 
 logger = logging.getLogger("sapiens2.serve")
 access_log = logging.getLogger("sapiens2.serve.access")
@@ -51,6 +52,7 @@ class ServeConfig:
     max_upload_mb: float = 50.0
     max_pixels: int = 50_000_000
     max_video_frames: int = 300
+    max_video_pixels: int = 300 * 3840 * 2160  # frames x pixels per clip: 300 frames of 4K UHD; 0 = no limit
     api_key: str | None = None
     results_dir: Path | None = None
     keep_results: int = 200
@@ -113,7 +115,8 @@ def models_info(predictor, config: ServeConfig) -> dict[str, Any]:
             "device": str(getattr(predictor, "device", "unknown")), "devices": available_devices(),
             "max_batch": config.max_batch, "inference_threads": config.inference_threads,
             "max_upload_mb": config.max_upload_mb, "max_pixels": config.max_pixels,
-            "max_video_frames": config.max_video_frames, **config.info}
+            "max_video_frames": config.max_video_frames, "max_video_pixels": config.max_video_pixels,
+            **config.info}
     if "pose" in predictor.tasks:  # what the page draws the skeleton with (the pose files hold names and links)
         from sapiens2.data.specs import keypoint_info
 
@@ -268,7 +271,8 @@ def create_app(predictor, config: ServeConfig | None = None):
             frames = min(max_frames or config.max_video_frames, config.max_video_frames)
             rid, folder = store.new()
             summary = await asyncio.wrap_future(batcher.run_exclusive(
-                lambda: _run_video(predictor, upload, folder, wanted, options, every, frames, smooth)))
+                lambda: _run_video(predictor, upload, folder, wanted, options, every, frames, smooth,
+                                   config.max_video_pixels)))
             if summary.failed:
                 store.discard(rid)
                 raise UploadError(422, f"{upload.filename}: {summary.failed[0].reason}")
@@ -342,8 +346,10 @@ def _answer_bytes(prediction, rgb, tasks, options, store, encoding: str) -> byte
     return json.dumps(answer, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _run_video(predictor, upload, folder: Path, tasks, options, every: int, max_frames: int, smooth: str):
-    """The ``sapiens2 predict`` video job on one uploaded clip (run alone by the batcher: no batch beside it)."""
+def _run_video(predictor, upload, folder: Path, tasks, options, every: int, max_frames: int, smooth: str,
+               max_video_pixels: int = 0):
+    """The ``sapiens2 predict`` video job on one uploaded clip (run alone by the batcher: no batch beside it);
+    a clip over ``max_video_pixels`` (frames x pixels) is refused (413) before a frame is decoded."""
     from sapiens2.io import VIDEO_EXTENSIONS, InputItem
     from sapiens2.serving.runner import PredictJob, VideoOptions
 
@@ -353,6 +359,7 @@ def _run_video(predictor, upload, folder: Path, tasks, options, every: int, max_
     clip = folder / f"{BASE_NAME}{suffix}"
     clip.write_bytes(upload.data)
     try:
+        check_video_work(clip, upload.filename, every, max_frames, max_video_pixels)
         job = PredictJob(predictor, tasks, folder, options, every=every, read_workers=1, write_workers=1,
                          video=VideoOptions(max_frames=max_frames, smoothing=smooth, frame_files=False, prefetch=4))
         return job.run([InputItem(clip, "video", Path(clip.name))])

@@ -130,5 +130,33 @@ def parse_task_list(text: str | None, served: list[str]) -> list[str]:
     return [t for t in served if t in wanted]
 
 
-__all__ = ["Upload", "UploadError", "decode_upload", "parse_boxes", "parse_task_list",
+def check_video_work(clip, name: str, every: int, max_frames: int, max_video_pixels: int) -> int:
+    """The frames a clip will be processed for, or 413 when they would hold more than ``max_video_pixels`` pixels
+    in all (0: no limit). Frame size and count are the container's, read before any frame is decoded; a count it
+    does not report counts as ``max_frames``, a size it does not report is left to the frame checks downstream."""
+    import math
+
+    import cv2
+
+    capture = cv2.VideoCapture(str(clip))
+    try:
+        width, height, count = (capture.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH,
+                                                                 cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    frames = int(max_frames)
+    if math.isfinite(count) and count > 0:
+        frames = min(frames, math.ceil(count / max(1, int(every))))
+    if not max_video_pixels or not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
+        return frames
+    total = int(width) * int(height) * frames
+    if total > max_video_pixels:
+        raise UploadError(413, f"{name}: {frames} frames of {int(width)}x{int(height)} are {total / 1e6:.0f} "
+                               f"megapixels to process, over the limit of {max_video_pixels / 1e6:.0f} "
+                               "(--max-video-pixels): send a shorter or smaller clip, or fewer frames (max_frames=, "
+                               "every=)")
+    return frames
+
+
+__all__ = ["Upload", "UploadError", "check_video_work", "decode_upload", "parse_boxes", "parse_task_list",
            "parse_upload", "read_body"]
