@@ -226,13 +226,13 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     import httpx
 
+    from sapiens2.runtime import usable_cores
+
     input_size = tuple(int(v) for v in args.input_size.split("x"))
     clients = [int(c) for c in args.clients.split(",")]
     data = IMAGE.read_bytes()
     total = max(16, args.requests * 4)
     one = Tally("direct predict() one at a time")
-    from sapiens2.runtime import usable_cores
-
     cores = usable_cores()
     whole = Tally(f"direct predict() one at a time, {cores} threads")
     many = Tally(f"direct predict_many batch {args.max_batch}")

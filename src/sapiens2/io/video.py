@@ -60,16 +60,30 @@ def _native_stderr_silenced():
             os.close(saved)
 
 
-def check_frame_size(capture, name: str, max_pixels: int | None) -> None:
-    """Refuse a video whose frames, as the container reports them (``CAP_PROP_FRAME_WIDTH/HEIGHT``, known before
-    any frame is decoded), have more than ``max_pixels`` pixels (0 / None: no limit). A size the container does
-    not report (0) is not checked here; the frames are then checked by the image limit downstream."""
-    if not max_pixels:
-        return
+def container_frame_size(capture) -> tuple[int, int] | None:
+    """(width, height) of the frames as the container reports them (``CAP_PROP_FRAME_WIDTH/HEIGHT``, known before
+    any frame is decoded), or None where it does not report them."""
     width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
     if math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0:
-        if int(width) * int(height) > max_pixels:
-            raise VideoTooLargeError(name, int(width), int(height), int(max_pixels))
+        return int(width), int(height)
+    return None
+
+
+def container_frame_count(capture) -> int:
+    """The frame count the container reports (``CAP_PROP_FRAME_COUNT``), 0 where it does not report one."""
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(count) if math.isfinite(count) and count > 0 else 0
+
+
+def check_frame_size(capture, name: str, max_pixels: int | None) -> None:
+    """Refuse a video whose frames, as the container reports them (:func:`container_frame_size`), have more than
+    ``max_pixels`` pixels (0 / None: no limit). A size the container does not report is not checked here; the
+    frames are then checked by the image limit downstream."""
+    if not max_pixels:
+        return
+    size = container_frame_size(capture)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise VideoTooLargeError(name, size[0], size[1], int(max_pixels))
 
 
 def _report_fallback(requested: str, used: str) -> None:

@@ -37,7 +37,7 @@ from sapiens2.io import VideoReadError, input_kind
 from sapiens2.io.errors import ImageTooLargeError, VideoTooLargeError
 from sapiens2.io.images import ImageReadError, read_image
 from sapiens2.io.imagesize import DEFAULT_MAX_PIXELS
-from sapiens2.io.video import check_frame_size
+from sapiens2.io.video import check_frame_size, container_frame_count
 
 logger = logging.getLogger(__name__)
 
@@ -251,8 +251,7 @@ class CaptureSource(FrameSource):
             self.fps_reported = bool(math.isfinite(reported) and 0 < reported < 1000)
             self.fps = float(fps) if fps else (float(reported) if self.fps_reported else FALLBACK_FPS)
             if not self.live:
-                count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-                self.frame_count = int(count) if math.isfinite(count) and count > 0 else 0
+                self.frame_count = container_frame_count(capture)
                 ok, frame = capture.read()
                 if not ok or not _valid_bgr(frame):
                     raise VideoReadError(self.name, "video has no decodable frames")

@@ -138,25 +138,22 @@ def check_video_work(clip, name: str, every: int, max_frames: int, max_video_pix
 
     import cv2
 
+    from sapiens2.io.video import container_frame_count, container_frame_size
+
     capture = cv2.VideoCapture(str(clip))
     try:
-        width, height, count = (capture.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH,
-                                                                 cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FRAME_COUNT))
+        size, count = container_frame_size(capture), container_frame_count(capture)
     finally:
         capture.release()
-    frames = int(max_frames)
-    if math.isfinite(count) and count > 0:
-        frames = min(frames, math.ceil(count / max(1, int(every))))
-    if not max_video_pixels or not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
+    frames = min(int(max_frames), math.ceil(count / max(1, int(every)))) if count else int(max_frames)
+    if not max_video_pixels or size is None:
         return frames
-    total = int(width) * int(height) * frames
+    total = size[0] * size[1] * frames
     if total > max_video_pixels:
-        raise UploadError(413, f"{name}: {frames} frames of {int(width)}x{int(height)} are {total / 1e6:.0f} "
-                               f"megapixels to process, over the limit of {max_video_pixels / 1e6:.0f} "
-                               "(--max-video-pixels): send a shorter or smaller clip, or fewer frames (max_frames=, "
-                               "every=)")
+        raise UploadError(413, f"{name}: {frames} frames of {size[0]}x{size[1]} are {total / 1e6:.0f} megapixels "
+                               f"to process, over the limit of {max_video_pixels / 1e6:.0f} (--max-video-pixels): "
+                               "send a shorter or smaller clip, or fewer frames (max_frames=, every=)")
     return frames
-
 
 __all__ = ["Upload", "UploadError", "check_video_work", "decode_upload", "parse_boxes", "parse_task_list",
            "parse_upload", "read_body"]
